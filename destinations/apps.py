@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DestinationsConfig(AppConfig):
+    name = "destinations"
+    verbose_name = "Destinations"

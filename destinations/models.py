@@ -1,0 +1,176 @@
+"""Who aamdest sends to, how it authenticates, and which segments go where."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from destinations.secrets import EncryptedTextField
+
+
+def utc_today() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+class AuthMode(models.TextChoices):
+    NONE = "none", "None"
+    HMAC = "hmac", "HMAC request signing"
+    OAUTH2 = "oauth2", "OAuth 2.0 client credentials"
+
+
+class SigningAlgorithm(models.TextChoices):
+    SHA256 = "sha256", "HMAC-SHA256"
+    SHA1 = "sha1", "HMAC-SHA1"
+    MD5 = "md5", "HMAC-MD5"
+
+
+class OAuthClientAuth(models.TextChoices):
+    BASIC = "basic", "HTTP Basic (RFC 6749 §2.3.1)"
+    BODY = "body", "client_id / client_secret form fields"
+
+
+# (minimum, maximum) of each numeric delivery setting, SPEC §2.
+LIMITS = {
+    "timeout_ms": (100, 30_000),
+    "max_retries": (0, 5),
+    "retry_delay_ms": (0, 60_000),
+    "max_users_per_request": (1, 10_000),
+    "max_wait_ms": (0, 60_000),
+}
+
+
+def _bounded(name: str) -> list:
+    low, high = LIMITS[name]
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
+class Destination(models.Model):
+    """A partner endpoint, its identifiers, delivery settings and credentials."""
+
+    name = models.CharField(max_length=200, unique=True)
+    url = models.CharField(max_length=2000, help_text="The partner's HTTPS endpoint.")
+    client_id = models.CharField(max_length=100, help_text="Sent as Client_ID.")
+    user_dpid = models.BigIntegerField(help_text="Namespace of DataPartner_UUID, sent as User_DPID.")
+    aam_destination_id = models.BigIntegerField(help_text="Sent as AAM_Destination_Id.")
+    enabled = models.BooleanField(default=True, help_text="Off pauses sending; pending work waits.")
+    realtime = models.BooleanField(default=True)
+    # null: batch mode is off.
+    batch_interval_hours = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(24), MaxValueValidator(24 * 366)]
+    )
+    max_users_per_request = models.PositiveIntegerField(default=10, validators=_bounded("max_users_per_request"))
+    max_wait_ms = models.PositiveIntegerField(default=1000, validators=_bounded("max_wait_ms"))
+    timeout_ms = models.PositiveIntegerField(default=3000, validators=_bounded("timeout_ms"))
+    max_retries = models.PositiveSmallIntegerField(default=1, validators=_bounded("max_retries"))
+    retry_delay_ms = models.PositiveIntegerField(default=1000, validators=_bounded("retry_delay_ms"))
+
+    auth_mode = models.CharField(max_length=10, choices=AuthMode.choices, default=AuthMode.NONE)
+    signing_algorithm = models.CharField(
+        max_length=10, choices=SigningAlgorithm.choices, default=SigningAlgorithm.SHA256
+    )
+    signing_header = models.CharField(max_length=100, default="X-Signature")
+    signing_key = EncryptedTextField(blank=True, default="")
+    # The key being rotated in ("" when no rotation is under way).
+    new_signing_key = EncryptedTextField(blank=True, default="")
+    # null: no key rotation is under way.
+    key_rotation_started_at = models.DateTimeField(null=True, blank=True)
+    oauth_token_url = models.CharField(max_length=2000, blank=True, default="")
+    oauth_client_id = models.CharField(max_length=255, blank=True, default="")
+    oauth_client_secret = EncryptedTextField(blank=True, default="")
+    oauth_scope = models.CharField(max_length=500, blank=True, default="")
+    oauth_client_auth = models.CharField(
+        max_length=10, choices=OAuthClientAuth.choices, default=OAuthClientAuth.BASIC
+    )
+
+    # Batch mode bookkeeping. null: no batch has been cut yet.
+    batch_cutoff_seq = models.BigIntegerField(null=True, blank=True, editable=False)
+    # null: no batch has been sent yet.
+    last_batch_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # The latest delivery's outcome, copied here so list pages need no joins.
+    # null: nothing delivered or failed yet.
+    last_delivery_status = models.CharField(max_length=20, blank=True, default="", editable=False)
+    last_delivery_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="destination_limits",
+                condition=Q(timeout_ms__gte=100, timeout_ms__lte=30_000)
+                & Q(max_retries__lte=5)
+                & Q(retry_delay_ms__lte=60_000)
+                & Q(max_users_per_request__gte=1, max_users_per_request__lte=10_000)
+                & Q(max_wait_ms__lte=60_000),
+            ),
+            models.CheckConstraint(
+                name="destination_batch_interval",
+                condition=Q(batch_interval_hours__isnull=True) | Q(batch_interval_hours__gte=24),
+            ),
+            models.CheckConstraint(
+                name="destination_auth_mode", condition=Q(auth_mode__in=AuthMode.values)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_signing_key(self) -> bool:
+        return bool(self.signing_key)
+
+    @property
+    def has_oauth_client_secret(self) -> bool:
+        return bool(self.oauth_client_secret)
+
+
+class Segment(models.Model):
+    """An audience segment; its ID is the client's."""
+
+    id = models.PositiveBigIntegerField(primary_key=True)
+    name = models.CharField(max_length=255, blank=True, default="")
+    ttl_days = models.PositiveIntegerField(default=120, help_text="0 = memberships never expire.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.name}".strip()
+
+
+class Mapping(models.Model):
+    """One segment sent to one destination as `value`, between two UTC dates."""
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mappings")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="mappings")
+    value = models.CharField(max_length=255, help_text="Sent as Segment_ID; the segment ID by default.")
+    start_date = models.DateField(default=utc_today)
+    # null: the mapping never ends.
+    end_date = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["destination_id", "segment_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["destination", "segment"], name="one_mapping_per_pair"),
+            models.CheckConstraint(
+                name="mapping_dates_in_order",
+                condition=Q(end_date__isnull=True) | Q(end_date__gte=models.F("start_date")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.segment_id} → {self.destination_id} as {self.value}"
+
+    def is_active_on(self, day: dt.date) -> bool:
+        return self.start_date <= day and (self.end_date is None or day <= self.end_date)

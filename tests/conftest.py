@@ -1,0 +1,88 @@
+"""Shared fixtures: API clients with roles, local HTTPS partners with a throwaway CA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, Permission, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.partner import Certificates, Partner, StallingServer, make_certificates, start_partner
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(Path(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture
+def local_network(settings, certificates: Certificates) -> Certificates:
+    """Let aamdest send to this machine's partners and trust the throwaway CA."""
+    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = True
+    settings.AAMDEST_CA_BUNDLE = str(certificates.ca_file)
+    return certificates
+
+
+@pytest.fixture
+def partner(local_network: Certificates) -> Iterator[Partner]:
+    running = start_partner(local_network)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def stalling_server(local_network: Certificates) -> Iterator[StallingServer]:
+    server = StallingServer()
+    yield server
+    server.stop()
+
+
+def _client_for(user: User) -> APIClient:
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.user = user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def admin_user_client(db) -> APIClient:
+    """A superuser, who may do anything."""
+    return _client_for(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+
+@pytest.fixture
+def operator_client(db) -> APIClient:
+    user = User.objects.create_user("operator", password="pw")
+    user.groups.add(Group.objects.get_or_create(name="operator")[0])
+    return _client_for(user)
+
+
+@pytest.fixture
+def viewer_client(db) -> APIClient:
+    user = User.objects.create_user("viewer", password="pw")
+    user.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    return _client_for(user)
+
+
+@pytest.fixture
+def plain_client(db) -> APIClient:
+    """Authenticated, but with no role: gets 403."""
+    return _client_for(User.objects.create_user("nobody", password="pw"))
+
+
+@pytest.fixture
+def staff_client_with_perms(db):
+    """Build a staff user's client holding the named model permissions ('app.codename')."""
+
+    def make(*perms: str) -> APIClient:
+        user = User.objects.create_user(f"staff{User.objects.count()}", password="pw", is_staff=True)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        return _client_for(User.objects.get(pk=user.pk))
+
+    return make

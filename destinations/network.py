@@ -1,0 +1,293 @@
+"""Where aamdest may send (SPEC §3): URL checks when configured, address pinning when sending.
+
+Two moments check the same policy:
+
+- `validate_url` when a destination or token URL is configured: a clear
+  `ValidationError` for a bad scheme, credentials in the URL, or a host that is
+  or resolves to a non-public address.
+- `resolve_target` just before a request: the host is resolved once, every
+  address is checked, and the caller connects to exactly those addresses, so a
+  name cannot be re-pointed at an internal address between check and connect
+  (DNS rebinding).
+
+Name resolution goes through `resolve_host`, which tests replace with
+`use_resolver` (there is no DNS in the test sandbox).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+# NAT64's well-known prefix embeds an IPv4 address in its last 32 bits (RFC 6052).
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdef"}
+# One label of a host name in its ASCII (IDNA) form.
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+class NetworkPolicyError(Exception):
+    """A URL or address that aamdest must not send to."""
+
+
+class AddressRefused(NetworkPolicyError):
+    """Raised at send time: the scheme, the host or one of its addresses is refused."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one request goes: `host` for TLS and the Host header, `address` to connect to.
+
+    `addresses` holds every checked address of the host (`address` first), so
+    the HTTP client may fall back between IPv4 and IPv6 without resolving again.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    addresses: tuple[str, ...] = ()
+
+
+def _system_resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+_resolver: Resolver = _system_resolve
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Return the IP addresses of `host`, in preference order; raise OSError when it cannot."""
+    return _resolver(host, port)
+
+
+@contextmanager
+def use_resolver(resolver: Resolver) -> Iterator[None]:
+    """Resolve names with `resolver` inside the block (for tests: there is no DNS here)."""
+    global _resolver
+    previous, _resolver = _resolver, resolver
+    try:
+        yield
+    finally:
+        _resolver = previous
+
+
+def validate_url(url: str, *, field: str) -> str:
+    """Return `url` when aamdest may send to it; raise ValidationError saying why not.
+
+    `field` names the setting in the messages. A host name that cannot be
+    resolved now is accepted: partners configure names before their DNS is
+    live, and `resolve_target` checks the addresses again at every send, so
+    an unresolvable name can never lead to a refused address being reached.
+    """
+    try:
+        parts = _split(url, allowed_schemes=_allowed_schemes())
+        _check_host(parts.hostname or "")
+        addresses = _lookup(parts)
+    except NetworkPolicyError as error:
+        raise ValidationError(f"{field}: {error}", code="refused_url") from None
+    except OSError:
+        return url  # unresolvable now: checked again at send time (see docstring)
+    try:
+        _check_addresses(parts.hostname or "", addresses)
+    except NetworkPolicyError as error:
+        raise ValidationError(f"{field}: {error}", code="refused_url") from None
+    return url
+
+
+def resolve_target(url: str) -> Target:
+    """Resolve `url`'s host once and return where to connect.
+
+    Raises AddressRefused when the scheme or the host is refused, when the host
+    cannot be resolved, or when any of its addresses is refused.
+    """
+    try:
+        parts = _split(url, allowed_schemes=_allowed_schemes())
+        host = parts.hostname or ""
+        _check_host(host)
+        addresses = _lookup(parts)
+    except NetworkPolicyError as error:
+        raise AddressRefused(str(error)) from None
+    except OSError as error:
+        raise AddressRefused(f"cannot resolve host {host!r}: {error.strerror or error}") from None
+    if not addresses:
+        raise AddressRefused(f"host {host!r} has no address")
+    try:
+        _check_addresses(host, addresses)
+    except NetworkPolicyError as error:
+        raise AddressRefused(str(error)) from None
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
+    return Target(parts.scheme, host, port, addresses[0], tuple(addresses))
+
+
+def _allowed_schemes() -> tuple[str, ...]:
+    # Read at call time: tests and settings overrides change it.
+    return ("https", "http") if settings.AAMDEST_ALLOW_HTTP else ("https",)
+
+
+def _split(url: str, *, allowed_schemes: tuple[str, ...]) -> SplitResult:
+    if not isinstance(url, str) or not url.strip():
+        raise NetworkPolicyError("the URL is empty")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise NetworkPolicyError(f"{url!r} is not a valid URL: it contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as error:
+        raise NetworkPolicyError(f"{url!r} is not a valid URL: {error}") from None
+    if parts.scheme not in allowed_schemes:
+        hint = "" if "http" in allowed_schemes else " (http:// needs AAMDEST_ALLOW_HTTP=1)"
+        raise NetworkPolicyError(f"{url!r} must start with https://{hint}")
+    if parts.username is not None or parts.password is not None:
+        raise NetworkPolicyError(f"{_redact(parts)!r} must not carry a user name or password")
+    if not parts.hostname:
+        raise NetworkPolicyError(f"{url!r} has no host")
+    if parse_ip_literal(parts.hostname) is None and not _is_host_name(parts.hostname):
+        raise NetworkPolicyError(f"{url!r} does not have a valid host name")
+    return parts
+
+
+def _is_host_name(host: str) -> bool:
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def _redact(parts: SplitResult) -> str:
+    # Never echo a password from the URL back into a message or a log.
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://***@{host}{parts.path}"
+
+
+def _check_host(host: str) -> None:
+    """Refuse a literal address (in any of its spellings) that is not public."""
+    literal = parse_ip_literal(host)
+    if literal is not None:
+        _check_address(host, literal)
+
+
+def _lookup(parts: SplitResult) -> list[str]:
+    host = parts.hostname or ""
+    literal = parse_ip_literal(host)
+    if literal is not None:
+        return [str(literal)]
+    return resolve_host(host, parts.port or DEFAULT_PORTS[parts.scheme])
+
+
+def _check_addresses(host: str, addresses: list[str]) -> None:
+    for address in addresses:
+        try:
+            parsed = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            raise NetworkPolicyError(f"host {host!r} resolved to {address!r}, not an IP address") from None
+        _check_address(host, parsed)
+
+
+def _check_address(host: str, address: IPAddress) -> None:
+    if settings.AAMDEST_ALLOW_PRIVATE_NETWORKS:
+        return
+    kind = refused_kind(address)
+    if kind is None:
+        return
+    shown = host if host == str(address) else f"{host!r} ({address})"
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise NetworkPolicyError(
+        f"host {shown} is {article} {kind} address; aamdest only sends to public addresses "
+        "(AAMDEST_ALLOW_PRIVATE_NETWORKS=1 lifts this in development)"
+    )
+
+
+def refused_kind(address: IPAddress) -> str | None:
+    """Name why `address` is not public ("loopback", "private", ...), or None when it is."""
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        return refused_kind(embedded)
+    checks = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        # Shared (100.64/10), documentation and other special-purpose ranges.
+        ("non-public", not address.is_global),
+    )
+    return next((kind for kind, refused in checks if refused), None)
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64), which is what gets reached."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def parse_ip_literal(host: str) -> IPAddress | None:
+    """Parse `host` as an IP address the way URL parsers and inet_aton do, or return None.
+
+    Besides dotted quads and IPv6, this accepts the legacy IPv4 spellings
+    that curl and browsers still honour: `2130706433`, `0177.0.0.1`,
+    `0x7f.1`, `127.1` (WHATWG URL "IPv4 parser").
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0] if ":" in host else host)
+    except ValueError:
+        pass
+    return _parse_legacy_ipv4(host)
+
+
+def _parse_legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    labels = host.split(".")
+    if labels and labels[-1] == "" and len(labels) > 1:
+        labels = labels[:-1]  # "127.0.0.1." is still an address
+    if not 1 <= len(labels) <= 4:
+        return None
+    parsed = [_parse_ipv4_number(label) for label in labels]
+    numbers = [number for number in parsed if number is not None]
+    if len(numbers) != len(parsed):
+        return None
+    *leading, last = numbers
+    if any(number > 255 for number in leading) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = last
+    for index, number in enumerate(leading):
+        value += number * 256 ** (3 - index)
+    return ipaddress.IPv4Address(value)
+
+
+def _parse_ipv4_number(label: str) -> int | None:
+    text = label.lower()
+    base = 10
+    if text.startswith("0x"):
+        text, base = text[2:], 16
+    elif len(text) > 1 and text.startswith("0"):
+        text, base = text[1:], 8
+    if text == "":
+        return 0 if base == 16 else None
+    # Digits only: int() would also take "+1" or "1_0", which no URL parser reads as a number.
+    if not set(text) <= set(_DIGITS[base]):
+        return None
+    return int(text, base)

@@ -1,0 +1,346 @@
+"""Events in: decode a request body and validate its events, all or nothing (SPEC §5).
+
+No HTTP and no database here: the view hands over the body's bytes and two
+headers, and gets back a list of `Event` or an `IngestionError` that says what
+to answer.
+
+Body formats:
+- a JSON array of event objects (`Content-Type: application/json`, or none);
+- NDJSON, one event object per line (`Content-Type: application/x-ndjson`);
+  blank lines are skipped and do not count as events;
+- either one gzip-compressed (`Content-Encoding: gzip`).
+
+Answers, decided here and mapped to statuses by the view:
+- `PayloadTooLarge` (413): a body over `MAX_BODY_BYTES`, compressed or once
+  decompressed (a gzip bomb stops there), or more than `MAX_EVENTS` events.
+- `UnsupportedPayload` (415): another content type or content encoding.
+- `InvalidEvents` (400): a list of `EventError(index, field, message)`, one per
+  bad event (its first problem), `index` 0-based (NDJSON: non-blank lines).
+  An NDJSON line that is not JSON is reported at its index with field `event`,
+  like a line holding something other than an object. A body that cannot be
+  read at all (broken JSON, not an array, bad gzip) is one error with
+  `index` null and field `body`.
+
+Validation is strict: exactly the keys of the event's type, integers that are
+not booleans, identifiers without control characters. `null` for an optional
+key means "not given". `datetime` is ISO 8601; without a zone it is UTC;
+default `now`; not before 1970 and at most `FUTURE_TOLERANCE` ahead of `now`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+
+MAX_EVENTS = 10_000
+MAX_BODY_BYTES = 64 * 1024 * 1024
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+EARLIEST_DATETIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The largest value a PostgreSQL bigint holds: segment, dpid and region IDs are stored as one.
+MAX_ID = 2**63 - 1
+MAX_AAM_UUID_LENGTH = 100
+MAX_DPUUID_LENGTH = 255
+
+JSON_CONTENT_TYPES = frozenset({"", "application/json"})
+NDJSON_CONTENT_TYPES = frozenset({"application/x-ndjson"})
+GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
+IDENTITY_ENCODINGS = frozenset({"", "identity"})
+
+# An AAM UUID ends up in URLs (/api/v1/profiles/<aam_uuid>/) and in Adobe's
+# space-separated batch format: no whitespace, slash or control character.
+_AAM_UUID = re.compile(r"[^\s/\x00-\x1f\x7f]+")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EventType(StrEnum):
+    QUALIFICATION = "qualification"
+    DISQUALIFICATION = "disqualification"
+    ID_SYNC = "id_sync"
+    OPT_OUT = "opt_out"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid event. `datetime` is aware, in UTC."""
+
+    type: EventType
+    aam_uuid: str
+    datetime: dt.datetime
+    onboarded: bool = False
+    segment_id: int | None = None  # qualification, disqualification
+    regions: tuple[int, ...] = ()  # qualification
+    dpid: int | None = None  # id_sync
+    dpuuid: str | None = None  # id_sync
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """The first problem of one event; `index` None: the body as a whole."""
+
+    index: int | None
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class IngestionError(Exception):
+    """A body that cannot be accepted; `status` is the HTTP status to answer."""
+
+    status = 400
+
+
+class PayloadTooLarge(IngestionError):
+    status = 413
+
+
+class UnsupportedPayload(IngestionError):
+    status = 415
+
+
+class InvalidEvents(IngestionError):
+    """Some events are invalid: nothing may be stored."""
+
+    def __init__(self, errors: list[EventError]) -> None:
+        super().__init__(f"{len(errors)} invalid event(s)")
+        self.errors = errors
+
+
+class InvalidField(ValueError):
+    """One field of one event is invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---- the body ------------------------------------------------------------------
+
+
+def parse_events(*, body: bytes, content_type: str, content_encoding: str, now: dt.datetime) -> list[Event]:
+    """Decode and validate a request body; raise `IngestionError` unless every event is valid."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type not in JSON_CONTENT_TYPES | NDJSON_CONTENT_TYPES:
+        raise UnsupportedPayload(
+            f"Content-Type {media_type!r} is not supported: send a JSON array as application/json "
+            "or one event per line as application/x-ndjson."
+        )
+    data = decode_body(body=body, content_encoding=content_encoding)
+    if media_type in NDJSON_CONTENT_TYPES:
+        return _parse_ndjson(data, now=now)
+    return _parse_json_array(data, now=now)
+
+
+def decode_body(*, body: bytes, content_encoding: str) -> bytes:
+    """Undo `Content-Encoding`, refusing more than `MAX_BODY_BYTES` of output."""
+    encoding = content_encoding.strip().lower()
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.")
+    if encoding in IDENTITY_ENCODINGS:
+        return body
+    if encoding in GZIP_ENCODINGS:
+        return _gunzip(body)
+    raise UnsupportedPayload(f"Content-Encoding {encoding!r} is not supported: use gzip or none.")
+
+
+def _gunzip(body: bytes) -> bytes:
+    # Decompress in bounded steps so that a small bomb never allocates more
+    # than the limit; concatenated gzip members are allowed, as gzip(1) does.
+    output = bytearray()
+    remaining = body
+    try:
+        while remaining:
+            decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            output += decompressor.decompress(remaining, MAX_BODY_BYTES + 1 - len(output))
+            if len(output) > MAX_BODY_BYTES or decompressor.unconsumed_tail:
+                raise PayloadTooLarge(f"The decompressed body is larger than {MAX_BODY_BYTES} bytes.")
+            if not decompressor.eof:
+                raise zlib.error("truncated data")
+            remaining = decompressor.unused_data
+    except zlib.error as exc:
+        raise InvalidEvents([EventError(None, "body", f"The body is not valid gzip data ({exc}).")]) from None
+    return bytes(output)
+
+
+def _parse_json_array(data: bytes, *, now: dt.datetime) -> list[Event]:
+    try:
+        raws = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvents([EventError(None, "body", f"The body is not valid JSON: {exc}.")]) from None
+    if not isinstance(raws, list):
+        raise InvalidEvents(
+            [EventError(None, "body", "The body must be a JSON array of events (or NDJSON lines "
+                                      "with Content-Type: application/x-ndjson).")]
+        )
+    _check_count(len(raws))
+    return validate_events(raws, now=now)
+
+
+def _parse_ndjson(data: bytes, *, now: dt.datetime) -> list[Event]:
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    _check_count(len(lines))
+    raws: list[object] = []
+    errors: list[EventError] = []
+    for index, line in enumerate(lines):
+        try:
+            raws.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            errors.append(EventError(index, "event", f"This line is not valid JSON: {exc}."))
+            raws.append(None)
+    return validate_events(raws, now=now, known_errors=errors)
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_EVENTS:
+        raise PayloadTooLarge(f"{count} events in one request; at most {MAX_EVENTS} are accepted.")
+
+
+# ---- the events ----------------------------------------------------------------
+
+
+def validate_events(
+    raws: Sequence[object], *, now: dt.datetime, known_errors: Sequence[EventError] = ()
+) -> list[Event]:
+    """Validate every item; raise `InvalidEvents` (with `known_errors` merged in) if any is bad."""
+    skip = {error.index for error in known_errors}
+    errors = list(known_errors)
+    events: list[Event] = []
+    for index, raw in enumerate(raws):
+        if index in skip:
+            continue
+        try:
+            events.append(validate_event(raw, now=now))
+        except InvalidField as exc:
+            errors.append(EventError(index, exc.field, exc.message))
+    if errors:
+        errors.sort(key=lambda error: error.index or 0)
+        raise InvalidEvents(errors)
+    return events
+
+
+def validate_event(raw: object, *, now: dt.datetime) -> Event:
+    """Turn one decoded JSON value into an `Event`; raise `InvalidField` at its first problem."""
+    if not isinstance(raw, dict):
+        raise InvalidField("event", "Each event must be a JSON object.")
+    event_type = _event_type(raw)
+    required = _REQUIRED_KEYS[event_type]
+    allowed = {"type", "datetime", "onboarded", *required, *_EXTRA_OPTIONAL_KEYS.get(event_type, ())}
+    unknown = sorted(key for key in raw if key not in allowed)
+    if unknown:
+        raise InvalidField(unknown[0], f"Unknown field for an event of type {event_type}.")
+    for key in required:
+        if raw.get(key) is None:
+            raise InvalidField(key, "This field is required.")
+    fields = {
+        key: _FIELD_VALIDATORS[key](raw[key], now)
+        for key in _FIELD_ORDER
+        if key in allowed and raw.get(key) is not None
+    }
+    fields.setdefault("datetime", now)
+    return Event(type=event_type, **fields)
+
+
+def _event_type(raw: dict) -> EventType:
+    if raw.get("type") is None:
+        raise InvalidField("type", "This field is required.")
+    if not isinstance(raw["type"], str) or raw["type"] not in _EVENT_TYPES:
+        choices = ", ".join(EventType)
+        raise InvalidField("type", f"Unknown event type {raw['type']!r}: expected one of {choices}.")
+    return EventType(raw["type"])
+
+
+_EVENT_TYPES = frozenset(EventType)
+# Required keys besides `type`, in the order they are checked (an event's first problem is reported).
+_REQUIRED_KEYS: dict[EventType, tuple[str, ...]] = {
+    EventType.QUALIFICATION: ("aam_uuid", "segment_id"),
+    EventType.DISQUALIFICATION: ("aam_uuid", "segment_id"),
+    EventType.ID_SYNC: ("aam_uuid", "dpid", "dpuuid"),
+    EventType.OPT_OUT: ("aam_uuid",),
+}
+# Optional keys besides `datetime` and `onboarded`, which every type may carry.
+_EXTRA_OPTIONAL_KEYS: dict[EventType, tuple[str, ...]] = {EventType.QUALIFICATION: ("regions",)}
+_FIELD_ORDER = ("aam_uuid", "segment_id", "dpid", "dpuuid", "datetime", "regions", "onboarded")
+
+
+def _aam_uuid(value: object, now: dt.datetime) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidField("aam_uuid", "aam_uuid must be a non-empty string.")
+    if len(value) > MAX_AAM_UUID_LENGTH:
+        raise InvalidField("aam_uuid", f"aam_uuid is longer than {MAX_AAM_UUID_LENGTH} characters.")
+    if not _AAM_UUID.fullmatch(value):
+        raise InvalidField("aam_uuid", "aam_uuid must not contain whitespace, '/' or control characters.")
+    return value
+
+
+def _dpuuid(value: object, now: dt.datetime) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField("dpuuid", "dpuuid must be a non-empty string.")
+    if len(value) > MAX_DPUUID_LENGTH:
+        raise InvalidField("dpuuid", f"dpuuid is longer than {MAX_DPUUID_LENGTH} characters.")
+    if _CONTROL_CHARACTERS.search(value):
+        raise InvalidField("dpuuid", "dpuuid must not contain control characters.")
+    return value
+
+
+def _is_id(value: object) -> bool:
+    # bool is a subclass of int in Python, but `true` is not an ID.
+    return type(value) is int and 0 < value <= MAX_ID
+
+
+def _positive_id(field: str) -> Callable[[object, dt.datetime], int]:
+    def check(value: object, now: dt.datetime) -> int:
+        if not _is_id(value):
+            raise InvalidField(field, f"{field} must be a positive integer (at most {MAX_ID}).")
+        return value
+
+    return check
+
+
+def _regions(value: object, now: dt.datetime) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(_is_id(region) for region in value):
+        raise InvalidField("regions", "regions must be a list of positive integers (DCS region IDs).")
+    return tuple(sorted(set(value)))
+
+
+def _onboarded(value: object, now: dt.datetime) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidField("onboarded", "onboarded must be true or false.")
+    return value
+
+
+def _datetime(value: object, now: dt.datetime) -> dt.datetime:
+    if not isinstance(value, str):
+        raise InvalidField("datetime", "datetime must be an ISO 8601 string, e.g. 2016-07-27T16:17:22Z.")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        parsed = parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidField(
+            "datetime", f"datetime {value!r} is not a valid ISO 8601 date and time, e.g. 2016-07-27T16:17:22Z."
+        ) from None
+    if parsed < EARLIEST_DATETIME:
+        raise InvalidField("datetime", "datetime must not be before 1970-01-01.")
+    if parsed > now + FUTURE_TOLERANCE:
+        raise InvalidField("datetime", "datetime is more than 5 minutes in the future.")
+    return parsed
+
+
+_FIELD_VALIDATORS: dict[str, Callable[[object, dt.datetime], object]] = {
+    "aam_uuid": _aam_uuid,
+    "segment_id": _positive_id("segment_id"),
+    "dpid": _positive_id("dpid"),
+    "dpuuid": _dpuuid,
+    "regions": _regions,
+    "datetime": _datetime,
+    "onboarded": _onboarded,
+}

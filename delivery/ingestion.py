@@ -326,7 +326,7 @@ def _datetime(value: object, now: dt.datetime) -> dt.datetime:
         parsed = parsed.astimezone(dt.UTC)
     except (ValueError, OverflowError):
         raise InvalidField(
-            "datetime", f"datetime {value!r} is not a valid ISO 8601 date and time, e.g. 2016-07-27T16:17:22Z."
+            "datetime", f"datetime {value!r} is not a valid ISO 8601 time, e.g. 2016-07-27T16:17:22Z."
         ) from None
     if parsed < EARLIEST_DATETIME:
         raise InvalidField("datetime", "datetime must not be before 1970-01-01.")

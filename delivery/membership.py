@@ -1,0 +1,405 @@
+"""Apply valid events to the database (DESIGN.md "Membership rules", SPEC §2 and §4).
+
+`apply_events` writes, in one transaction and with bulk statements: segments
+named for the first time, devices (last sighting, regions), partner IDs, the
+memberships, one `MembershipChange` row per change, and the real-time pending
+marks of `DestinationDevice`.
+
+Merging: per (device, segment), events apply in `datetime` order, a
+disqualification after a qualification of the same instant (it wins the tie).
+An event older than the membership's `datetime` changes nothing; leaving a
+segment the device is not active in changes nothing.
+
+Concurrency: every writer of a device's memberships first holds the device's
+row lock. Devices are inserted (`ON CONFLICT DO NOTHING`) and then locked in
+ascending `aam_uuid` order, so concurrent ingests of the same devices wait for
+each other instead of deadlocking; `DestinationDevice` rows are then locked in
+(`destination_id`, `device_id`) order, the order other writers should use too.
+Claims skip locked rows (`SKIP LOCKED`) and find them pending after commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from django.db import transaction
+from django.db.models import Q
+
+from delivery.ingestion import Event, EventType
+from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
+from destinations.models import Mapping, Segment
+
+Key = tuple[str, int]  # (aam_uuid, segment_id)
+PairKey = tuple[int, str]  # (destination_id, aam_uuid)
+
+# Adobe's refresh rule: re-qualifying an active segment sends only if the
+# device was last sent to the destination this long ago or more.
+REFRESH_AFTER = dt.timedelta(days=3)
+
+
+class ChangeKind(StrEnum):
+    ENTERED = "entered"  # was not active: sends "1"
+    REFRESHED = "refreshed"  # was active already: new DateTime and TTL
+    LEFT = "left"  # was active: sends "0"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipState:
+    is_active: bool
+    datetime: dt.datetime
+    qualified_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    aam_uuid: str
+    segment_id: int
+    kind: ChangeKind
+    datetime: dt.datetime
+    onboarded: bool
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    events: int  # events applied
+    devices: int  # devices touched
+    changes: int  # MembershipChange rows written
+    partner_ids: int  # distinct partner IDs synced (new or known)
+    destination_ids: set[int] = field(default_factory=set)  # destinations that got pending work
+
+
+def compute_expires_at(*, qualified_at: dt.datetime, ttl_days: int) -> dt.datetime | None:
+    """When a membership qualified at `qualified_at` ends (SPEC §4); None: never.
+
+    `ttl_days` × 24 h later, except `ttl_days = 1`: 00:00 UTC two days after the
+    UTC date of the qualification (Adobe's `24 + (24 - H)` hours).
+    """
+    if ttl_days == 0:
+        return None
+    if ttl_days == 1:
+        day = qualified_at.astimezone(dt.UTC).date() + dt.timedelta(days=2)
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    return qualified_at + dt.timedelta(days=ttl_days)
+
+
+def apply_events(*, events: list[Event], now: dt.datetime) -> ApplyResult:
+    """Store `events` (already valid) as of `now`; see the module docstring for the rules."""
+    if not events:
+        return ApplyResult(events=0, devices=0, changes=0, partner_ids=0)
+    with transaction.atomic():
+        ttl_days = _ensure_segments({event.segment_id for event in events if event.segment_id is not None})
+        known_devices = _upsert_and_lock_devices(events)
+        events = [event for event in events if event.aam_uuid in known_devices]
+        current = _lock_memberships(events)
+        events = events + _opt_outs_as_disqualifications(events=events, current=current)
+        states, changes = plan_memberships(events=events, current=current, ttl_days=ttl_days)
+        _write_memberships(states)
+        _write_changes(changes)
+        partner_ids = _write_partner_ids(events)
+        destination_ids = mark_pending(changes=changes, now=now)
+    return ApplyResult(
+        events=len(events),
+        devices=len(known_devices),
+        changes=len(changes),
+        partner_ids=partner_ids,
+        destination_ids=destination_ids,
+    )
+
+
+def apply_opt_outs(*, events: list[Event], now: dt.datetime) -> ApplyResult:
+    """Apply `opt_out` events alone: each ends every active membership of its device.
+
+    An opt-out acts exactly as a disqualification, at the opt-out's `datetime`,
+    of each segment the device is active in: the membership is left, a change
+    is logged and each real-time destination mapping the segment is queued a
+    "0". `apply_events` folds opt-outs into the same merge (see
+    `_opt_outs_as_disqualifications`), so that a batch mixing them with
+    qualifications obeys "the latest `datetime` wins".
+
+    Not done yet (the privacy work, SPEC §4): erasing the device, its
+    memberships and partner IDs once its "0"s have been sent, and removing it
+    from stored documents.
+    """
+    return apply_events(events=[event for event in events if event.type is EventType.OPT_OUT], now=now)
+
+
+# ---- pure rules --------------------------------------------------------------------
+
+
+def plan_memberships(
+    *, events: Iterable[Event], current: dict[Key, MembershipState], ttl_days: dict[int, int]
+) -> tuple[dict[Key, MembershipState], list[Change]]:
+    """Merge `events` into the `current` memberships.
+
+    `ttl_days` maps each qualified segment to its TTL. Returns the new state
+    of every membership that changed and the changes, ordered by `datetime` (a
+    disqualification after a qualification of the same instant), which is the
+    order they took effect in.
+    """
+    by_key: dict[Key, list[Event]] = defaultdict(list)
+    for event in events:
+        if event.segment_id is not None:
+            by_key[(event.aam_uuid, event.segment_id)].append(event)
+    states: dict[Key, MembershipState] = {}
+    changes: list[Change] = []
+    for key, key_events in by_key.items():
+        state = current.get(key)
+        for event in sorted(key_events, key=_merge_order):
+            kind, state = _apply_one(state, event, ttl_days=ttl_days)
+            if kind is not None:
+                states[key] = state
+                changes.append(Change(key[0], key[1], kind, event.datetime, event.onboarded))
+    changes.sort(key=lambda change: (change.datetime, change.kind is ChangeKind.LEFT))
+    return states, changes
+
+
+def _merge_order(event: Event) -> tuple[dt.datetime, bool]:
+    return event.datetime, event.type is EventType.DISQUALIFICATION
+
+
+def _apply_one(
+    state: MembershipState | None, event: Event, *, ttl_days: dict[int, int]
+) -> tuple[ChangeKind | None, MembershipState | None]:
+    if event.type is EventType.QUALIFICATION:
+        # Not newer than what is known: a duplicate, or a tie that a disqualification won.
+        if state is not None and event.datetime <= state.datetime:
+            return None, state
+        kind = ChangeKind.REFRESHED if state is not None and state.is_active else ChangeKind.ENTERED
+        expires_at = compute_expires_at(qualified_at=event.datetime, ttl_days=ttl_days[event.segment_id])
+        return kind, MembershipState(True, event.datetime, event.datetime, expires_at)
+    if state is None or not state.is_active or event.datetime < state.datetime:
+        return None, state
+    return ChangeKind.LEFT, MembershipState(False, event.datetime, state.qualified_at, None)
+
+
+def _opt_outs_as_disqualifications(
+    *, events: list[Event], current: dict[Key, MembershipState]
+) -> list[Event]:
+    """One disqualification per opt-out and segment the device may be in by then."""
+    opt_outs = [event for event in events if event.type is EventType.OPT_OUT]
+    if not opt_outs:
+        return []
+    segments: dict[str, set[int]] = defaultdict(set)
+    for aam_uuid, segment_id in current:
+        segments[aam_uuid].add(segment_id)
+    for event in events:
+        if event.segment_id is not None:
+            segments[event.aam_uuid].add(event.segment_id)
+    return [
+        Event(type=EventType.DISQUALIFICATION, aam_uuid=opt_out.aam_uuid, datetime=opt_out.datetime,
+              onboarded=opt_out.onboarded, segment_id=segment_id)
+        for opt_out in opt_outs
+        for segment_id in sorted(segments[opt_out.aam_uuid])
+    ]
+
+
+# ---- reading and writing ----------------------------------------------------------
+
+
+def _ensure_segments(segment_ids: set[int]) -> dict[int, int]:
+    """Create the segments not configured yet (default TTL); return every segment's `ttl_days`."""
+    ttl_days = dict(Segment.objects.filter(id__in=segment_ids).values_list("id", "ttl_days"))
+    missing = sorted(segment_ids - ttl_days.keys())
+    if missing:
+        Segment.objects.bulk_create([Segment(id=segment_id) for segment_id in missing], ignore_conflicts=True)
+        ttl_days.update(Segment.objects.filter(id__in=missing).values_list("id", "ttl_days"))
+    return ttl_days
+
+
+def _upsert_and_lock_devices(events: list[Event]) -> set[str]:
+    """Create, lock and update the events' devices; return the aam_uuids that exist now.
+
+    An opt-out alone does not create a device: there is nothing to opt out of.
+    """
+    last_seen: dict[str, dt.datetime] = {}
+    regions: dict[str, set[int]] = defaultdict(set)
+    creators: set[str] = set()
+    for event in events:
+        last_seen[event.aam_uuid] = max(event.datetime, last_seen.get(event.aam_uuid, event.datetime))
+        regions[event.aam_uuid].update(event.regions)
+        if event.type is not EventType.OPT_OUT:
+            creators.add(event.aam_uuid)
+    uuids = sorted(last_seen)
+    Device.objects.bulk_create(
+        [Device(aam_uuid=uuid, last_seen=last_seen[uuid], regions=sorted(regions[uuid]))
+         for uuid in uuids if uuid in creators],
+        ignore_conflicts=True,
+    )
+    locked = (
+        Device.objects.select_for_update().filter(aam_uuid__in=uuids).order_by("aam_uuid")
+        .values_list("aam_uuid", "last_seen", "regions")
+    )
+    updates = []
+    known = set()
+    for uuid, stored_last_seen, stored_regions in locked:
+        known.add(uuid)
+        merged_last_seen = max(stored_last_seen, last_seen[uuid])
+        merged_regions = sorted(regions[uuid].union(stored_regions))
+        if merged_last_seen != stored_last_seen or merged_regions != stored_regions:
+            updates.append(Device(aam_uuid=uuid, last_seen=merged_last_seen, regions=merged_regions))
+    Device.objects.bulk_create(
+        updates, update_conflicts=True, unique_fields=["aam_uuid"], update_fields=["last_seen", "regions"]
+    )
+    return known
+
+
+def _lock_memberships(events: list[Event]) -> dict[Key, MembershipState]:
+    """Lock and read the memberships the events may change (all of an opting-out device's)."""
+    devices = {event.aam_uuid for event in events if event.segment_id is not None}
+    segments = {event.segment_id for event in events if event.segment_id is not None}
+    opting_out = {event.aam_uuid for event in events if event.type is EventType.OPT_OUT}
+    if not devices and not opting_out:
+        return {}
+    rows = (
+        Membership.objects.select_for_update()
+        .filter(Q(device_id__in=devices, segment_id__in=segments) | Q(device_id__in=opting_out))
+        .order_by("device_id", "segment_id")
+        .values_list("device_id", "segment_id", "is_active", "datetime", "qualified_at", "expires_at")
+    )
+    return {(row[0], row[1]): MembershipState(*row[2:]) for row in rows}
+
+
+def _write_memberships(states: dict[Key, MembershipState]) -> None:
+    Membership.objects.bulk_create(
+        [
+            Membership(device_id=aam_uuid, segment_id=segment_id, is_active=state.is_active,
+                       datetime=state.datetime, qualified_at=state.qualified_at, expires_at=state.expires_at)
+            for (aam_uuid, segment_id), state in sorted(states.items())
+        ],
+        update_conflicts=True,
+        unique_fields=["device", "segment"],
+        update_fields=["is_active", "datetime", "qualified_at", "expires_at", "updated_at"],
+    )
+
+
+def _write_changes(changes: list[Change]) -> None:
+    MembershipChange.objects.bulk_create(
+        MembershipChange(aam_uuid=change.aam_uuid, segment_id=change.segment_id,
+                         is_active=change.kind is not ChangeKind.LEFT, datetime=change.datetime,
+                         is_onboarded=change.onboarded)
+        for change in changes
+    )
+
+
+def _write_partner_ids(events: list[Event]) -> int:
+    synced = sorted({(event.aam_uuid, event.dpid, event.dpuuid) for event in events
+                     if event.type is EventType.ID_SYNC})
+    PartnerId.objects.bulk_create(
+        [PartnerId(device_id=aam_uuid, dpid=dpid, dpuuid=dpuuid) for aam_uuid, dpid, dpuuid in synced],
+        ignore_conflicts=True,
+    )
+    return len(synced)
+
+
+# ---- real-time pending marks ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _PairState:
+    """A `DestinationDevice` row being updated in memory."""
+
+    pending_since: dt.datetime | None
+    left_segment_ids: list[int]
+    last_sent_at: dt.datetime | None
+    is_changed: bool = False
+
+
+def mark_pending(*, changes: list[Change], now: dt.datetime) -> set[int]:
+    """Queue the changes' devices to the real-time destinations concerned; return those destinations.
+
+    Per DESIGN.md: for each destination with `realtime` and a mapping of the
+    segment active on `now`'s UTC date, and changes not onboarded, an entry
+    marks the device pending, a refresh does only under the 3-day rule, an exit
+    adds the segment to `left_segment_ids` (once) and marks it pending.
+    `pending_since` keeps its first value. Any entry or refresh also takes the
+    segment out of the device's `left_segment_ids` everywhere: the latest event
+    wins, so a "0" still waiting would be stale.
+    """
+    if not changes:
+        return set()
+    today = now.astimezone(dt.UTC).date()
+    destinations = _realtime_destinations({change.segment_id for change in changes}, today=today)
+    pairs = _lock_destination_devices({change.aam_uuid for change in changes})
+    by_device: dict[str, list[_PairState]] = defaultdict(list)
+    for (_, aam_uuid), pair in pairs.items():
+        by_device[aam_uuid].append(pair)
+    marked: set[int] = set()
+    for change in changes:
+        if change.kind is not ChangeKind.LEFT:
+            _forget_left_segment(by_device[change.aam_uuid], change.segment_id)
+        if change.onboarded:
+            continue
+        for destination_id in destinations.get(change.segment_id, ()):
+            pair = pairs.get((destination_id, change.aam_uuid))
+            if pair is None:
+                pair = pairs[(destination_id, change.aam_uuid)] = _PairState(None, [], None)
+                by_device[change.aam_uuid].append(pair)
+            if _mark(pair, change, now=now):
+                marked.add(destination_id)
+    _write_pairs({key: pair for key, pair in pairs.items() if pair.is_changed})
+    return marked
+
+
+def _mark(pair: _PairState, change: Change, *, now: dt.datetime) -> bool:
+    if change.kind is ChangeKind.REFRESHED and not (
+        pair.last_sent_at is None or pair.last_sent_at <= now - REFRESH_AFTER
+    ):
+        return False
+    if change.kind is ChangeKind.LEFT and change.segment_id not in pair.left_segment_ids:
+        pair.left_segment_ids.append(change.segment_id)
+    if pair.pending_since is None:
+        pair.pending_since = now
+    pair.is_changed = True
+    return True
+
+
+def _forget_left_segment(pairs: list[_PairState], segment_id: int) -> None:
+    for pair in pairs:
+        if segment_id in pair.left_segment_ids:
+            pair.left_segment_ids.remove(segment_id)
+            pair.is_changed = True
+
+
+def _realtime_destinations(segment_ids: set[int], *, today: dt.date) -> dict[int, list[int]]:
+    """segment_id → the realtime destinations with a mapping of it active on `today`."""
+    rows = (
+        Mapping.objects.filter(segment_id__in=segment_ids, destination__realtime=True, start_date__lte=today)
+        .filter(Q(end_date__isnull=True) | Q(end_date__gte=today))
+        .order_by("segment_id", "destination_id")
+        .values_list("segment_id", "destination_id")
+    )
+    destinations: dict[int, list[int]] = defaultdict(list)
+    for segment_id, destination_id in rows:
+        destinations[segment_id].append(destination_id)
+    return destinations
+
+
+def _lock_destination_devices(aam_uuids: set[str]) -> dict[PairKey, _PairState]:
+    rows = (
+        DestinationDevice.objects.select_for_update()
+        .filter(device_id__in=aam_uuids)
+        .order_by("destination_id", "device_id")
+        .values_list("destination_id", "device_id", "pending_since", "left_segment_ids", "last_sent_at")
+    )
+    return {(row[0], row[1]): _PairState(row[2], list(row[3]), row[4]) for row in rows}
+
+
+def _write_pairs(pairs: dict[PairKey, _PairState]) -> None:
+    # Rows are locked or new (new ones only appear under the device lock held
+    # since `_upsert_and_lock_devices`), so writing the computed values is safe.
+    # `in_flight_delivery` and `last_sent_at` belong to the sender: untouched.
+    DestinationDevice.objects.bulk_create(
+        [
+            DestinationDevice(destination_id=destination_id, device_id=aam_uuid,
+                              pending_since=pair.pending_since, left_segment_ids=pair.left_segment_ids)
+            for (destination_id, aam_uuid), pair in sorted(pairs.items())
+        ],
+        update_conflicts=True,
+        unique_fields=["destination", "device"],
+        update_fields=["pending_since", "left_segment_ids"],
+    )

@@ -4,6 +4,9 @@ Reading needs a staff user or the `viewer` group. Changing configuration and
 ingesting need the `operator` group, or a staff user holding the model
 permissions of the view's queryset (`add`/`change`/`delete`) or, for views
 without a queryset, the permission the view names in `required_permission`.
+A viewset's extra actions (`POST .../{id}/test/`) name theirs in
+`action_permissions` ({action name: "app.codename"}); an action it does not
+name needs the model's `change` permission.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ VIEWER_GROUP = "viewer"
 OPERATOR_GROUP = "operator"
 
 _METHOD_ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+_CRUD_ACTIONS = {"create", "update", "partial_update", "destroy"}
 
 
 def _group_names(user: Any) -> set[str]:
@@ -58,9 +62,15 @@ class RolePermission(BasePermission):
         named = getattr(view, "required_permission", None)
         if named:
             return [named]
+        view_action = getattr(view, "action", None)
+        by_action = getattr(view, "action_permissions", {})
+        if view_action in by_action:
+            return [by_action[view_action]]
         queryset = getattr(view, "queryset", None)
         if queryset is None:
             return ["__no_permission_defined__"]
         meta = queryset.model._meta
+        if view_action is not None and view_action not in _CRUD_ACTIONS:
+            return [f"{meta.app_label}.change_{meta.model_name}"]
         action = _METHOD_ACTIONS.get(request.method or "", "change")
         return [f"{meta.app_label}.{action}_{meta.model_name}"]

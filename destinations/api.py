@@ -1,17 +1,199 @@
-"""/api/v1/destinations/, mappings/, segments/ (stub: replaced by the API work)."""
+"""/api/v1/destinations/, mappings/ and segments/ (SPEC §5).
 
-from rest_framework import viewsets
+Plain CRUD through ModelViewSets; the destination actions translate the
+request and call the stage that does the work (`destinations.signing`,
+`delivery.sending`, `delivery.tasks`). Those are imported inside the actions,
+so that the configuration API loads without the delivery machinery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from destinations.models import Destination, Mapping, Segment
+from destinations.serializers import (
+    DestinationSerializer,
+    DetailSerializer,
+    MappingSerializer,
+    RotateSigningKeySerializer,
+    SegmentSerializer,
+    TestResultSerializer,
+)
+
+_CHANGE_DESTINATION = "destinations.change_destination"
+
+
+def save_or_refuse(serializer: serializers.BaseSerializer, *, conflicts: dict[str, tuple[str, str]]) -> None:
+    """Save in one transaction; turn a uniqueness race lost to another request into a 400.
+
+    `conflicts` maps a constraint name to (field, message). The validators
+    check uniqueness first; this only catches two requests racing past them.
+    """
+    try:
+        with transaction.atomic():
+            serializer.save()
+    except IntegrityError as error:
+        constraint = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
+        if constraint not in conflicts:
+            raise
+        field, message = conflicts[constraint]
+        raise serializers.ValidationError({field: message}) from None
+
+
+class DestinationFilter(filters.FilterSet):
+    class Meta:
+        model = Destination
+        fields = ["enabled", "realtime", "auth_mode"]
 
 
 class DestinationViewSet(viewsets.ModelViewSet):
+    """Partner endpoints, their delivery settings and credentials."""
+
     queryset = Destination.objects.all()
+    serializer_class = DestinationSerializer
+    filterset_class = DestinationFilter
+    # The actions change a destination's state or send on its behalf (aamdest.permissions).
+    action_permissions = {
+        "rotate_signing_key": _CHANGE_DESTINATION,
+        "finish_key_rotation": _CHANGE_DESTINATION,
+        "send_test": _CHANGE_DESTINATION,
+        "send_batch": _CHANGE_DESTINATION,
+    }
+    _conflicts = {"destinations_destination_name_key": ("name", "destination with this name already exists.")}
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        save_or_refuse(serializer, conflicts=self._conflicts)
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        save_or_refuse(serializer, conflicts=self._conflicts)
+
+    @extend_schema(
+        request=RotateSigningKeySerializer,
+        responses={
+            200: DestinationSerializer,
+            400: OpenApiResponse(
+                DetailSerializer, description="auth_mode is not hmac, or the key is missing."
+            ),
+            409: OpenApiResponse(DetailSerializer, description="A rotation is already under way."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-signing-key")
+    def rotate_signing_key(self, request: Request, pk: Any = None) -> Response:
+        """Start a key rotation: partners get signatures by the old and the new key."""
+        from destinations import signing
+
+        destination = self.get_object()
+        payload = RotateSigningKeySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            signing.start_key_rotation(destination=destination, new_key=payload.validated_data["key"])
+        except signing.RotationRefused as error:
+            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        except signing.RotationConflict as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        destination.refresh_from_db()
+        return Response(self.get_serializer(destination).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: DestinationSerializer,
+            400: OpenApiResponse(DetailSerializer, description="auth_mode is not hmac."),
+            409: OpenApiResponse(DetailSerializer, description="No rotation is under way."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="finish-key-rotation")
+    def finish_key_rotation(self, request: Request, pk: Any = None) -> Response:
+        """Finish a key rotation: the new key becomes the only one."""
+        from destinations import signing
+
+        destination = self.get_object()
+        try:
+            signing.finish_key_rotation(destination=destination)
+        except signing.RotationRefused as error:
+            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        except signing.RotationConflict as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        destination.refresh_from_db()
+        return Response(self.get_serializer(destination).data)
+
+    @extend_schema(request=None, responses={200: TestResultSerializer})
+    @action(detail=True, methods=["post"], url_path="test")
+    def send_test(self, request: Request, pk: Any = None) -> Response:
+        """Send one sample document now, signed or authenticated like real traffic (kind `test`)."""
+        from delivery.sending import send_test_document
+
+        delivery = send_test_document(destination=self.get_object())
+        last = delivery.attempts.order_by("number").last()
+        if last is None:  # refused before any exchange; the delivery says why
+            return Response({"status_code": None, "duration_ms": None, "error": "No attempt was made."})
+        return Response(
+            {"status_code": last.status_code, "duration_ms": last.duration_ms, "error": last.error or None}
+        )
+
+    @extend_schema(request=None, responses={202: DetailSerializer})
+    @action(detail=True, methods=["post"], url_path="send-batch")
+    def send_batch(self, request: Request, pk: Any = None) -> Response:
+        """Start the batch now: the changes since the last cut-off, as deliveries of kind `batch`."""
+        from delivery.tasks import send_batch_now
+
+        destination = self.get_object()
+        send_batch_now(destination.id)
+        return Response(
+            {"detail": f"The batch of {destination.name} has started."}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+class MappingFilter(filters.FilterSet):
+    segment_id = filters.NumberFilter(field_name="segment_id")
+
+    class Meta:
+        model = Mapping
+        fields = ["destination", "segment_id"]
 
 
 class MappingViewSet(viewsets.ModelViewSet):
+    """Which segment goes to which destination, as what, and between which UTC dates."""
+
     queryset = Mapping.objects.all()
+    serializer_class = MappingSerializer
+    filterset_class = MappingFilter
+    _conflicts = {
+        "one_mapping_per_pair": ("segment_id", "This segment is already mapped to this destination."),
+        "mapping_dates_in_order": ("end_date", "end_date must not be before start_date."),
+    }
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        self._save_with_segment(serializer)
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        self._save_with_segment(serializer)
+
+    def _save_with_segment(self, serializer: serializers.BaseSerializer) -> None:
+        # A mapping may name a segment not configured yet (SPEC §4): it is created
+        # with the default TTL, in the mapping's transaction so that nothing is half-stored.
+        with transaction.atomic():
+            segment_id = serializer.validated_data.get("segment_id")
+            if segment_id is not None:
+                Segment.objects.get_or_create(id=segment_id)
+            save_or_refuse(serializer, conflicts=self._conflicts)
 
 
 class SegmentViewSet(viewsets.ModelViewSet):
+    """Audience segments; the client chooses their IDs."""
+
     queryset = Segment.objects.all()
+    serializer_class = SegmentSerializer
+    filterset_fields = ["ttl_days"]
+    _conflicts = {"destinations_segment_pkey": ("id", "segment with this id already exists.")}
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        save_or_refuse(serializer, conflicts=self._conflicts)

@@ -1,0 +1,86 @@
+"""Rules a destination's configuration must satisfy (SPEC §2, §3).
+
+The REST API and the admin both call these, so that a destination refused by
+one is refused by the other with the same message, naming the same field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from destinations.models import AuthMode, Destination
+
+# An HTTP header name is an RFC 9110 token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers aamdest sets itself: a signature there would replace or corrupt them.
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "transfer-encoding",
+        "user-agent",
+        "x-aamdest-delivery-id",
+    }
+)
+# Room for the "-New" suffix of the rotation header within the column's 100 characters.
+_MAX_HEADER_LENGTH = 96
+
+
+def validate_header_name(value: str) -> None:
+    """Raise ValidationError unless `value` can name the signature header."""
+    if not _HEADER_NAME.fullmatch(value or ""):
+        raise ValidationError(
+            "Enter a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~, no spaces or colons).",
+            code="invalid_header",
+        )
+    if len(value) > _MAX_HEADER_LENGTH:
+        raise ValidationError(f"Use at most {_MAX_HEADER_LENGTH} characters.", code="invalid_header")
+    if value.lower() in _RESERVED_HEADERS:
+        raise ValidationError(
+            f"{value} is set by aamdest itself; choose another header.", code="reserved_header"
+        )
+
+
+def find_configuration_errors(*, current: Destination | None, changes: Mapping[str, Any]) -> dict[str, str]:
+    """Return {field: message} for every rule that `current` updated with `changes` breaks.
+
+    `current` is None for a new destination; `changes` holds the submitted
+    values (secrets already resolved: a blank secret left unchanged is the
+    stored one).
+    """
+
+    def value(name: str) -> Any:
+        if name in changes:
+            return changes[name]
+        return getattr(current, name) if current is not None else ""
+
+    errors: dict[str, str] = {}
+    auth_mode = value("auth_mode") or AuthMode.NONE
+    if auth_mode == AuthMode.HMAC and not value("signing_key"):
+        errors["signing_key"] = "auth_mode hmac needs a signing key."
+    if auth_mode == AuthMode.OAUTH2:
+        for name in ("oauth_token_url", "oauth_client_id", "oauth_client_secret"):
+            if not value(name):
+                errors[name] = f"auth_mode oauth2 needs {name}."
+    errors.update(_rotation_errors(current=current, changes=changes))
+    return errors
+
+
+def _rotation_errors(*, current: Destination | None, changes: Mapping[str, Any]) -> dict[str, str]:
+    # During a rotation partners verify both keys; swapping either underneath them
+    # would break deliveries, so the rotation must be finished first.
+    if current is None or current.key_rotation_started_at is None:
+        return {}
+    errors = {}
+    if "signing_key" in changes and changes["signing_key"] != current.signing_key:
+        errors["signing_key"] = "A key rotation is under way: finish it before setting signing_key."
+    if changes.get("auth_mode", AuthMode.HMAC) != AuthMode.HMAC:
+        errors["auth_mode"] = "A key rotation is under way: finish it before leaving auth_mode hmac."
+    return errors

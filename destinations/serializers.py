@@ -1,0 +1,187 @@
+"""API shapes of destinations, mappings and segments (SPEC §5).
+
+Serializers translate and check input; the rules they apply live in
+`destinations.configuration` and `destinations.network`, shared with the admin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from destinations.configuration import find_configuration_errors, validate_header_name
+from destinations.models import Destination, Mapping, Segment, utc_today
+
+_SECRET_MAX_LENGTH = 4096
+_BIGINT_MAX = 2**63 - 1
+
+
+def _secret_field() -> serializers.CharField:
+    return serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=_SECRET_MAX_LENGTH,
+        style={"input_type": "password"},
+    )
+
+
+def check_url(value: str, *, field: str) -> str:
+    """Return `value` when aamdest may send there; raise a DRF error naming `field` otherwise."""
+    from destinations.network import validate_url
+
+    try:
+        validate_url(value, field=field)
+    except DjangoValidationError as error:
+        raise serializers.ValidationError(error.messages) from None
+    return value
+
+
+class DestinationSerializer(serializers.ModelSerializer):
+    """A destination; its secrets can be written but are never read back."""
+
+    signing_key = _secret_field()
+    oauth_client_secret = _secret_field()
+    has_signing_key = serializers.BooleanField(read_only=True)
+    has_oauth_client_secret = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Destination
+        fields = [
+            "id",
+            "name",
+            "url",
+            "client_id",
+            "user_dpid",
+            "aam_destination_id",
+            "enabled",
+            "realtime",
+            "batch_interval_hours",
+            "max_users_per_request",
+            "max_wait_ms",
+            "timeout_ms",
+            "max_retries",
+            "retry_delay_ms",
+            "auth_mode",
+            "signing_algorithm",
+            "signing_header",
+            "signing_key",
+            "oauth_token_url",
+            "oauth_client_id",
+            "oauth_client_secret",
+            "oauth_scope",
+            "oauth_client_auth",
+            "has_signing_key",
+            "has_oauth_client_secret",
+            "key_rotation_started_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["key_rotation_started_at", "created_at", "updated_at"]
+        extra_kwargs = {
+            "signing_header": {"validators": [validate_header_name]},
+            "user_dpid": {"min_value": 1, "max_value": _BIGINT_MAX},
+            "aam_destination_id": {"min_value": 1, "max_value": _BIGINT_MAX},
+        }
+
+    def validate_url(self, value: str) -> str:
+        return check_url(value, field="url")
+
+    def validate_oauth_token_url(self, value: str) -> str:
+        return check_url(value, field="oauth_token_url") if value else value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors = find_configuration_errors(current=self.instance, changes=attrs)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class RotateSigningKeySerializer(serializers.Serializer):
+    key = serializers.CharField(
+        max_length=_SECRET_MAX_LENGTH, write_only=True, style={"input_type": "password"}
+    )
+
+
+class TestResultSerializer(serializers.Serializer):
+    """The outcome of `POST destinations/{id}/test/`: its last attempt."""
+
+    status_code = serializers.IntegerField(allow_null=True, help_text="null when the partner did not answer.")
+    duration_ms = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True, help_text="null when the partner answered 200.")
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class MappingSerializer(serializers.ModelSerializer):
+    """A segment sent to a destination; an unknown segment ID is created by the view."""
+
+    segment_id = serializers.IntegerField(min_value=1, max_value=_BIGINT_MAX)
+    value = serializers.CharField(
+        required=False, max_length=255, help_text="Sent as Segment_ID; the segment ID by default."
+    )
+    start_date = serializers.DateField(required=False, help_text="UTC today by default.")
+    end_date = serializers.DateField(required=False, allow_null=True, help_text="null: never ends.")
+
+    class Meta:
+        model = Mapping
+        fields = ["id", "destination", "segment_id", "value", "start_date", "end_date"]
+        # The one-mapping-per-pair rule is checked in validate(), naming segment_id.
+        validators: list = []
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        current = self.instance
+        start = attrs.get("start_date", current.start_date if current else utc_today())
+        end = attrs.get("end_date", current.end_date if current else None)
+        if end is not None and end < start:
+            raise serializers.ValidationError(
+                {"end_date": f"end_date must not be before start_date ({start})."}
+            )
+        destination = attrs.get("destination", current.destination if current else None)
+        segment_id = attrs.get("segment_id", current.segment_id if current else None)
+        clash = Mapping.objects.filter(destination=destination, segment_id=segment_id)
+        if current is not None:
+            clash = clash.exclude(pk=current.pk)
+        if clash.exists():
+            raise serializers.ValidationError(
+                {"segment_id": f"Segment {segment_id} is already mapped to destination {destination.pk}."}
+            )
+        if current is None:
+            attrs.setdefault("value", str(segment_id))
+            attrs.setdefault("start_date", start)
+        return attrs
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    """A segment; its ID is the client's and cannot change."""
+
+    class Meta:
+        model = Segment
+        fields = ["id", "name", "ttl_days"]
+        extra_kwargs = {
+            "id": {
+                "min_value": 1,
+                "max_value": _BIGINT_MAX,
+                "help_text": "The segment ID, chosen by the client.",
+            },
+            "ttl_days": {
+                "help_text": "Days a membership lasts after its latest qualification; 0 = never expires."
+            },
+        }
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        if self.instance is not None:
+            fields["id"].required = False  # PUT may leave the ID out: it is in the URL
+        return fields
+
+    def validate_id(self, value: int) -> int:
+        if self.instance is not None and value != self.instance.pk:
+            raise serializers.ValidationError(
+                "The segment ID cannot be changed; create a new segment instead."
+            )
+        return value

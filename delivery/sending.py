@@ -1,0 +1,371 @@
+"""Sending: sign → post → log, with one retry (SPEC §2, §3).
+
+A document is built once (by `delivery.batching` or a redelivery) and every
+attempt sends the same bytes, signed afresh with the keys in force. Each attempt
+round posts all of a claim's deliveries concurrently, writes their `Attempt` rows
+in bulk, sleeps `retry_delay_ms` once and retries the failures.
+
+Ownership: a worker owns a pending delivery while `lease_until` holds the value
+it last wrote. Each round renews the lease conditionally on that value, so a
+worker whose lease was taken by the reaper (`reap_expired_deliveries`) stops
+instead of sending the same document alongside the new owner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from delivery.batching import active_mapping_values, claim_due_requests, lease_until
+from delivery.documents import ACTIVE, SegmentStatus, UserObject, build_document
+from delivery.http import HttpRequest, HttpResult, post_many
+from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
+from delivery.retry import should_retry
+from destinations.models import AuthMode, Destination
+from destinations.signing import signature_headers
+
+logger = logging.getLogger("aamdest.delivery")
+
+# Re-read before each retry, so that a retry is signed with the keys in force.
+AUTH_FIELDS = ["auth_mode", "signing_algorithm", "signing_header", "signing_key", "new_signing_key"]
+REAP_BATCH = 100
+SAMPLE_SEGMENT_ID = "1"
+
+
+class RedeliveryConflict(Exception):
+    """The original delivery is still pending: redeliver it once it has ended (HTTP 409)."""
+
+
+class AuthFailure(Exception):
+    """No auth header could be made for an attempt (the token endpoint failed): reason `token`."""
+
+
+@dataclass
+class Sending:
+    """A delivery on its way: the number of its next attempt and the lease this worker holds."""
+
+    delivery: Delivery
+    attempt_number: int
+    lease: dt.datetime | None
+    token: str = ""  # the bearer token of the current attempt ("" without OAuth)
+
+
+def send_due_requests(
+    *, destination: Destination, max_requests: int, after_each_claim: Callable[[], object] | None = None
+) -> int:
+    """Claim and send `destination`'s due requests until none is due; return how many were sent.
+
+    `after_each_claim` runs after each claim has been sent (the caller renews its
+    concurrency slot there). Settings and pauses take effect between claims.
+    """
+    sent = 0
+    while True:
+        now = timezone.now()
+        deliveries = claim_due_requests(destination=destination, now=now, max_requests=max_requests)
+        if not deliveries:
+            return sent
+        send_deliveries(destination=destination, deliveries=deliveries)
+        sent += len(deliveries)
+        if after_each_claim is not None:
+            after_each_claim()
+        try:
+            destination.refresh_from_db()
+        except Destination.DoesNotExist:
+            return sent
+
+
+def send_deliveries(*, destination: Destination, deliveries: list[Delivery]) -> None:
+    """Send freshly claimed `deliveries` to `destination` until each is delivered or failed."""
+    sendings = [Sending(delivery=d, attempt_number=1, lease=d.lease_until) for d in deliveries]
+    _send_rounds(destination=destination, sendings=sendings, max_retries=destination.max_retries)
+
+
+def send_delivery(*, delivery_id: int) -> None:
+    """Send one pending delivery (a redelivery, or one a dead worker left), resuming its attempts.
+
+    Returns quietly when the delivery is gone or has ended, or when another worker
+    owns it. A delivery that used all its attempts without a recorded end gets one
+    more (at least once); one whose last attempt succeeded is just marked delivered.
+    """
+    delivery = Delivery.objects.select_related("destination").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
+        return
+    destination = delivery.destination
+    last = delivery.attempts.order_by("-number").first()
+    next_number = last.number + 1 if last else 1
+    sending = Sending(delivery=delivery, attempt_number=next_number, lease=delivery.lease_until)
+    if last is not None and last.status_code == 200 and last.reason is None:
+        if _renew_leases(destination=destination, sendings=[sending]):
+            _finish(destination=destination, sendings=[sending], status=DeliveryStatus.DELIVERED)
+        return
+    max_retries = max(destination.max_retries, sending.attempt_number - 1)
+    _send_rounds(destination=destination, sendings=[sending], max_retries=max_retries)
+
+
+def _send_rounds(*, destination: Destination, sendings: list[Sending], max_retries: int) -> None:
+    while sendings:
+        sendings = _renew_leases(destination=destination, sendings=sendings)
+        if not sendings:
+            return
+        results = _attempt_round(destination=destination, sendings=sendings)
+        _record_attempts(destination=destination, sendings=sendings, results=results)
+        retries, delivered, failed = [], [], []
+        for sending, result in zip(sendings, results, strict=True):
+            if result.is_success:
+                delivered.append(sending)
+            elif should_retry(attempt_number=sending.attempt_number, max_retries=max_retries, result=result):
+                retries.append(sending)
+            else:
+                failed.append(sending)
+        _finish(destination=destination, sendings=delivered, status=DeliveryStatus.DELIVERED)
+        _finish(destination=destination, sendings=failed, status=DeliveryStatus.FAILED)
+        if retries:
+            time.sleep(destination.retry_delay_ms / 1000)
+            destination.refresh_from_db(fields=AUTH_FIELDS)
+        for sending in retries:
+            sending.attempt_number += 1
+        sendings = retries
+
+
+def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
+    """Extend the lease of the deliveries this worker still owns; return those."""
+    now = timezone.now()
+    renewed = lease_until(destination=destination, now=now)
+    expected = {sending.delivery.pk: sending.lease for sending in sendings}
+    with transaction.atomic():
+        current = Delivery.objects.select_for_update().filter(pk__in=expected, status=DeliveryStatus.PENDING)
+        owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == expected[pk]]
+        Delivery.objects.filter(pk__in=owned).update(lease_until=renewed)
+    kept = [sending for sending in sendings if sending.delivery.pk in owned]
+    for sending in kept:
+        sending.lease = sending.delivery.lease_until = renewed
+    return kept
+
+
+def _attempt_round(*, destination: Destination, sendings: list[Sending]) -> list[HttpResult]:
+    """Make one attempt of each delivery at once; results in the same order."""
+    started = time.monotonic()
+    requests: dict[int, HttpRequest] = {}
+    results: dict[int, HttpResult] = {}
+    for index, sending in enumerate(sendings):
+        auth_started_at = timezone.now()
+        try:
+            headers = _headers_for(destination=destination, sending=sending, started=started)
+        except AuthFailure as failure:
+            results[index] = _token_failure(started_at=auth_started_at, error=str(failure), started=started)
+            continue
+        # The token fetch counts against the attempt's deadline.
+        timeout_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
+        requests[index] = HttpRequest(
+            url=destination.url, body=bytes(sending.delivery.body), headers=headers, timeout_ms=timeout_ms
+        )
+    for index, result in zip(requests, post_many(list(requests.values())), strict=True):
+        results[index] = result
+    return [results[index] for index in range(len(sendings))]
+
+
+def _headers_for(*, destination: Destination, sending: Sending, started: float) -> dict[str, str]:
+    body = bytes(sending.delivery.body)
+    deadline_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
+    auth = auth_headers_for(destination=destination, body=body, deadline_ms=deadline_ms)
+    sending.token = auth.get("Authorization", "").removeprefix("Bearer ")
+    return {
+        "Content-Type": "application/json",
+        "X-AAMDest-Delivery-Id": str(sending.delivery.document_id),
+        **auth,
+    }
+
+
+def auth_headers_for(*, destination: Destination, body: bytes, deadline_ms: int) -> dict[str, str]:
+    """Return the auth headers of one attempt: HMAC signature(s), a bearer token, or none.
+
+    Raises AuthFailure when the OAuth token endpoint failed (the message says why,
+    never the secret).
+    """
+    if destination.auth_mode != AuthMode.OAUTH2:
+        return signature_headers(destination=destination, body=body)
+    # Imported here: OAuth is the only user of the token cache.
+    from delivery.tokens import TokenError, get_access_token
+
+    try:
+        token = get_access_token(destination=destination, deadline_ms=deadline_ms)
+    except TokenError as error:
+        raise AuthFailure(str(error)) from error
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _token_failure(*, started_at: dt.datetime, error: str, started: float) -> HttpResult:
+    return HttpResult(
+        status_code=None,
+        duration_ms=_elapsed_ms(started),
+        reason="token",
+        error=error,
+        response_excerpt="",
+        started_at=started_at,
+        body=b"",
+    )
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _record_attempts(*, destination: Destination, sendings: list[Sending], results: list[HttpResult]) -> None:
+    Attempt.objects.bulk_create(
+        Attempt(
+            delivery_id=sending.delivery.pk,
+            number=sending.attempt_number,
+            started_at=result.started_at,
+            duration_ms=max(result.duration_ms, 0),
+            status_code=result.status_code,
+            reason=result.reason,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        for sending, result in zip(sendings, results, strict=True)
+    )
+    for sending, result in zip(sendings, results, strict=True):
+        _log_attempt(destination=destination, sending=sending, result=result)
+        if result.status_code == 401 and sending.token:
+            _discard_token(destination=destination, token=sending.token)
+
+
+def _discard_token(*, destination: Destination, token: str) -> None:
+    # The partner refused the token: drop it so that the retry fetches a new one.
+    from delivery.tokens import discard_token
+
+    discard_token(destination=destination, token=token)
+
+
+def _log_attempt(*, destination: Destination, sending: Sending, result: HttpResult) -> None:
+    outcome = "delivered" if result.is_success else f"failed ({result.reason}): {result.error}"
+    logger.log(
+        logging.INFO if result.is_success else logging.WARNING,
+        "delivery %s attempt %s to %s: %s in %d ms",
+        sending.delivery.pk,
+        sending.attempt_number,
+        destination.name,
+        outcome,
+        result.duration_ms,
+        extra={
+            "destination": destination.pk,
+            "delivery_id": sending.delivery.pk,
+            "attempt": sending.attempt_number,
+            "status_code": result.status_code,
+            "reason": result.reason,
+            "duration_ms": result.duration_ms,
+        },
+    )
+
+
+def _finish(*, destination: Destination, sendings: list[Sending], status: DeliveryStatus) -> None:
+    """End the deliveries this worker still owns, free their devices, note the outcome."""
+    if not sendings:
+        return
+    now = timezone.now()
+    leases = {sending.delivery.pk: sending.lease for sending in sendings}
+    with transaction.atomic():
+        current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
+        owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
+        Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
+        held = DestinationDevice.objects.filter(in_flight_delivery_id__in=owned)
+        if status == DeliveryStatus.DELIVERED:
+            held.update(in_flight_delivery=None, last_sent_at=now)
+        else:
+            held.update(in_flight_delivery=None)
+    for sending in sendings:
+        if sending.delivery.pk in owned:
+            sending.delivery.status, sending.delivery.finished_at = status, now
+    if owned:
+        latest = {"last_delivery_status": status, "last_delivery_at": now}
+        Destination.objects.filter(pk=destination.pk).update(**latest)
+
+
+def reap_expired_deliveries(*, now: dt.datetime) -> list[int]:
+    """Take over pending deliveries whose lease passed (their worker died); return their ids.
+
+    Each is taken with a conditional UPDATE, so that two reapers never both
+    re-send one delivery; the caller sends each with `send_delivery`.
+    """
+    expired = Delivery.objects.filter(status=DeliveryStatus.PENDING, lease_until__lt=now).select_related(
+        "destination"
+    )
+    taken = []
+    for delivery in expired.order_by("lease_until")[:REAP_BATCH]:
+        renewed = lease_until(destination=delivery.destination, now=now)
+        still_expired = Delivery.objects.filter(
+            pk=delivery.pk, status=DeliveryStatus.PENDING, lease_until=delivery.lease_until
+        )
+        if still_expired.update(lease_until=renewed):
+            taken.append(delivery.pk)
+    return taken
+
+
+def create_redelivery(*, delivery: Delivery) -> Delivery:
+    """Create a pending redelivery of `delivery`: the same bytes and document ID, kind `redelivery`.
+
+    Raises RedeliveryConflict while `delivery` is pending. The caller enqueues
+    `delivery.tasks.send_delivery_task` on commit; should that be lost, the lease
+    set here lets the reaper send it.
+    """
+    with transaction.atomic():
+        original = Delivery.objects.select_for_update().select_related("destination").get(pk=delivery.pk)
+        if original.status == DeliveryStatus.PENDING:
+            raise RedeliveryConflict(f"delivery {original.pk} is still pending; redeliver it once it ended")
+        redelivery = Delivery.objects.create(
+            destination=original.destination,
+            kind=DeliveryKind.REDELIVERY,
+            document_id=original.document_id,
+            body=bytes(original.body),
+            user_count=original.user_count,
+            redelivery_of=original,
+            lease_until=lease_until(destination=original.destination, now=timezone.now()),
+        )
+        aam_uuids = original.devices.values_list("aam_uuid", flat=True)
+        DeliveryDevice.objects.bulk_create(DeliveryDevice(delivery=redelivery, aam_uuid=a) for a in aam_uuids)
+    return redelivery
+
+
+def send_test_document(*, destination: Destination) -> Delivery:
+    """Send one sample document to `destination` now, once, and return the ended delivery (kind `test`).
+
+    The sample device is made up; it lists the destination's active mapped
+    segments (or a sample one) as "1". Signed or authenticated like real traffic;
+    not retried, so that the caller gets its answer within one deadline.
+    """
+    now = timezone.now()
+    delivery = Delivery.objects.create(
+        destination=destination,
+        kind=DeliveryKind.TEST,
+        body=build_document(
+            user_dpid=destination.user_dpid,
+            client_id=destination.client_id,
+            aam_destination_id=destination.aam_destination_id,
+            users=[_sample_user(destination=destination, now=now)],
+            process_time=now,
+        ),
+        user_count=1,
+        lease_until=lease_until(destination=destination, now=now),
+    )
+    sending = Sending(delivery=delivery, attempt_number=1, lease=delivery.lease_until)
+    _send_rounds(destination=destination, sendings=[sending], max_retries=0)
+    delivery.refresh_from_db()
+    return delivery
+
+
+def _sample_user(*, destination: Destination, now: dt.datetime) -> UserObject:
+    values = active_mapping_values(destination=destination, today=now.astimezone(dt.UTC).date())
+    segment_ids = sorted(values.values()) or [SAMPLE_SEGMENT_ID]
+    return UserObject(
+        aam_uuid=str(uuid.uuid4().int).zfill(38)[:38],  # AAM UUIDs are 38 digits
+        partner_uuid="aamdest-test-device",
+        regions=[7],
+        segments=[SegmentStatus(segment_id, ACTIVE, now) for segment_id in segment_ids],
+    )

@@ -129,9 +129,10 @@ class DestinationViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], url_path="test")
     def send_test(self, request: Request, pk: Any = None) -> Response:
         """Send one sample document now, signed or authenticated like real traffic (kind `test`)."""
+        destination = self.get_object()
         from delivery.sending import send_test_document
 
-        delivery = send_test_document(destination=self.get_object())
+        delivery = send_test_document(destination=destination)
         last = delivery.attempts.order_by("number").last()
         if last is None:  # refused before any exchange; the delivery says why
             return Response({"status_code": None, "duration_ms": None, "error": "No attempt was made."})
@@ -143,9 +144,9 @@ class DestinationViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], url_path="send-batch")
     def send_batch(self, request: Request, pk: Any = None) -> Response:
         """Start the batch now: the changes since the last cut-off, as deliveries of kind `batch`."""
+        destination = self.get_object()
         from delivery.tasks import send_batch_now
 
-        destination = self.get_object()
         send_batch_now(destination.id)
         return Response(
             {"detail": f"The batch of {destination.name} has started."}, status=status.HTTP_202_ACCEPTED

@@ -76,6 +76,7 @@ class Child:
     process: subprocess.Popen
     color: str
     is_service: bool  # False: a one-off step (migrate, seed) expected to exit
+    is_echoed: bool = True
     lines: list[str] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
     pumping: threading.Thread | None = None
@@ -84,7 +85,8 @@ class Child:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.rstrip("\n")
-            say(self.name, line, color=self.color)
+            if self.is_echoed:
+                say(self.name, line, color=self.color)
             with self.changed:
                 self.lines.append(line)
                 self.changed.notify_all()
@@ -112,7 +114,10 @@ class Children:
     def __init__(self) -> None:
         self.started: list[Child] = []
 
-    def start(self, name: str, argv: list[str], *, env: dict[str, str], is_service: bool = True) -> Child:
+    def start(
+        self, name: str, argv: list[str], *, env: dict[str, str], is_service: bool = True,
+        is_echoed: bool = True,
+    ) -> Child:
         process = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
@@ -121,20 +126,22 @@ class Children:
             start_new_session=True,
         )
         child = Child(name=name, process=process, color=COLORS[len(self.started) % len(COLORS)],
-                      is_service=is_service)
+                      is_service=is_service, is_echoed=is_echoed)
         self.started.append(child)
         child.pumping = threading.Thread(target=child.pump, name=f"pump-{name}", daemon=True)
         child.pumping.start()
         note(f"started {name} (pid {process.pid})")
         return child
 
-    def run(self, name: str, argv: list[str], *, env: dict[str, str]) -> Child:
+    def run(self, name: str, argv: list[str], *, env: dict[str, str], is_echoed: bool = True) -> Child:
         """Start a child and wait for it to finish; RuntimeError when it fails."""
-        child = self.start(name, argv, env=env, is_service=False)
+        child = self.start(name, argv, env=env, is_service=False, is_echoed=is_echoed)
         child.process.wait()
         if child.pumping:
             child.pumping.join(timeout=5)  # every line read, so callers may parse them
         if child.process.returncode != 0:
+            for line in [] if is_echoed else child.lines:
+                say(name, line, color=child.color)
             raise RuntimeError(f"{name} failed with status {child.process.returncode}")
         return child
 
@@ -259,7 +266,7 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
     children.run("migrate", [python, "manage.py", "migrate", "--noinput"], env=env)
     seed = children.run("seed", [
         python, "manage.py", "seed_demo", "--json", "--signing-key", signing_key,
-        "--receiver-url", f"https://127.0.0.1:{ports.receiver}/aam"], env=env)
+        "--receiver-url", f"https://127.0.0.1:{ports.receiver}/aam"], env=env, is_echoed=False)
     seeded = json.loads(next(line for line in seed.lines if line.startswith("{")))
     children.start("web", [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{ports.web}"], env=env)
     children.start("worker", worker_command(database_url=database_url), env=env)

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from aamdest.health import healthz
+from aamdest.metrics import metrics
 from delivery.api.deliveries import DeliveryViewSet
 from delivery.api.events import EventsView
 from delivery.api.profiles import ProfileView
@@ -23,4 +24,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("delivery.console", namespace="console")),
+    path("metrics", metrics, name="metrics"),
 ]

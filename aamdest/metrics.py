@@ -1,0 +1,132 @@
+"""GET /metrics: Prometheus text format, every metric named `aamdest_…` (SPEC §5).
+
+Workers send from other processes, so nothing is counted in this one: a custom collector computes
+the values at scrape time, from aggregate queries over the delivery log (deliveries, attempts,
+attempt latency, pending backlog) and from the Redis counters that ingestion and the OAuth client
+increment (events ingested, token fetches). Counts over the log fall when old records are purged
+(`AAMDEST_DELIVERY_LOG_DAYS`); Prometheus reads such a fall as a counter reset.
+
+No login: Prometheus scrapes without a session, and the page holds counts and destination names,
+no document and no secret. Restrict it at the reverse proxy where that matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from delivery import stats
+from destinations.models import Destination
+
+LABELS = ["destination_id", "destination"]
+
+
+class DeliveryLogCollector:
+    """Reads the delivery log and the Redis counters at each scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        destinations = dict(Destination.objects.values_list("id", "name"))
+        yield from self._destinations(destinations)
+        yield from self._deliveries(destinations)
+        yield from self._attempts(destinations)
+        yield from self._backlog(destinations)
+        yield from self._counters(destinations)
+
+    @staticmethod
+    def _labels(destinations: dict[int, str], destination_id: int) -> list[str]:
+        return [str(destination_id), destinations.get(destination_id, "")]
+
+    def _destinations(self, destinations: dict[int, str]) -> Iterator[Metric]:
+        enabled = GaugeMetricFamily(
+            "aamdest_destination_enabled", "1 when the destination sends, 0 when paused.", labels=LABELS
+        )
+        for destination_id, is_enabled in Destination.objects.values_list("id", "enabled"):
+            enabled.add_metric(self._labels(destinations, destination_id), 1 if is_enabled else 0)
+        yield enabled
+
+    def _deliveries(self, destinations: dict[int, str]) -> Iterator[Metric]:
+        finished = CounterMetricFamily("aamdest_deliveries", "Deliveries (requests) finished, by outcome.",
+                                       labels=[*LABELS, "outcome"])
+        pending = GaugeMetricFamily(
+            "aamdest_deliveries_pending", "Deliveries in flight or waiting for a retry.", labels=LABELS
+        )
+        counts = {(destination_id, status): n for destination_id, status, n in stats.delivery_counts()}
+        for destination_id in destinations:
+            labels = self._labels(destinations, destination_id)
+            for outcome in ("delivered", "failed"):
+                finished.add_metric([*labels, outcome], counts.get((destination_id, outcome), 0))
+            pending.add_metric(labels, counts.get((destination_id, "pending"), 0))
+        yield finished
+        yield pending
+
+    def _attempts(self, destinations: dict[int, str]) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "aamdest_attempts", "HTTP attempts, by outcome (ok or the failure reason).",
+            labels=[*LABELS, "outcome"],
+        )
+        for destination_id, outcome, n in stats.attempt_counts():
+            attempts.add_metric([*self._labels(destinations, destination_id), outcome], n)
+        yield attempts
+        latency = HistogramMetricFamily("aamdest_attempt_duration_seconds", "Duration of HTTP attempts.",
+                                        labels=LABELS)
+        for destination_id, histogram in stats.latency_histograms().items():
+            bounds = zip(stats.LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
+            buckets = [(f"{bound / 1000:g}", count) for bound, count in bounds] + [("+Inf", histogram.count)]
+            latency.add_metric(self._labels(destinations, destination_id), buckets,
+                               sum_value=histogram.sum_ms / 1000)
+        yield latency
+
+    def _backlog(self, destinations: dict[int, str]) -> Iterator[Metric]:
+        devices = GaugeMetricFamily("aamdest_pending_devices", "Devices waiting for a real-time request.",
+                                    labels=LABELS)
+        oldest = GaugeMetricFamily(
+            "aamdest_pending_oldest_age_seconds", "How long the oldest pending device waits (0: none).",
+            labels=LABELS,
+        )
+        backlog = stats.pending_backlog()
+        now = timezone.now()
+        for destination_id in destinations:
+            labels = self._labels(destinations, destination_id)
+            entry = backlog.get(destination_id, stats.Backlog())
+            devices.add_metric(labels, entry.devices)
+            age = (now - entry.oldest_since).total_seconds() if entry.oldest_since else 0.0
+            oldest.add_metric(labels, max(age, 0.0))
+        yield devices
+        yield oldest
+
+    def _counters(self, destinations: dict[int, str]) -> Iterator[Metric]:
+        counters = stats.read_counters()
+        up = GaugeMetricFamily("aamdest_metrics_redis_up", "1 when the Redis counters could be read.")
+        up.add_metric([], 1 if counters else 0)
+        yield up
+        if counters is None:
+            return
+        events = CounterMetricFamily("aamdest_events_ingested", "Events accepted for ingestion.")
+        events.add_metric([], counters.events_ingested)
+        yield events
+        fetches = CounterMetricFamily("aamdest_token_fetches", "OAuth 2.0 token requests, by outcome.",
+                                      labels=[*LABELS, "outcome"])
+        for (destination_id, outcome), n in sorted(counters.token_fetches.items()):
+            if destination_id in destinations:
+                fetches.add_metric([*self._labels(destinations, destination_id), outcome], n)
+        yield fetches
+
+
+# Our own registry: only aamdest's metrics, not the web process's own (which says little of a fleet).
+registry = CollectorRegistry(auto_describe=False)
+registry.register(DeliveryLogCollector())
+
+
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    try:
+        body = generate_latest(registry)
+    except DatabaseError:
+        return HttpResponse("# the database is unavailable\n", status=503, content_type="text/plain")
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

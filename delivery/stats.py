@@ -1,0 +1,357 @@
+"""Delivery statistics for the console and `/metrics`: plain queries that aggregate in the database.
+
+Every function groups in SQL (by destination, hour, status or reason) and returns small
+dataclasses, so that pages and scrapes never load delivery rows one by one. Percentiles use
+PostgreSQL's `percentile_cont`; SQLite (the demo database) computes the same interpolation in
+Python over the window's durations.
+
+Two counts are not in the database: events ingested and OAuth token fetches. Their producers call
+`count_events_ingested` and `count_token_fetch`, which increment Redis counters that every process
+shares; `read_counters` reads them back for `/metrics`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.db.models import Aggregate, Count, FloatField, Min, Q, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from delivery.models import Attempt, Delivery, DeliveryStatus, DestinationDevice
+
+logger = logging.getLogger(__name__)
+
+HOUR_CHOICES = (6, 24, 72, 168)
+DEFAULT_HOURS = 24
+# Upper bounds, in milliseconds, of the attempt latency histogram; the deadline defaults to 3000.
+LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2000, 3000, 5000, 10_000, 30_000)
+
+_EVENTS_KEY = "aamdest:metrics:events_ingested"
+_TOKEN_FETCHES_KEY = "aamdest:metrics:token_fetches"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Requests created in one hour, by status, and the users the delivered ones carried."""
+
+    start: dt.datetime
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0
+    users_delivered: int = 0
+
+    @property
+    def requests(self) -> int:
+        return self.delivered + self.failed + self.pending
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Attempt durations in milliseconds; the percentiles are None when there was no attempt."""
+
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Devices waiting for a real-time request, and since when the oldest waits."""
+
+    devices: int = 0
+    oldest_since: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class DestinationStats:
+    destination_id: int
+    buckets: list[Bucket]
+    latency: Latency
+    failures: list[tuple[str, int]]  # (reason label, failed attempts), most frequent first
+    backlog: Backlog
+
+    @property
+    def requests(self) -> int:
+        return sum(bucket.requests for bucket in self.buckets)
+
+    @property
+    def users_delivered(self) -> int:
+        return sum(bucket.users_delivered for bucket in self.buckets)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Delivered over finished requests in the window; None when none finished."""
+        delivered = sum(bucket.delivered for bucket in self.buckets)
+        finished = delivered + sum(bucket.failed for bucket in self.buckets)
+        return delivered / finished if finished else None
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative counts per bound of `LATENCY_BOUNDS_MS` (Prometheus `le`), total count and sum."""
+
+    cumulative_counts: list[int]
+    count: int
+    sum_ms: int
+
+
+@dataclass(frozen=True)
+class Counters:
+    events_ingested: int
+    token_fetches: dict[tuple[int, str], int]  # (destination id, outcome) -> fetches
+
+
+def window_start(*, hours: int, now: dt.datetime) -> dt.datetime:
+    """The start of the first of `hours` hourly buckets, the last of which holds `now`."""
+    current_hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return current_hour - dt.timedelta(hours=hours - 1)
+
+
+def request_buckets(*, destination_ids: Sequence[int], hours: int, now: dt.datetime
+                    ) -> dict[int, list[Bucket]]:
+    """Hourly buckets of requests per destination over the last `hours` hours, empty hours included."""
+    since = window_start(hours=hours, now=now)
+    rows = (
+        Delivery.objects.filter(destination_id__in=destination_ids, created_at__gte=since)
+        .annotate(hour=TruncHour("created_at", tzinfo=dt.UTC))
+        .values("destination_id", "hour", "status")
+        .annotate(requests=Count("id"), users=Sum("user_count"))
+        .order_by()
+    )
+    counts: dict[tuple[int, dt.datetime], dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        cell = counts[(row["destination_id"], row["hour"].astimezone(dt.UTC))]
+        cell[row["status"]] = row["requests"]
+        if row["status"] == DeliveryStatus.DELIVERED:
+            cell["users"] = row["users"] or 0
+    starts = [since + dt.timedelta(hours=offset) for offset in range(hours)]
+    return {
+        destination_id: [
+            _bucket(start=start, cell=counts.get((destination_id, start), {})) for start in starts
+        ]
+        for destination_id in destination_ids
+    }
+
+
+def _bucket(*, start: dt.datetime, cell: dict[str, int]) -> Bucket:
+    return Bucket(
+        start=start,
+        delivered=cell.get(DeliveryStatus.DELIVERED, 0),
+        failed=cell.get(DeliveryStatus.FAILED, 0),
+        pending=cell.get(DeliveryStatus.PENDING, 0),
+        users_delivered=cell.get("users", 0),
+    )
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's continuous percentile: linear interpolation between the nearest values."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: str, *, fraction: float) -> None:
+        # A float rendered by us, never user input: safe to place in the SQL text.
+        super().__init__(expression, fraction=repr(float(fraction)))
+
+
+def percentile(*, values: Sequence[float], fraction: float) -> float | None:
+    """The same interpolation as `percentile_cont` over sorted `values`; None when empty."""
+    if not values:
+        return None
+    position = fraction * (len(values) - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    return values[lower] + (values[upper] - values[lower]) * (position - lower)
+
+
+def attempt_latency(*, destination_ids: Sequence[int], since: dt.datetime) -> dict[int, Latency]:
+    """p50/p95/p99 of attempt durations per destination, attempts started since `since`."""
+    attempts = Attempt.objects.filter(delivery__destination_id__in=destination_ids, started_at__gte=since)
+    if connection.vendor == "postgresql":
+        rows = (
+            attempts.values("delivery__destination_id")
+            .annotate(
+                count=Count("id"),
+                p50=PercentileCont("duration_ms", fraction=0.5),
+                p95=PercentileCont("duration_ms", fraction=0.95),
+                p99=PercentileCont("duration_ms", fraction=0.99),
+            )
+            .order_by()
+        )
+        return {
+            row["delivery__destination_id"]: Latency(count=row["count"], p50=row["p50"], p95=row["p95"],
+                                                     p99=row["p99"])
+            for row in rows
+        }
+    return _latency_in_python(attempts.values_list("delivery__destination_id", "duration_ms"))
+
+
+def _latency_in_python(rows: Iterable[tuple[int, int]]) -> dict[int, Latency]:
+    durations: dict[int, list[float]] = defaultdict(list)
+    for destination_id, duration_ms in rows:
+        durations[destination_id].append(float(duration_ms))
+    result = {}
+    for destination_id, values in durations.items():
+        values.sort()
+        result[destination_id] = Latency(
+            count=len(values),
+            p50=percentile(values=values, fraction=0.5),
+            p95=percentile(values=values, fraction=0.95),
+            p99=percentile(values=values, fraction=0.99),
+        )
+    return result
+
+
+def failure_reasons(*, destination_ids: Sequence[int], since: dt.datetime
+                    ) -> dict[int, list[tuple[str, int]]]:
+    """Failed attempts per destination by reason, a non-200 answer counted per status code."""
+    rows = (
+        Attempt.objects.filter(
+            delivery__destination_id__in=destination_ids, started_at__gte=since, reason__isnull=False
+        )
+        .values("delivery__destination_id", "reason", "status_code")
+        .annotate(attempts=Count("id"))
+        .order_by()
+    )
+    totals: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        label = failure_label(reason=row["reason"], status_code=row["status_code"])
+        totals[row["delivery__destination_id"]][label] += row["attempts"]
+    return {
+        destination_id: sorted(by_label.items(), key=lambda item: (-item[1], item[0]))
+        for destination_id, by_label in totals.items()
+    }
+
+
+def failure_label(*, reason: str | None, status_code: int | None) -> str:
+    """How a failed attempt reads: its reason, or `HTTP <code>` for a non-200 answer."""
+    if reason == "status" and status_code is not None:
+        return f"HTTP {status_code}"
+    return reason or "ok"
+
+
+def pending_backlog(*, destination_ids: Sequence[int] | None = None) -> dict[int, Backlog]:
+    """Pending devices per destination (`DestinationDevice.pending_since` set) and the oldest."""
+    pending = DestinationDevice.objects.filter(pending_since__isnull=False)
+    if destination_ids is not None:
+        pending = pending.filter(destination_id__in=destination_ids)
+    rows = pending.values("destination_id").annotate(devices=Count("id"), oldest=Min("pending_since"))
+    return {
+        row["destination_id"]: Backlog(devices=row["devices"], oldest_since=row["oldest"])
+        for row in rows.order_by()
+    }
+
+
+def destination_stats(*, destination_ids: Sequence[int], hours: int, now: dt.datetime | None = None
+                      ) -> dict[int, DestinationStats]:
+    """Everything the dashboard shows per destination over the last `hours` hours."""
+    now = now or timezone.now()
+    since = window_start(hours=hours, now=now)
+    buckets = request_buckets(destination_ids=destination_ids, hours=hours, now=now)
+    latency = attempt_latency(destination_ids=destination_ids, since=since)
+    failures = failure_reasons(destination_ids=destination_ids, since=since)
+    backlog = pending_backlog(destination_ids=destination_ids)
+    return {
+        destination_id: DestinationStats(
+            destination_id=destination_id,
+            buckets=buckets[destination_id],
+            latency=latency.get(destination_id, Latency()),
+            failures=failures.get(destination_id, []),
+            backlog=backlog.get(destination_id, Backlog()),
+        )
+        for destination_id in destination_ids
+    }
+
+
+# --- Cumulative counts for /metrics ------------------------------------------------------------
+
+
+def delivery_counts() -> list[tuple[int, str, int]]:
+    """(destination id, status, deliveries) over the delivery log."""
+    rows = Delivery.objects.values_list("destination_id", "status").annotate(n=Count("id")).order_by()
+    return [(destination_id, status, n) for destination_id, status, n in rows]
+
+
+def attempt_counts() -> list[tuple[int, str, int]]:
+    """(destination id, outcome, attempts): outcome is `ok` or the failure reason."""
+    rows = (
+        Attempt.objects.values_list("delivery__destination_id", "reason")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return [(destination_id, reason or "ok", n) for destination_id, reason, n in rows]
+
+
+def latency_histograms() -> dict[int, Histogram]:
+    """Attempt durations per destination, counted under each bound of `LATENCY_BOUNDS_MS`."""
+    under_bounds = {
+        f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound)) for bound in LATENCY_BOUNDS_MS
+    }
+    rows = (
+        Attempt.objects.values("delivery__destination_id")
+        .annotate(count=Count("id"), sum_ms=Sum("duration_ms"), **under_bounds)
+        .order_by()
+    )
+    return {
+        row["delivery__destination_id"]: Histogram(
+            cumulative_counts=[row[f"le_{bound}"] for bound in LATENCY_BOUNDS_MS],
+            count=row["count"],
+            sum_ms=row["sum_ms"] or 0,
+        )
+        for row in rows
+    }
+
+
+# --- Redis counters ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _redis(url: str) -> redis.Redis:
+    # Short timeouts: counting must never hold up ingestion or a token fetch.
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def count_events_ingested(n: int) -> None:
+    """Add `n` to the events-ingested counter. Best effort: a Redis outage is logged, not raised."""
+    if n <= 0:
+        return
+    try:
+        _redis(settings.AAMDEST_REDIS_URL).incrby(_EVENTS_KEY, n)
+    except redis.RedisError as exc:
+        logger.warning("could not count %d ingested events: %s", n, exc)
+
+
+def count_token_fetch(*, destination_id: int, outcome: str) -> None:
+    """Count one OAuth token request of a destination (`outcome`: e.g. `ok` or `error`). Best effort."""
+    try:
+        _redis(settings.AAMDEST_REDIS_URL).hincrby(_TOKEN_FETCHES_KEY, f"{destination_id}:{outcome}", 1)
+    except redis.RedisError as exc:
+        logger.warning("could not count a token fetch of destination %s: %s", destination_id, exc)
+
+
+def read_counters() -> Counters | None:
+    """The Redis counters, or None when Redis does not answer."""
+    try:
+        client = _redis(settings.AAMDEST_REDIS_URL)
+        events = client.get(_EVENTS_KEY)
+        fetches = client.hgetall(_TOKEN_FETCHES_KEY)
+    except redis.RedisError as exc:
+        logger.warning("could not read the metrics counters: %s", exc)
+        return None
+    token_fetches = {}
+    for field, value in fetches.items():
+        destination_id, _, outcome = field.decode().partition(":")
+        if destination_id.isdigit():
+            token_fetches[(int(destination_id), outcome)] = int(value)
+    return Counters(events_ingested=int(events or 0), token_fetches=token_fetches)

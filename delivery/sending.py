@@ -275,7 +275,14 @@ def _finish(*, destination: Destination, sendings: list[Sending], status: Delive
         current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
         owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
         Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
-        held = DestinationDevice.objects.filter(in_flight_delivery_id__in=owned)
+        # Locked in ingestion's order (destination, device), so that the two never deadlock.
+        held_pks = (
+            DestinationDevice.objects.select_for_update()
+            .filter(in_flight_delivery_id__in=owned)
+            .order_by("destination_id", "device_id")
+            .values_list("pk", flat=True)
+        )
+        held = DestinationDevice.objects.filter(pk__in=list(held_pks))
         if status == DeliveryStatus.DELIVERED:
             held.update(in_flight_delivery=None, last_sent_at=now)
         else:

@@ -78,7 +78,9 @@ def test_a_rotation_without_a_key_is_refused_on_key(operator_client, body):
 
 def test_the_test_document_goes_to_the_partner_signed_and_answers_its_outcome(operator_client, partner):
     # Given
-    destination = DestinationFactory(url=partner.url, auth_mode="hmac", signing_key="k", signing_algorithm="sha1")
+    destination = DestinationFactory(
+        url=partner.url, auth_mode="hmac", signing_key="k", signing_algorithm="sha1"
+    )
 
     # When
     response = action(operator_client, destination, "test")

@@ -50,15 +50,41 @@ def test_it_creates_a_destination_with_the_spec_defaults(operator_client):
     # Then
     assert response.status_code == 201, response.json()
     body = response.json()
-    assert {key: body[key] for key in (
-        "enabled", "realtime", "batch_interval_hours", "max_users_per_request", "max_wait_ms", "timeout_ms",
-        "max_retries", "retry_delay_ms", "auth_mode", "signing_algorithm", "signing_header", "oauth_client_auth",
-        "has_signing_key", "has_oauth_client_secret", "key_rotation_started_at",
-    )} == {
-        "enabled": True, "realtime": True, "batch_interval_hours": None, "max_users_per_request": 10,
-        "max_wait_ms": 1000, "timeout_ms": 3000, "max_retries": 1, "retry_delay_ms": 1000, "auth_mode": "none",
-        "signing_algorithm": "sha256", "signing_header": "X-Signature", "oauth_client_auth": "basic",
-        "has_signing_key": False, "has_oauth_client_secret": False, "key_rotation_started_at": None,
+    assert {
+        key: body[key]
+        for key in (
+            "enabled",
+            "realtime",
+            "batch_interval_hours",
+            "max_users_per_request",
+            "max_wait_ms",
+            "timeout_ms",
+            "max_retries",
+            "retry_delay_ms",
+            "auth_mode",
+            "signing_algorithm",
+            "signing_header",
+            "oauth_client_auth",
+            "has_signing_key",
+            "has_oauth_client_secret",
+            "key_rotation_started_at",
+        )
+    } == {
+        "enabled": True,
+        "realtime": True,
+        "batch_interval_hours": None,
+        "max_users_per_request": 10,
+        "max_wait_ms": 1000,
+        "timeout_ms": 3000,
+        "max_retries": 1,
+        "retry_delay_ms": 1000,
+        "auth_mode": "none",
+        "signing_algorithm": "sha256",
+        "signing_header": "X-Signature",
+        "oauth_client_auth": "basic",
+        "has_signing_key": False,
+        "has_oauth_client_secret": False,
+        "key_rotation_started_at": None,
     }
     assert body["client_id"] == "74323"
     assert body["created_at"] and body["updated_at"]
@@ -70,8 +96,11 @@ def test_it_never_returns_a_secret_it_was_given(operator_client):
     created = operator_client.post(
         URL,
         payload(
-            auth_mode="oauth2", oauth_token_url="https://partner.example.com/token", oauth_client_id="me",
-            oauth_client_secret=SECRET, signing_key=SECRET + "-hmac",
+            auth_mode="oauth2",
+            oauth_token_url="https://partner.example.com/token",
+            oauth_client_id="me",
+            oauth_client_secret=SECRET,
+            signing_key=SECRET + "-hmac",
         ),
         format="json",
     )
@@ -127,8 +156,14 @@ def test_batch_interval_hours_is_null_or_at_least_24(operator_client, value, sta
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("auth_mode", "basic"), ("signing_algorithm", "sha512"), ("oauth_client_auth", "header"),
-     ("user_dpid", "GAID"), ("name", ""), ("client_id", "")],
+    [
+        ("auth_mode", "basic"),
+        ("signing_algorithm", "sha512"),
+        ("oauth_client_auth", "header"),
+        ("user_dpid", "GAID"),
+        ("name", ""),
+        ("client_id", ""),
+    ],
 )
 def test_it_refuses_an_unknown_choice_or_a_bad_value_naming_the_field(operator_client, field, value):
     response = operator_client.post(URL, payload(**{field: value}), format="json")
@@ -185,8 +220,14 @@ def test_oauth2_names_each_missing_credential(operator_client):
 def test_oauth2_with_every_credential_is_accepted(operator_client):
     response = operator_client.post(
         URL,
-        payload(auth_mode="oauth2", oauth_token_url="https://partner.example.com/token", oauth_client_id="me",
-                oauth_client_secret=SECRET, oauth_scope="segments", oauth_client_auth="body"),
+        payload(
+            auth_mode="oauth2",
+            oauth_token_url="https://partner.example.com/token",
+            oauth_client_id="me",
+            oauth_client_secret=SECRET,
+            oauth_scope="segments",
+            oauth_client_auth="body",
+        ),
         format="json",
     )
 
@@ -204,8 +245,14 @@ def test_it_refuses_a_signing_header_that_is_not_a_usable_header_name(operator_c
 
 @pytest.mark.parametrize(
     "url",
-    ["http://partner.example.com/aam", "https://127.0.0.1/aam", "https://internal.example.com/aam",
-     "https://[::ffff:10.0.0.1]/", "https://2130706433/", "not a url"],
+    [
+        "http://partner.example.com/aam",
+        "https://127.0.0.1/aam",
+        "https://internal.example.com/aam",
+        "https://[::ffff:10.0.0.1]/",
+        "https://2130706433/",
+        "not a url",
+    ],
 )
 def test_it_refuses_a_url_aamdest_may_not_send_to_on_create_and_on_update(operator_client, url):
     # When
@@ -225,8 +272,12 @@ def test_it_refuses_a_url_aamdest_may_not_send_to_on_create_and_on_update(operat
 def test_it_refuses_a_private_token_url_naming_oauth_token_url(operator_client):
     response = operator_client.post(
         URL,
-        payload(auth_mode="oauth2", oauth_token_url="https://internal.example.com/token", oauth_client_id="me",
-                oauth_client_secret=SECRET),
+        payload(
+            auth_mode="oauth2",
+            oauth_token_url="https://internal.example.com/token",
+            oauth_client_id="me",
+            oauth_client_secret=SECRET,
+        ),
         format="json",
     )
 
@@ -270,7 +321,11 @@ def test_read_only_fields_are_ignored_on_write(operator_client):
 
     response = operator_client.patch(
         f"{URL}{destination.pk}/",
-        {"has_signing_key": True, "key_rotation_started_at": "2020-01-01T00:00:00Z", "created_at": "2020-01-01"},
+        {
+            "has_signing_key": True,
+            "key_rotation_started_at": "2020-01-01T00:00:00Z",
+            "created_at": "2020-01-01",
+        },
         format="json",
     )
 

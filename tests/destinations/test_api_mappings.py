@@ -25,13 +25,19 @@ def test_it_maps_a_configured_segment_with_the_defaults(operator_client, destina
 
     # When
     with time_machine.travel(dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.UTC), tick=False):
-        response = operator_client.post(URL, {"destination": destination.pk, "segment_id": 14356}, format="json")
+        response = operator_client.post(
+            URL, {"destination": destination.pk, "segment_id": 14356}, format="json"
+        )
 
     # Then
     assert response.status_code == 201, response.json()
     assert response.json() == {
-        "id": response.json()["id"], "destination": destination.pk, "segment_id": 14356, "value": "14356",
-        "start_date": "2024-03-01", "end_date": None,
+        "id": response.json()["id"],
+        "destination": destination.pk,
+        "segment_id": 14356,
+        "value": "14356",
+        "start_date": "2024-03-01",
+        "end_date": None,
     }
     assert Segment.objects.get(pk=14356).ttl_days == 30
 
@@ -50,7 +56,12 @@ def test_it_creates_an_unknown_segment_with_the_default_ttl(operator_client, des
 def test_an_end_before_the_start_is_refused_on_end_date(operator_client, destination):
     response = operator_client.post(
         URL,
-        {"destination": destination.pk, "segment_id": 5, "start_date": "2024-03-02", "end_date": "2024-03-01"},
+        {
+            "destination": destination.pk,
+            "segment_id": 5,
+            "start_date": "2024-03-02",
+            "end_date": "2024-03-01",
+        },
         format="json",
     )
 
@@ -62,7 +73,12 @@ def test_an_end_before_the_start_is_refused_on_end_date(operator_client, destina
 def test_a_one_day_mapping_is_accepted(operator_client, destination):
     response = operator_client.post(
         URL,
-        {"destination": destination.pk, "segment_id": 5, "start_date": "2024-03-02", "end_date": "2024-03-02"},
+        {
+            "destination": destination.pk,
+            "segment_id": 5,
+            "start_date": "2024-03-02",
+            "end_date": "2024-03-02",
+        },
         format="json",
     )
 
@@ -89,7 +105,12 @@ def test_nothing_is_half_stored_when_saving_the_mapping_fails(operator_client, d
     # When
     response = operator_client.post(
         URL,
-        {"destination": destination.pk, "segment_id": 31337, "start_date": "2024-03-02", "end_date": "2024-03-01"},
+        {
+            "destination": destination.pk,
+            "segment_id": 31337,
+            "start_date": "2024-03-02",
+            "end_date": "2024-03-01",
+        },
         format="json",
     )
 
@@ -118,7 +139,9 @@ def test_bad_input_is_refused_naming_the_field(operator_client, destination, bod
     assert field in response.json()
 
 
-def test_an_update_keeps_the_value_and_checks_the_dates_against_the_stored_start(operator_client, destination):
+def test_an_update_keeps_the_value_and_checks_the_dates_against_the_stored_start(
+    operator_client, destination
+):
     # Given
     mapping = MappingFactory(destination=destination, value="custom", start_date=dt.date(2024, 3, 10))
 

@@ -1,0 +1,173 @@
+"""Tasks and slots without a worker: the task functions are called in-process, Redis is real."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from django.utils import timezone
+
+from delivery import tasks
+from delivery.models import Delivery, DeliveryStatus
+from delivery.slots import acquire_slot, redis_client, release_slot, renew_slot, slot_holders
+from tests.delivery.pending_work import map_segments, pending_devices
+from tests.factories import DestinationFactory
+
+pytestmark = pytest.mark.django_db
+
+SEGMENT = 14356
+
+
+@pytest.fixture(autouse=True)
+def empty_redis(settings):
+    """The test's own Redis database (TEST_BROKER_URL), emptied around each test."""
+    client = redis_client()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def queued_tasks() -> list[tuple[str, str]]:
+    """(task name, args) of the messages waiting in the default queue."""
+    messages = [json.loads(raw) for raw in redis_client().lrange("celery", 0, -1)]
+    return sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages)
+
+
+def seconds_ago(seconds: float) -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def destination(partner):
+    destination = DestinationFactory(url=partner.url, max_wait_ms=1000, retry_delay_ms=50)
+    map_segments(destination, SEGMENT)
+    return destination
+
+
+def test_a_destination_has_as_many_slots_as_configured(settings):
+    settings.AAMDEST_DESTINATION_CONCURRENCY = 2
+
+    first = acquire_slot(destination_id=1, expiry_ms=10_000)
+    second = acquire_slot(destination_id=1, expiry_ms=10_000)
+
+    assert first and second and first != second
+    assert acquire_slot(destination_id=1, expiry_ms=10_000) is None
+    assert acquire_slot(destination_id=2, expiry_ms=10_000) is not None
+    release_slot(destination_id=1, holder=first)
+    assert acquire_slot(destination_id=1, expiry_ms=10_000) is not None
+
+
+def test_a_dead_holders_slot_frees_itself_when_its_expiry_passes(settings):
+    settings.AAMDEST_DESTINATION_CONCURRENCY = 1
+    dead = acquire_slot(destination_id=1, expiry_ms=200)
+    assert renew_slot(destination_id=1, holder=dead, expiry_ms=200)
+    assert acquire_slot(destination_id=1, expiry_ms=200) is None
+
+    time.sleep(0.25)
+
+    assert slot_holders(destination_id=1) == 0
+    assert acquire_slot(destination_id=1, expiry_ms=10_000) is not None
+    assert not renew_slot(destination_id=1, holder=dead, expiry_ms=200)
+
+
+def test_schedule_flushes_queues_one_flush_per_destination_until_it_starts(destination):
+    tasks.schedule_flushes({destination.pk, destination.pk + 1})
+    tasks.schedule_flushes({destination.pk})
+
+    assert queued_tasks() == [
+        ("delivery.tasks.flush_destination", f"({destination.pk},)"),
+        ("delivery.tasks.flush_destination", f"({destination.pk + 1},)"),
+    ]
+
+    tasks.flush_destination(destination.pk)  # the queued flush starts: a later wake-up queues another
+    tasks.schedule_flushes({destination.pk})
+
+    assert queued_tasks().count(("delivery.tasks.flush_destination", f"({destination.pk},)")) == 2
+
+
+def test_a_flush_sends_every_due_request_and_frees_its_slot(destination, partner):
+    pending_devices(destination, 25, pending_since=seconds_ago(2), segment_id=SEGMENT)
+
+    tasks.flush_destination(destination.pk)
+
+    assert sorted(json.loads(r.body)["User_count"] for r in partner.requests) == ["10", "10", "5"]
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert slot_holders(destination_id=destination.pk) == 0
+
+
+def test_a_flush_without_a_free_slot_leaves_the_work_to_the_holders(destination, partner, settings):
+    settings.AAMDEST_DESTINATION_CONCURRENCY = 1
+    pending_devices(destination, 3, pending_since=seconds_ago(2), segment_id=SEGMENT)
+    acquire_slot(destination_id=destination.pk, expiry_ms=10_000)
+
+    tasks.flush_destination(destination.pk)
+
+    assert partner.requests == []
+    assert Delivery.objects.count() == 0
+
+
+def test_a_flush_schedules_itself_when_the_oldest_pending_device_falls_due(destination, partner, empty_redis):
+    pending_devices(destination, 9, pending_since=timezone.now(), segment_id=SEGMENT)
+
+    tasks.flush_destination(destination.pk)
+    tasks.flush_destination(destination.pk)  # a second look sets no second timer
+
+    assert partner.requests == []
+    assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
+    [message] = [json.loads(raw) for raw in empty_redis.lrange("celery", 0, -1)]
+    eta = dt.datetime.fromisoformat(message["headers"]["eta"])
+    assert timezone.now() < eta <= timezone.now() + dt.timedelta(milliseconds=1000)
+
+
+def test_a_flush_of_a_gone_destination_returns_quietly():
+    tasks.flush_destination(999_999)
+    tasks.send_delivery_task(999_999)
+
+    assert queued_tasks() == []
+
+
+def test_the_tick_wakes_due_destinations_and_resends_deliveries_whose_lease_passed(destination):
+    pending_devices(destination, 11, pending_since=seconds_ago(2), segment_id=SEGMENT)
+    stale = Delivery.objects.create(
+        destination=destination, kind="realtime", body=b"{}", user_count=0, lease_until=seconds_ago(1)
+    )
+
+    tasks.tick()
+    tasks.tick()  # the flush is still queued and the lease was taken: nothing more
+
+    assert queued_tasks() == [
+        ("delivery.tasks.flush_destination", f"({destination.pk},)"),
+        ("delivery.tasks.send_delivery_task", f"({stale.pk},)"),
+    ]
+
+
+def test_a_paused_destination_is_woken_by_the_tick_once_resumed(destination):
+    destination.enabled = False
+    destination.save()
+    pending_devices(destination, 1, pending_since=seconds_ago(300), segment_id=SEGMENT)
+
+    tasks.tick()
+    assert queued_tasks() == []
+
+    destination.enabled = True
+    destination.save()
+    tasks.tick()
+    assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
+
+
+def test_send_delivery_task_sends_and_wakes_the_destination(destination, partner):
+    delivery = Delivery.objects.create(destination=destination, kind="redelivery", body=b"{}", user_count=0)
+
+    tasks.send_delivery_task(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED
+    assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
+
+
+def test_the_slot_outlives_one_claim_sent_with_all_its_retries():
+    destination = DestinationFactory.build(timeout_ms=3000, retry_delay_ms=1000, max_retries=1)
+
+    assert tasks.slot_expiry_ms(destination) == (3000 + 1000) * 2 + 10_000

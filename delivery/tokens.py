@@ -1,0 +1,325 @@
+"""OAuth 2.0 client-credentials tokens, cached in Redis for every worker (SPEC §3).
+
+The token stage of delivery: it posts to the destination's token endpoint
+through `delivery.http.post` (same deadline, same address policy, no redirects)
+and shares the answer with every worker, process and machine:
+
+- The cache is a Redis hash per destination and credentials fingerprint
+  (an HMAC of token URL, client ID, secret, scope and client auth, so a
+  configuration change starts afresh). It holds the token encrypted with
+  `encrypt_secret` and a digest to recognise it; with `expires_in` the key
+  expires with the token, without it the token is kept until `discard_token`.
+- A token is renewed when less than min(60 s, 10% of expires_in) remains,
+  measured on Redis' clock (PTTL), so machines need not agree on the time.
+- Single flight: the first caller needing a token takes a short Redis lock and
+  fetches; the others wait for the cache (or for the fetcher's error) instead of
+  asking the partner too. While a still-valid token is being renewed, callers
+  keep using it.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote_plus, urlencode
+
+import redis
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+from delivery.http import HttpRequest, HttpResult, post
+from delivery.stats import count_token_fetch
+from destinations.models import AuthMode, Destination, OAuthClientAuth
+from destinations.secrets import SecretUnreadable, decrypt_secret, encrypt_secret
+
+logger = logging.getLogger(__name__)
+
+RENEW_BEFORE_S = 60
+RENEW_BEFORE_FRACTION = 0.1
+LOCK_MARGIN_MS = 1000  # the lock outlives the fetcher's deadline by this much
+ERROR_TTL_MS = 5000  # how long waiters can read the fetcher's failure
+POLL_S = 0.01
+MAX_CACHE_S = 366 * 24 * 3600  # Redis refuses absurd expiry times
+CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
+
+# Delete the cached token only if it is still the one the partner refused.
+_DISCARD = """
+if redis.call('HGET', KEYS[1], 'digest') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# Release the lock only if we still hold it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class TokenError(Exception):
+    """The token endpoint failed; the message says why and never holds a secret."""
+
+
+@dataclass(frozen=True)
+class _Cached:
+    token: str
+    needs_renewal: bool
+
+
+def get_access_token(*, destination: Destination, deadline_ms: int) -> str:
+    """Return a bearer token for `destination`, from the shared cache or the token endpoint.
+
+    Waits or fetches for at most `deadline_ms`. Raises TokenError when the
+    destination is not set up for OAuth, or the endpoint fails (refused address,
+    timeout, TLS, a status other than 200, an answer without `access_token`).
+    """
+    started = time.monotonic()
+    _check_configured(destination)
+    try:
+        return _get_through_cache(destination=destination, deadline_ms=deadline_ms, started=started)
+    except redis.RedisError as error:
+        # Better one token request per attempt than no delivery while Redis is away.
+        logger.warning("token cache unavailable (%s): destination %s fetches directly", error, destination.pk)
+        token, _ = _fetch(destination=destination, timeout_ms=_remaining_ms(deadline_ms, started))
+        return token
+
+
+def discard_token(*, destination: Destination, token: str) -> None:
+    """Forget `token` (the partner answered 401), unless the cache already holds a newer one."""
+    try:
+        _client().eval(_DISCARD, 1, _cache_key(destination), _digest(token))
+    except redis.RedisError as error:
+        logger.warning("could not discard the token of destination %s: %s", destination.pk, error)
+
+
+def _check_configured(destination: Destination) -> None:
+    if destination.auth_mode != AuthMode.OAUTH2:
+        raise TokenError(f"destination {destination.pk} does not use OAuth 2.0 ({destination.auth_mode!r})")
+    required = ("oauth_token_url", "oauth_client_id", "oauth_client_secret")
+    missing = [name for name in required if not getattr(destination, name)]
+    if missing:
+        raise TokenError(f"token endpoint not configured: {', '.join(missing)} missing")
+
+
+# --- The shared cache ---------------------------------------------------------
+
+
+def _get_through_cache(*, destination: Destination, deadline_ms: int, started: float) -> str:
+    key = _cache_key(destination)
+    cached = _read(key)
+    if cached is not None and not cached.needs_renewal:
+        return cached.token
+    lock_key, owner = f"{key}:lock", uuid.uuid4().hex
+    while True:
+        remaining_ms = _remaining_ms(deadline_ms, started)
+        if remaining_ms <= 0:
+            raise _failed(f"no token within {deadline_ms} ms")
+        if _client().set(lock_key, owner, nx=True, px=remaining_ms + LOCK_MARGIN_MS):
+            lock = (lock_key, owner)
+            return _fetch_holding_lock(
+                destination=destination, key=key, lock=lock, deadline_ms=deadline_ms, started=started
+            )
+        if cached is not None:
+            return cached.token  # still valid: someone else is renewing it
+        cached = _wait_for_fetcher(key=key, lock_key=lock_key, deadline_ms=deadline_ms, started=started)
+        if cached is not None:
+            return cached.token
+
+
+def _fetch_holding_lock(
+    *, destination: Destination, key: str, lock: tuple[str, str], deadline_ms: int, started: float
+) -> str:
+    lock_key, owner = lock
+    try:
+        cached = _read(key)  # filled while we were taking the lock?
+        if cached is not None and not cached.needs_renewal:
+            return cached.token
+        try:
+            timeout_ms = _remaining_ms(deadline_ms, started)
+            token, expires_in = _fetch(destination=destination, timeout_ms=timeout_ms)
+        except TokenError as error:
+            # Waiters read this instead of each asking the partner again.
+            _client().set(f"{lock_key}:error:{owner}", str(error), px=ERROR_TTL_MS)
+            if cached is not None:
+                logger.warning("renewing the token of destination %s failed: %s", destination.pk, error)
+                return cached.token
+            raise
+        _store(key, token=token, expires_in=expires_in)
+        return token
+    finally:
+        _client().eval(_RELEASE, 1, lock_key, owner)
+
+
+def _wait_for_fetcher(*, key: str, lock_key: str, deadline_ms: int, started: float) -> _Cached | None:
+    """Wait while another caller fetches; return the token it stored, or None to try the lock again.
+
+    Raises TokenError with the fetcher's error, or when the deadline passes.
+    """
+    client = _client()
+    holder = client.get(lock_key)
+    if holder is None:
+        return None  # released between our attempt and now: try the lock again
+    while _remaining_ms(deadline_ms, started) > 0:
+        time.sleep(POLL_S)
+        cached = _read(key)
+        if cached is not None:
+            return cached
+        if client.get(lock_key) != holder:
+            failure = client.get(f"{lock_key}:error:{holder.decode()}")
+            if failure is not None:
+                raise TokenError(failure.decode())
+            return None
+    raise _failed(f"no token within {deadline_ms} ms (another worker was fetching it)")
+
+
+def _read(key: str) -> _Cached | None:
+    pipe = _client().pipeline(transaction=False)
+    pipe.hgetall(key)
+    pipe.pttl(key)
+    fields, ttl_ms = pipe.execute()
+    if not fields:
+        return None
+    try:
+        token = decrypt_secret(fields[b"token"].decode())
+    except (KeyError, SecretUnreadable):
+        return None  # written under a retired encryption key: fetch a new one
+    expires_in = int(fields.get(b"expires_in", b"0"))
+    if ttl_ms < 0 or not expires_in:
+        return _Cached(token, needs_renewal=False)  # no expires_in: kept until discarded
+    renew_before_ms = 1000 * min(RENEW_BEFORE_S, RENEW_BEFORE_FRACTION * expires_in)
+    return _Cached(token, needs_renewal=ttl_ms < renew_before_ms)
+
+
+def _store(key: str, *, token: str, expires_in: int | None) -> None:
+    pipe = _client().pipeline(transaction=True)
+    pipe.delete(key)
+    fields = {"token": encrypt_secret(token), "digest": _digest(token), "expires_in": expires_in or 0}
+    pipe.hset(key, mapping=fields)
+    if expires_in:
+        pipe.pexpire(key, min(expires_in, MAX_CACHE_S) * 1000)
+    pipe.execute()
+
+
+def _cache_key(destination: Destination) -> str:
+    return f"aamdest:oauth-token:{destination.pk}:{_fingerprint(destination)}"
+
+
+def _fingerprint(destination: Destination) -> str:
+    # Keyed with SECRET_KEY: a plain hash of a weak secret could be brute-forced from Redis.
+    parts = [destination.oauth_token_url, destination.oauth_client_id, destination.oauth_client_secret,
+             destination.oauth_scope, destination.oauth_client_auth]
+    return salted_hmac("aamdest.tokens.fingerprint", json.dumps(parts)).hexdigest()[:32]
+
+
+def _digest(token: str) -> str:
+    return salted_hmac("aamdest.tokens.digest", token).hexdigest()
+
+
+@functools.cache
+def _client_for(url: str) -> redis.Redis:
+    # Short socket timeouts: a stuck Redis must not hold an attempt past its deadline for long.
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+
+
+def _client() -> redis.Redis:
+    return _client_for(settings.AAMDEST_REDIS_URL)
+
+
+def _remaining_ms(deadline_ms: int, started: float) -> int:
+    return deadline_ms - int((time.monotonic() - started) * 1000)
+
+
+# --- The token request --------------------------------------------------------
+
+
+def _fetch(*, destination: Destination, timeout_ms: int) -> tuple[str, int | None]:
+    """POST the client-credentials grant; return (access_token, expires_in or None). Raises TokenError."""
+    if timeout_ms <= 0:
+        raise _failed("no time left before the attempt's deadline")
+    body, headers = _token_request(destination)
+    url = destination.oauth_token_url
+    result = post(HttpRequest(url=url, body=body, headers=headers, timeout_ms=timeout_ms))
+    try:
+        token, expires_in = _parse_answer(result)
+    except TokenError as error:
+        count_token_fetch(destination_id=destination.pk, outcome="error")
+        raise TokenError(_redact(str(error), destination)) from None
+    count_token_fetch(destination_id=destination.pk, outcome="ok")
+    logger.info("fetched an OAuth token for destination %s (expires_in %s)", destination.pk, expires_in)
+    return token, expires_in
+
+
+def _token_request(destination: Destination) -> tuple[bytes, dict[str, str]]:
+    """The form body and headers; credentials in Basic auth or in the form, never both."""
+    form = {"grant_type": "client_credentials"}
+    if destination.oauth_scope:
+        form["scope"] = destination.oauth_scope
+    headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
+    client_id, secret = destination.oauth_client_id, destination.oauth_client_secret
+    if destination.oauth_client_auth == OAuthClientAuth.BODY:
+        form |= {"client_id": client_id, "client_secret": secret}
+    else:
+        # RFC 6749 §2.3.1: each part form-urlencoded before Base64.
+        pair = f"{quote_plus(client_id, safe='')}:{quote_plus(secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return urlencode(form).encode("ascii"), headers
+
+
+def _parse_answer(result: HttpResult) -> tuple[str, int | None]:
+    if not result.is_success:
+        raise _failed(f"{result.error}{_oauth_error(result)}")
+    try:
+        answer = json.loads(result.body)
+    except ValueError:
+        raise _failed(f"the answer is not JSON: {result.response_excerpt[:200]!r}") from None
+    token = answer.get("access_token") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        raise _failed("the answer has no access_token")
+    token_type = answer.get("token_type", "bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise _failed(f"token_type {token_type!r} is not supported (only bearer)")
+    return token, _expires_in(answer.get("expires_in"))
+
+
+def _expires_in(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        seconds = int(float(str(value)))
+    except (ValueError, OverflowError):
+        seconds = 0
+    if seconds <= 0:
+        raise _failed(f"expires_in {value!r} is not a positive number of seconds")
+    return seconds
+
+
+def _failed(why: str) -> TokenError:
+    return TokenError(f"token endpoint failed: {why}")
+
+
+def _oauth_error(result: HttpResult) -> str:
+    """RFC 6749 §5.2's error code and description, when the endpoint gave them."""
+    try:
+        answer = json.loads(result.body)
+    except ValueError:
+        return ""
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
+        return ""
+    description = answer.get("error_description")
+    return f" ({answer['error']}: {description})" if isinstance(description, str) else f" ({answer['error']})"
+
+
+def _redact(message: str, destination: Destination) -> str:
+    # An endpoint could echo the secret back in its error; never pass it on.
+    secret = destination.oauth_client_secret
+    for form in {secret, quote_plus(secret, safe=""), base64.b64encode(secret.encode()).decode()}:
+        if form:
+            message = message.replace(form, "***")
+    return message

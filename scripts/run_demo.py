@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -31,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ EVENT_PERIOD_S = 1.5
 REGIONS = (3, 4, 6, 7, 8, 9, 11, 12)
 SEGMENT_IDS = (14356, 12176, 10329, 10330)  # seed_demo's segments
 COLORS = ("36", "33", "32", "35", "34", "31")
+# The beat tick runs every second; its log lines would drown the deliveries.
+HIDDEN_LINE = re.compile(r"delivery[.-]tasks[.]tick|delivery-tick")
 
 
 # --- output ------------------------------------------------------------------
@@ -85,7 +89,7 @@ class Child:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.rstrip("\n")
-            if self.is_echoed:
+            if self.is_echoed and not HIDDEN_LINE.search(line):
                 say(self.name, line, color=self.color)
             with self.changed:
                 self.lines.append(line)
@@ -111,8 +115,9 @@ class Child:
 class Children:
     """Every child started, so that one call stops them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, announce: Callable[[str], None] = note) -> None:
         self.started: list[Child] = []
+        self.announce = announce
 
     def start(
         self, name: str, argv: list[str], *, env: dict[str, str], is_service: bool = True,
@@ -130,7 +135,7 @@ class Children:
         self.started.append(child)
         child.pumping = threading.Thread(target=child.pump, name=f"pump-{name}", daemon=True)
         child.pumping.start()
-        note(f"started {name} (pid {process.pid})")
+        self.announce(f"started {name} (pid {process.pid})")
         return child
 
     def run(self, name: str, argv: list[str], *, env: dict[str, str], is_echoed: bool = True) -> Child:
@@ -159,14 +164,14 @@ class Children:
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                note(f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killing it")
+                self.announce(f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killing it")
                 _signal_group(child, signal.SIGKILL)
                 child.process.wait()
         for child in running:
             # Grandchildren left in the group, if any; only groups of children
             # reaped just now, so that the group id cannot have been reused.
             _signal_group(child, signal.SIGKILL)
-        note("stopped everything")
+        self.announce("stopped everything")
 
 
 def _signal_group(child: Child, signum: int) -> None:

@@ -1,0 +1,334 @@
+"""`make bench`: end-to-end throughput and latency of one destination, on this machine.
+
+It starts a stack of its own: PostgreSQL database `aamdest_bench` (dropped and
+recreated), Redis DB 9 (flushed), the web server, 2 Celery worker processes
+(threads), beat, and the reference partner (`manage.py receiver` over HTTPS with
+kept-alive connections, verifying HMAC-SHA256, writing "<time> <AAM_UUID>" per
+acknowledged user with `--ack-log`). One destination (seed_demo's, 10 users
+per request). The events are qualifications of distinct devices in one mapped
+segment, so each event is one user object to deliver.
+
+It POSTs `--events` events to /api/v1/events/ in batches of `--batch` from
+`--clients` concurrent clients, then waits until the partner acknowledged
+every device, and prints: events/s ingested, users/s delivered end to end,
+p50/p99 latency from the start of an event's POST to the partner's
+acknowledgement, and each worker's peak RSS (VmHWM of the process and its
+children). Exit status 1 when users are lost (not acknowledged within
+`--give-up-s`, 300 by default) or ingestion fails; everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import signal
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_demo import ROOT, Children, check_redis, wait_for_http  # noqa: E402 - the scripts folder
+
+STATE = ROOT / "var" / "bench"
+DATABASE_URL = "postgres://postgres@127.0.0.1:5432/aamdest_bench"
+BROKER_URL = "redis://127.0.0.1:6379/9"
+SEGMENT_ID = 14356  # one of seed_demo's mapped segments
+WORKERS = 2
+STARTUP_TIMEOUT_S = 90
+
+
+def say(line: str) -> None:
+    print(f"bench | {line}", flush=True)
+
+
+# --- the stack ------------------------------------------------------------------
+
+
+def reset_database(url: str) -> None:
+    """Drop and recreate the database named in `url`."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = sql.Identifier(parts.path.lstrip("/"))
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=3) as db:
+        db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        db.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def reset_broker(url: str) -> None:
+    import redis
+
+    check_redis(url)
+    redis.Redis.from_url(url).flushdb()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def bench_environment(*, database_url: str, broker_url: str) -> dict[str, str]:
+    # Production-like: no debug (Django would keep every query in memory), explicit keys.
+    return {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+        "AAMDEST_ENCRYPTION_KEYS": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker_url,
+        "AAMDEST_ALLOW_PRIVATE_NETWORKS": "1",
+        "AAMDEST_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@dataclass(frozen=True)
+class Stack:
+    api_url: str
+    token: str
+    ack_log: Path
+    workers: list[int]  # the worker processes' pids
+
+
+def start_stack(children: Children, *, database_url: str, broker_url: str) -> Stack:
+    python, web_port, receiver_port = sys.executable, free_port(), free_port()
+    env = bench_environment(database_url=database_url, broker_url=broker_url)
+    env.pop("AAMDEST_CA_BUNDLE", None)  # the receiver writes the CA the others will trust
+    ack_log, signing_key = STATE / "acks.log", secrets.token_urlsafe(24)
+    ack_log.unlink(missing_ok=True)
+    receiver = children.start("receiver", [
+        python, "manage.py", "receiver", "--port", str(receiver_port), "--cert-dir", str(STATE / "pki"),
+        "--signing-key", signing_key, "--ack-log", str(ack_log)], env=env, is_echoed=False)
+    receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
+    env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
+    children.run("migrate", [python, "manage.py", "migrate", "--noinput", "-v", "0"], env=env)
+    seed = children.run("seed", [
+        python, "manage.py", "seed_demo", "--json", "--signing-key", signing_key,
+        "--receiver-url", f"https://127.0.0.1:{receiver_port}/aam"], env=env, is_echoed=False)
+    seeded = json.loads(next(line for line in seed.lines if line.startswith("{")))
+    children.start("web", [python, "manage.py", "runserver", "--noreload", "--skip-checks",
+                           f"127.0.0.1:{web_port}"], env=env, is_echoed=False)
+    workers = [
+        children.start(f"worker{n}", [python, "-m", "celery", "-A", "aamdest", "worker", "--pool", "threads",
+                                      "--concurrency", "8", "-l", "warning", "-n", f"bench{n}@%h"],
+                       env=env, is_echoed=False)
+        for n in range(1, WORKERS + 1)
+    ]
+    children.start("beat", [python, "-m", "celery", "-A", "aamdest", "beat", "-l", "warning",
+                            "--schedule", str(STATE / "celerybeat-schedule")], env=env, is_echoed=False)
+    wait_for_http(f"http://127.0.0.1:{web_port}/healthz", timeout_s=STARTUP_TIMEOUT_S)
+    return Stack(api_url=f"http://127.0.0.1:{web_port}/api/v1/events/", token=seeded["api_token"],
+                 ack_log=ack_log, workers=[worker.process.pid for worker in workers])
+
+
+# --- the measurement --------------------------------------------------------------
+
+
+def device_id(index: int) -> str:
+    return f"bench-{index:08d}"
+
+
+@dataclass
+class Ingestion:
+    """When each batch's POST started and when its 202 came back."""
+
+    started_at: dict[int, float] = field(default_factory=dict)
+    answered_at: dict[int, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def ingest(*, stack: Stack, events: int, batch: int, clients: int) -> Ingestion:
+    ingestion = Ingestion()
+    local = threading.local()
+
+    def post(first: int) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = [{"type": "qualification", "aam_uuid": device_id(index), "segment_id": SEGMENT_ID,
+                 "regions": [7], "datetime": now} for index in range(first, min(first + batch, events))]
+        ingestion.started_at[first] = time.time()
+        response = session.post(stack.api_url, json=body, timeout=120,
+                                headers={"Authorization": f"Token {stack.token}"})
+        ingestion.answered_at[first] = time.time()
+        if response.status_code != 202 or response.json().get("accepted") != len(body):
+            ingestion.errors.append(f"batch {first}: {response.status_code} {response.text[:300]}")
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(post, range(0, events, batch)))
+    return ingestion
+
+
+class AckLog:
+    """Reads the receiver's ack log as it grows: the first acknowledgement time per device."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.first_ack: dict[str, float] = {}
+        self.acks = 0
+
+    def read_new(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        self.offset += len(complete)
+        for line in complete.decode().splitlines():
+            at, aam_uuid = line.split()
+            self.acks += 1
+            self.first_ack.setdefault(aam_uuid, float(at))
+
+
+def wait_for_acks(*, ack_log: AckLog, events: int, deadline: float) -> None:
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        ack_log.read_new()
+        if len(ack_log.first_ack) >= events:
+            return
+        if time.monotonic() - last_report >= 5:
+            say(f"{len(ack_log.first_ack):,} of {events:,} users acknowledged")
+            last_report = time.monotonic()
+        time.sleep(0.2)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM of `pid` plus that of its descendants, in KiB (0 for a process already gone)."""
+    total = _vm_hwm_kib(pid)
+    for child in _children_of(pid):
+        total += peak_rss_kib(child)
+    return total
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+
+def _children_of(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+# --- the report -----------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def report(*, events: int, batch: int, ingestion: Ingestion, ack_log: AckLog, rss_kib: list[int]) -> int:
+    """Print the table; return the exit status (1 when users were lost or ingestion failed)."""
+    start = min(ingestion.started_at.values())
+    ingested_s = max(ingestion.answered_at.values()) - start
+    acked = {i: ack_log.first_ack[device_id(i)] for i in range(events) if device_id(i) in ack_log.first_ack}
+    latencies = [at - ingestion.started_at[i - i % batch] for i, at in acked.items()]
+    delivered = len(latencies)
+    rows = [
+        ("events", f"{events:,} qualifications of distinct devices, 1 segment, 1 destination"),
+        ("requests", "10 users per request, HMAC-SHA256 signed, HTTPS with kept-alive connections"),
+        ("ingested", f"{events / ingested_s:,.0f} events/s ({ingested_s:.1f} s, batches of {batch:,})"),
+    ]
+    if latencies:
+        elapsed_s = max(acked.values()) - start
+        rows += [
+            ("delivered", f"{delivered / elapsed_s:,.0f} users/s end to end ({elapsed_s:.1f} s to last ack)"),
+            ("latency p50", f"{percentile(latencies, 0.50):.2f} s  (event POST start -> partner ack)"),
+            ("latency p99", f"{percentile(latencies, 0.99):.2f} s"),
+            ("latency mean", f"{statistics.fmean(latencies):.2f} s"),
+        ]
+    rows += [(f"worker {n} peak RSS", f"{kib / 1024:.0f} MiB (VmHWM)") for n, kib in enumerate(rss_kib, 1)]
+    rows += [("lost users", f"{events - delivered:,}"), ("duplicates", f"{ack_log.acks - delivered:,}")]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(["", "aamdest bench", "-" * 72, *(f"{name:<{width}}  {value}" for name, value in rows)]))
+    for error in ingestion.errors[:5]:
+        print(f"ingestion error: {error}")
+    return 1 if delivered < events or ingestion.errors else 0
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=5_000, help="Events per POST (at most 10,000).")
+    parser.add_argument("--clients", type=int, default=4, help="Concurrent ingestion clients.")
+    parser.add_argument("--give-up-s", type=float, default=300, help="Measurement bound, in seconds.")
+    parser.add_argument("--database-url", default=DATABASE_URL, help="Dropped and recreated!")
+    parser.add_argument("--broker-url", default=BROKER_URL, help="Flushed!")
+    arguments = parser.parse_args()
+    if not (arguments.events > 0 and 0 < arguments.batch <= 10_000 and arguments.clients > 0):
+        parser.error("--events, --batch (1..10000) and --clients must be positive")
+    return arguments
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    arguments = parse_arguments()
+    signal.signal(signal.SIGTERM, _interrupt)
+    STATE.mkdir(parents=True, exist_ok=True)
+    reset_broker(arguments.broker_url)
+    reset_database(arguments.database_url)
+    children = Children(announce=say)
+    try:
+        stack = start_stack(children, database_url=arguments.database_url, broker_url=arguments.broker_url)
+        say(f"stack up; ingesting {arguments.events:,} events")
+        deadline = time.monotonic() + arguments.give_up_s
+        ingestion = ingest(
+            stack=stack, events=arguments.events, batch=arguments.batch, clients=arguments.clients
+        )
+        ack_log = AckLog(stack.ack_log)
+        if not ingestion.errors:  # with events refused, waiting for all of them is pointless
+            wait_for_acks(ack_log=ack_log, events=arguments.events, deadline=deadline)
+        ack_log.read_new()
+        rss = [peak_rss_kib(pid) for pid in stack.workers]
+        return report(events=arguments.events, batch=arguments.batch, ingestion=ingestion, ack_log=ack_log,
+                      rss_kib=rss)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except RuntimeError as exc:
+        say(f"failed: {exc}")
+        for child in children.started:
+            for line in child.lines[-15:]:
+                print(f"{child.name:>8} | {line}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        children.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,8 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from django.db import transaction
-from django.db.models import Q
+import orjson
+from django.db import connection, transaction
+from django.db.models import Field, Model, Q
+from django.utils import timezone
 
 from delivery.ingestion import Event, EventType
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
@@ -35,6 +37,8 @@ from destinations.models import Mapping, Segment
 
 Key = tuple[str, int]  # (aam_uuid, segment_id)
 PairKey = tuple[int, str]  # (destination_id, aam_uuid)
+
+DEVICE_TABLE = Device._meta.db_table
 
 # Adobe's refresh rule: re-qualifying an active segment sends only if the
 # device was last sent to the destination this long ago or more.
@@ -212,9 +216,11 @@ def _ensure_segments(segment_ids: set[int]) -> dict[int, int]:
 
 
 def _upsert_and_lock_devices(events: list[Event]) -> set[str]:
-    """Create, lock and update the events' devices; return the aam_uuids that exist now.
+    """Create, update and lock the events' devices; return the aam_uuids that exist now.
 
-    An opt-out alone does not create a device: there is nothing to opt out of.
+    `last_seen` becomes the latest of the stored and the events' datetimes,
+    `regions` the union. An opt-out alone does not create a device: there is
+    nothing to opt out of.
     """
     last_seen: dict[str, dt.datetime] = {}
     regions: dict[str, set[int]] = defaultdict(set)
@@ -224,28 +230,62 @@ def _upsert_and_lock_devices(events: list[Event]) -> set[str]:
         regions[event.aam_uuid].update(event.regions)
         if event.type is not EventType.OPT_OUT:
             creators.add(event.aam_uuid)
-    uuids = sorted(last_seen)
+    rows = [
+        {"aam_uuid": uuid, "last_seen": last_seen[uuid], "regions": sorted(regions[uuid]),
+         "creates": uuid in creators}
+        for uuid in sorted(last_seen)
+    ]
+    if connection.vendor == "postgresql":
+        return _upsert_devices_postgresql(rows)
+    return _upsert_devices_portable(rows)
+
+
+def _upsert_devices_postgresql(rows: list[dict[str, object]]) -> set[str]:
+    # One statement merges and locks every device, in the database's order of
+    # aam_uuid, so that two ingests of the same devices queue instead of deadlocking.
+    sql = f"""
+        INSERT INTO {DEVICE_TABLE} AS device (aam_uuid, last_seen, regions, created_at)
+        SELECT r.aam_uuid, r.last_seen, r.regions, %s
+        FROM json_to_recordset(%s::json) AS r(aam_uuid varchar(100), last_seen timestamptz, regions jsonb,
+                                                creates boolean)
+        WHERE r.creates OR EXISTS (SELECT 1 FROM {DEVICE_TABLE} known WHERE known.aam_uuid = r.aam_uuid)
+        ORDER BY r.aam_uuid
+        ON CONFLICT (aam_uuid) DO UPDATE SET
+            last_seen = GREATEST(device.last_seen, EXCLUDED.last_seen),
+            regions = CASE WHEN EXCLUDED.regions <@ device.regions THEN device.regions ELSE (
+                SELECT jsonb_agg(DISTINCT region ORDER BY region)
+                FROM jsonb_array_elements(device.regions || EXCLUDED.regions) AS region
+            ) END
+        RETURNING device.aam_uuid
+    """  # noqa: S608 - table names come from the models, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [timezone.now(), orjson.dumps(rows).decode()])
+        return {uuid for (uuid,) in cursor.fetchall()}
+
+
+def _upsert_devices_portable(rows: list[dict[str, object]]) -> set[str]:
+    # Insert the new devices, then lock every device in aam_uuid order and merge in Python.
+    uuids = [row["aam_uuid"] for row in rows]
     Device.objects.bulk_create(
-        [Device(aam_uuid=uuid, last_seen=last_seen[uuid], regions=sorted(regions[uuid]))
-         for uuid in uuids if uuid in creators],
+        [Device(aam_uuid=row["aam_uuid"], last_seen=row["last_seen"], regions=row["regions"])
+         for row in rows if row["creates"]],
         ignore_conflicts=True,
     )
+    wanted = {row["aam_uuid"]: row for row in rows}
     locked = (
         Device.objects.select_for_update().filter(aam_uuid__in=uuids).order_by("aam_uuid")
         .values_list("aam_uuid", "last_seen", "regions")
     )
     updates = []
-    known = set()
     for uuid, stored_last_seen, stored_regions in locked:
-        known.add(uuid)
-        merged_last_seen = max(stored_last_seen, last_seen[uuid])
-        merged_regions = sorted(regions[uuid].union(stored_regions))
+        merged_last_seen = max(stored_last_seen, wanted[uuid]["last_seen"])
+        merged_regions = sorted(set(wanted[uuid]["regions"]).union(stored_regions))
         if merged_last_seen != stored_last_seen or merged_regions != stored_regions:
             updates.append(Device(aam_uuid=uuid, last_seen=merged_last_seen, regions=merged_regions))
     Device.objects.bulk_create(
         updates, update_conflicts=True, unique_fields=["aam_uuid"], update_fields=["last_seen", "regions"]
     )
-    return known
+    return set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
 
 
 def _lock_memberships(events: list[Event]) -> dict[Key, MembershipState]:
@@ -265,35 +305,79 @@ def _lock_memberships(events: list[Event]) -> dict[Key, MembershipState]:
 
 
 def _write_memberships(states: dict[Key, MembershipState]) -> None:
-    Membership.objects.bulk_create(
-        [
-            Membership(device_id=aam_uuid, segment_id=segment_id, is_active=state.is_active,
-                       datetime=state.datetime, qualified_at=state.qualified_at, expires_at=state.expires_at)
-            for (aam_uuid, segment_id), state in sorted(states.items())
-        ],
-        update_conflicts=True,
-        unique_fields=["device", "segment"],
-        update_fields=["is_active", "datetime", "qualified_at", "expires_at", "updated_at"],
-    )
+    rows = [
+        {"device_id": aam_uuid, "segment_id": segment_id, "is_active": state.is_active,
+         "datetime": state.datetime, "qualified_at": state.qualified_at, "expires_at": state.expires_at}
+        for (aam_uuid, segment_id), state in sorted(states.items())
+    ]
+    _bulk_write(Membership, rows, unique=("device_id", "segment_id"),
+               update=("is_active", "datetime", "qualified_at", "expires_at", "updated_at"))
 
 
 def _write_changes(changes: list[Change]) -> None:
-    MembershipChange.objects.bulk_create(
-        MembershipChange(aam_uuid=change.aam_uuid, segment_id=change.segment_id,
-                         is_active=change.kind is not ChangeKind.LEFT, datetime=change.datetime,
-                         is_onboarded=change.onboarded)
+    rows = [
+        {"aam_uuid": change.aam_uuid, "segment_id": change.segment_id,
+         "is_active": change.kind is not ChangeKind.LEFT, "datetime": change.datetime,
+         "is_onboarded": change.onboarded}
         for change in changes
-    )
+    ]
+    _bulk_write(MembershipChange, rows)
 
 
 def _write_partner_ids(events: list[Event]) -> int:
     synced = sorted({(event.aam_uuid, event.dpid, event.dpuuid) for event in events
                      if event.type is EventType.ID_SYNC})
-    PartnerId.objects.bulk_create(
-        [PartnerId(device_id=aam_uuid, dpid=dpid, dpuuid=dpuuid) for aam_uuid, dpid, dpuuid in synced],
-        ignore_conflicts=True,
-    )
+    rows = [{"device_id": aam_uuid, "dpid": dpid, "dpuuid": dpuuid} for aam_uuid, dpid, dpuuid in synced]
+    _bulk_write(PartnerId, rows, unique=("device_id", "dpid", "dpuuid"))
     return len(synced)
+
+
+def _bulk_write(
+    model: type[Model], rows: list[dict[str, object]], *, unique: tuple[str, ...] = (),
+    update: tuple[str, ...] = (),
+) -> None:
+    """Insert `rows` (column → value) in their order; on a conflict over `unique`,
+    update the `update` columns, or skip the row when `update` is empty."""
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        _bulk_write_postgresql(model, rows, unique=unique, update=update)
+        return
+    model.objects.bulk_create(
+        [model(**row) for row in rows], ignore_conflicts=bool(unique) and not update,
+        update_conflicts=bool(update), unique_fields=unique or None, update_fields=update or None,
+    )
+
+
+def _bulk_write_postgresql(
+    model: type[Model], rows: list[dict[str, object]], *, unique: tuple[str, ...], update: tuple[str, ...]
+) -> None:
+    # Django's bulk_create spends most of its time building model instances and
+    # adapting values one by one; here the rows travel as one JSON parameter,
+    # several times faster for thousands of rows. Timestamps are filled in.
+    quote = connection.ops.quote_name
+    fields = {field.column: field for field in model._meta.concrete_fields}
+    columns = list(rows[0])
+    stamps = [column for column, field in fields.items() if column not in columns and _is_timestamp(field)]
+    record = ", ".join(f"{quote(column)} {fields[column].db_type(connection)}" for column in columns)
+    names = ", ".join(quote(column) for column in columns)
+    # Only quoted names from the model go into the text; every value is a parameter.
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns + stamps))}) "  # noqa: S608
+        f"SELECT {names}{', %s' * len(stamps)} "
+        f"FROM ROWS FROM (json_to_recordset(%s::json) AS ({record})) "
+        f"WITH ORDINALITY AS r({names}, position) ORDER BY r.position"
+    )
+    if unique:
+        updates = ", ".join(f"{quote(column)} = EXCLUDED.{quote(column)}" for column in update)
+        sql += f" ON CONFLICT ({', '.join(map(quote, unique))}) " + (f"DO UPDATE SET {updates}" if update
+                                                                      else "DO NOTHING")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [timezone.now()] * len(stamps) + [orjson.dumps(rows).decode()])
+
+
+def _is_timestamp(field: Field) -> bool:
+    return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
 
 
 # ---- real-time pending marks ------------------------------------------------------
@@ -393,13 +477,10 @@ def _write_pairs(pairs: dict[PairKey, _PairState]) -> None:
     # Rows are locked or new (new ones only appear under the device lock held
     # since `_upsert_and_lock_devices`), so writing the computed values is safe.
     # `in_flight_delivery` and `last_sent_at` belong to the sender: untouched.
-    DestinationDevice.objects.bulk_create(
-        [
-            DestinationDevice(destination_id=destination_id, device_id=aam_uuid,
-                              pending_since=pair.pending_since, left_segment_ids=pair.left_segment_ids)
-            for (destination_id, aam_uuid), pair in sorted(pairs.items())
-        ],
-        update_conflicts=True,
-        unique_fields=["destination", "device"],
-        update_fields=["pending_since", "left_segment_ids"],
-    )
+    rows = [
+        {"destination_id": destination_id, "device_id": aam_uuid, "pending_since": pair.pending_since,
+         "left_segment_ids": pair.left_segment_ids}
+        for (destination_id, aam_uuid), pair in sorted(pairs.items())
+    ]
+    _bulk_write(DestinationDevice, rows, unique=("destination_id", "device_id"),
+               update=("pending_since", "left_segment_ids"))

@@ -369,12 +369,13 @@ def test_an_opt_out_of_an_unknown_device_stores_nothing():
 # ---- scale and concurrency ------------------------------------------------------------
 
 
-def make_events(count: int, *, devices: int, prefix: str = "") -> list[Event]:
+def make_events(count: int, *, devices: int, start: dt.datetime) -> list[Event]:
+    """Mostly qualifications of 50 segments, a tenth disqualifications, a tenth ID syncs."""
     events = []
     for index in range(count):
-        uuid = f"{prefix}{index % devices:038d}"
-        segment_id = 1000 + index % 50
-        when = at(index % 60)
+        uuid = f"{index % devices:038d}"
+        segment_id = 1000 + index * 7 % 50
+        when = start + dt.timedelta(milliseconds=index)
         if index % 10 == 9:
             events.append(disqualify(segment_id, when=when, uuid=uuid))
         elif index % 10 == 8:
@@ -385,10 +386,13 @@ def make_events(count: int, *, devices: int, prefix: str = "") -> list[Event]:
 
 
 def test_ten_thousand_events_apply_in_well_under_a_second():
-    for segment_id in range(1000, 1010):
-        MappingFactory(segment=SegmentFactory(id=segment_id))
-    events = make_events(10_000, devices=3_000)
-    apply_events(events=make_events(2_000, devices=3_000), now=NOW)  # some devices known already
+    destinations = DestinationFactory.create_batch(2)
+    for segment_id in range(1000, 1020):
+        for destination in destinations:
+            MappingFactory(segment=SegmentFactory(id=segment_id), destination=destination)
+    # Half the devices are known already, in some of the segments.
+    apply_events(events=make_events(3_000, devices=3_000, start=at(0)), now=NOW)
+    events = make_events(10_000, devices=6_000, start=at(10))
 
     started = time.perf_counter()
     result = apply_events(events=events, now=NOW)
@@ -396,8 +400,8 @@ def test_ten_thousand_events_apply_in_well_under_a_second():
 
     print(f"\napply_events: 10,000 events in {elapsed * 1000:.0f} ms on {connection.vendor}")
     assert result.events == 10_000
-    assert Device.objects.count() == 3_000
-    assert result.destination_ids
+    assert Device.objects.count() == 6_000
+    assert result.destination_ids == {destination.id for destination in destinations}
 
 
 @pytest.mark.django_db(transaction=True)

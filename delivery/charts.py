@@ -46,6 +46,11 @@ def nice_ceiling(value: float) -> float:
     return 10 * magnitude
 
 
+def _at(value: float) -> float:
+    """A coordinate rounded to a tenth of a pixel: shorter SVG, same picture."""
+    return round(value, 1)
+
+
 def _number(value: float) -> str:
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
@@ -76,8 +81,8 @@ def column_chart(*, buckets: Sequence[Bucket], series: Sequence[Series], title: 
     for index, bucket in enumerate(buckets):
         label = _hour_label(bucket, index=index, every=every)
         if label:
-            x = _LEFT + slot * (index + 0.5)
-            parts.append(format_html('<text class="axis" x="{:.1f}" y="{}" text-anchor="middle">{}</text>',
+            x = _at(_LEFT + slot * (index + 0.5))
+            parts.append(format_html('<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>',
                                      x, height - 5, label))
     if not any(totals):
         parts.append(format_html('<text class="empty" x="{}" y="{}" text-anchor="middle">{}</text>',
@@ -92,11 +97,11 @@ def column_chart(*, buckets: Sequence[Bucket], series: Sequence[Series], title: 
 def _grid(*, top: float, plot_height: int) -> SafeString:
     lines = []
     for fraction in (0, 0.5, 1):
-        y = _TOP + plot_height * (1 - fraction)
+        y = _at(_TOP + plot_height * (1 - fraction))
         lines.append(format_html(
-            '<line class="grid" x1="{}" x2="{}" y1="{:.1f}" y2="{:.1f}"/>'
-            '<text class="axis" x="{}" y="{:.1f}" text-anchor="end">{}</text>',
-            _LEFT, _WIDTH, y, y, _LEFT - 6, y + 4, _number(top * fraction),
+            '<line class="grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
+            '<text class="axis" x="{}" y="{}" text-anchor="end">{}</text>',
+            _LEFT, _WIDTH, y, y, _LEFT - 6, _at(y + 4), _number(top * fraction),
         ))
     return _join(lines)
 
@@ -113,14 +118,14 @@ def _column(*, bucket: Bucket, index: int, series: Sequence[Series], top: float,
             continue
         bar = plot_height * value / top
         base -= bar
-        rects.append(format_html('<rect class="{}" x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}"/>',
-                                 layer.css_class, x, base, width, bar))
+        rects.append(format_html('<rect class="{}" x="{}" y="{}" width="{}" height="{}"/>',
+                                 layer.css_class, _at(x), _at(base), _at(width), _at(bar)))
     detail = ", ".join(f"{layer.values[index]} {layer.name}" for layer in series)
     tooltip = f"{bucket.start:%b %d %H:%M} UTC: {detail}"
     # A full-height transparent target, so that hovering anywhere over the hour shows its numbers.
     return format_html(
-        '<g><title>{}</title><rect class="hover" x="{:.1f}" y="{}" width="{:.1f}" height="{}"/>{}</g>',
-        tooltip, _LEFT + slot * index, _TOP, slot, plot_height, _join(rects),
+        '<g><title>{}</title><rect class="hover" x="{}" y="{}" width="{}" height="{}"/>{}</g>',
+        tooltip, _at(_LEFT + slot * index), _TOP, _at(slot), plot_height, _join(rects),
     )
 
 
@@ -162,21 +167,21 @@ def bar_rows(*, bars: Sequence[Bar], unit: str, title: str, marker: tuple[float,
     parts = []
     for index, bar in enumerate(bars):
         y = 4 + index * row_height
-        length = max(span * bar.value / scale, 1.5)
+        length = _at(max(span * bar.value / scale, 1.5))
         parts.append(format_html(
             '<text class="label" x="{}" y="{}" text-anchor="end">{}</text>'
-            '<rect class="{}" x="{}" y="{}" width="{:.1f}" height="{}" rx="2"/>'
-            '<text class="value" x="{:.1f}" y="{}">{} {}</text>',
+            '<rect class="{}" x="{}" y="{}" width="{}" height="{}" rx="2"/>'
+            '<text class="value" x="{}" y="{}">{} {}</text>',
             label_width - 8, y + 14, bar.label, bar.css_class, label_width, y + 3, length, row_height - 8,
-            label_width + length + 6, y + 14, _number(round(bar.value)), unit,
+            _at(label_width + length + 6), y + 14, _number(round(bar.value)), unit,
         ))
     if not bars:
         parts.append(format_html('<text class="empty" x="{}" y="18">{}</text>', label_width, empty_text))
     elif marker:
-        x = label_width + span * marker[0] / scale
+        x = _at(label_width + span * marker[0] / scale)
         parts.append(format_html(
-            '<line class="marker" x1="{:.1f}" x2="{:.1f}" y1="0" y2="{}"/>'
-            '<text class="marker-label" x="{:.1f}" y="{}" text-anchor="middle">{}</text>',
+            '<line class="marker" x1="{}" x2="{}" y1="0" y2="{}"/>'
+            '<text class="marker-label" x="{}" y="{}" text-anchor="middle">{}</text>',
             x, x, height - 14, x, height - 3, marker[1],
         ))
     return format_html(

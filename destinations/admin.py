@@ -1,0 +1,246 @@
+"""The admin console for destinations, segments and mappings.
+
+Secrets are write-only here as in the API: the change form never renders a
+stored secret, only whether one is set; a blank input keeps it. The form
+applies the API's rules (`destinations.configuration`, `destinations.network`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from destinations.configuration import find_configuration_errors, validate_header_name
+from destinations.models import Destination, Mapping, Segment, utc_today
+
+SECRET_FIELDS = ("signing_key", "oauth_client_secret")
+# The settings find_configuration_errors reads.
+_RULE_FIELDS = ("auth_mode", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret")
+
+
+def _secret_input(label: str) -> forms.CharField:
+    return forms.CharField(label=label, required=False, widget=forms.PasswordInput(render_value=False))
+
+
+class DestinationForm(forms.ModelForm):
+    signing_key = _secret_input("Signing key")
+    clear_signing_key = forms.BooleanField(label="Remove the stored signing key", required=False)
+    oauth_client_secret = _secret_input("OAuth client secret")
+    clear_oauth_client_secret = forms.BooleanField(label="Remove the stored client secret", required=False)
+
+    class Meta:
+        model = Destination
+        # Not new_signing_key nor key_rotation_started_at: rotation goes through the API only.
+        fields = [
+            "name",
+            "url",
+            "client_id",
+            "user_dpid",
+            "aam_destination_id",
+            "enabled",
+            "realtime",
+            "batch_interval_hours",
+            "max_users_per_request",
+            "max_wait_ms",
+            "timeout_ms",
+            "max_retries",
+            "retry_delay_ms",
+            "auth_mode",
+            "signing_algorithm",
+            "signing_header",
+            "signing_key",
+            "oauth_token_url",
+            "oauth_client_id",
+            "oauth_client_secret",
+            "oauth_scope",
+            "oauth_client_auth",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            # Never put the stored value anywhere the page could render it.
+            self.initial[name] = ""
+            stored = bool(self.instance.pk and getattr(self.instance, name))
+            self.fields[
+                name
+            ].help_text = (
+                f"Currently {'set' if stored else 'not set'}. Leave blank to keep it; it is never shown."
+            )
+        if "signing_header" in self.fields:
+            self.fields["signing_header"].validators.append(validate_header_name)
+
+    def clean_url(self) -> str:
+        return _checked_url(self.cleaned_data["url"], field="url")
+
+    def clean_oauth_token_url(self) -> str:
+        value = self.cleaned_data["oauth_token_url"]
+        return _checked_url(value, field="oauth_token_url") if value else value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        for name in SECRET_FIELDS:
+            if cleaned.get(f"clear_{name}"):
+                cleaned[name] = ""
+            elif not cleaned.get(name):
+                cleaned[name] = getattr(self.instance, name) if self.instance.pk else ""
+        current = self.instance if self.instance.pk else None
+        changes = {name: cleaned[name] for name in _RULE_FIELDS if name in cleaned}
+        for field, message in find_configuration_errors(current=current, changes=changes).items():
+            self.add_error(field if field in self.fields else None, message)
+        return cleaned
+
+
+def _checked_url(value: str, *, field: str) -> str:
+    from destinations.network import validate_url
+
+    validate_url(value, field=field)
+    return value
+
+
+class MappingForm(forms.ModelForm):
+    class Meta:
+        model = Mapping
+        fields = ["destination", "segment", "value", "start_date", "end_date"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["value"].required = False
+        self.fields["value"].help_text = "Sent as Segment_ID; blank = the segment ID."
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        start, end = cleaned.get("start_date"), cleaned.get("end_date")
+        if start and end and end < start:
+            self.add_error("end_date", f"end_date must not be before start_date ({start}).")
+        if not cleaned.get("value") and cleaned.get("segment"):
+            cleaned["value"] = str(cleaned["segment"].pk)
+        return cleaned
+
+
+class MappingInline(admin.TabularInline):
+    model = Mapping
+    form = MappingForm
+    extra = 0
+    autocomplete_fields = ["segment"]
+    fields = ["segment", "value", "start_date", "end_date"]
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    form = DestinationForm
+    inlines = [MappingInline]
+    list_display = [
+        "name",
+        "url",
+        "enabled",
+        "realtime",
+        "batch_interval_hours",
+        "auth_mode",
+        "last_delivery_status",
+        "last_delivery_at",
+    ]
+    list_filter = ["enabled", "realtime", "auth_mode", "last_delivery_status"]
+    search_fields = ["name", "url", "client_id"]
+    readonly_fields = [
+        "key_rotation_started_at",
+        "last_delivery_status",
+        "last_delivery_at",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "url", "client_id", "user_dpid", "aam_destination_id", "enabled"]}),
+        (
+            "Sending",
+            {
+                "fields": [
+                    "realtime",
+                    "batch_interval_hours",
+                    "max_users_per_request",
+                    "max_wait_ms",
+                    "timeout_ms",
+                    "max_retries",
+                    "retry_delay_ms",
+                ]
+            },
+        ),
+        (
+            "Authentication",
+            {
+                "fields": [
+                    "auth_mode",
+                    "signing_algorithm",
+                    "signing_header",
+                    "signing_key",
+                    "clear_signing_key",
+                    "key_rotation_started_at",
+                    "oauth_token_url",
+                    "oauth_client_id",
+                    "oauth_client_secret",
+                    "clear_oauth_client_secret",
+                    "oauth_scope",
+                    "oauth_client_auth",
+                ]
+            },
+        ),
+        ("Status", {"fields": ["last_delivery_status", "last_delivery_at", "created_at", "updated_at"]}),
+    ]
+    actions = ["send_test_document", "pause", "resume"]
+
+    @admin.action(description="Send test document", permissions=["change"])
+    def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        from delivery.sending import send_test_document
+
+        for destination in queryset:
+            delivery = send_test_document(destination=destination)
+            last = delivery.attempts.order_by("number").last()
+            if last is not None and last.status_code == 200 and not last.reason:
+                self.message_user(
+                    request, f"{destination}: 200 OK in {last.duration_ms} ms.", messages.SUCCESS
+                )
+            else:
+                error = (last.error or f"status {last.status_code}") if last else "no attempt was made"
+                self.message_user(request, f"{destination}: test failed: {error}", messages.WARNING)
+
+    @admin.action(description="Pause (pending work waits)", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        count = queryset.update(enabled=False, updated_at=timezone.now())
+        self.message_user(request, f"Paused {count} destination(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        count = queryset.update(enabled=True, updated_at=timezone.now())
+        self.message_user(
+            request, f"Resumed {count} destination(s); pending work goes out now.", messages.SUCCESS
+        )
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "ttl_days", "updated_at"]
+    search_fields = ["id__exact", "name"]
+    list_filter = ["ttl_days"]
+    fields = ["id", "name", "ttl_days"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None) -> list[str]:
+        return ["id"] if obj is not None else []  # the ID is the client's; changing it would orphan data
+
+
+@admin.register(Mapping)
+class MappingAdmin(admin.ModelAdmin):
+    form = MappingForm
+    list_display = ["destination", "segment", "value", "start_date", "end_date", "is_active_today"]
+    list_filter = ["destination"]
+    search_fields = ["value", "destination__name", "segment__id__exact"]
+    autocomplete_fields = ["destination", "segment"]
+    list_select_related = ["destination", "segment"]
+
+    @admin.display(boolean=True, description="Active today (UTC)")
+    def is_active_today(self, mapping: Mapping) -> bool:
+        return mapping.is_active_on(utc_today())

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from delivery import stats
 from destinations.models import Destination
@@ -77,7 +78,8 @@ class DeliveryLogCollector:
                                         labels=LABELS)
         for destination_id, histogram in stats.latency_histograms().items():
             bounds = zip(stats.LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
-            buckets = [(f"{bound / 1000:g}", count) for bound, count in bounds] + [("+Inf", histogram.count)]
+            buckets = [(floatToGoString(bound / 1000), count) for bound, count in bounds]
+            buckets.append(("+Inf", histogram.count))
             latency.add_metric(self._labels(destinations, destination_id), buckets,
                                sum_value=histogram.sum_ms / 1000)
         yield latency

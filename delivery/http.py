@@ -103,22 +103,29 @@ def post_many(requests: list[HttpRequest]) -> list[HttpResult]:
     """Send `requests` concurrently, each with its own deadline; results in the same order."""
     transfers = [_Transfer(request) for request in requests]
     _resolve_all(transfers)
-    pool = _thread_pool()
-    started = [transfer for transfer in transfers if transfer.result is None]
-    for transfer in started:
-        transfer.handle = pool.take()
-        _configure(transfer)
-        pool.multi.add_handle(transfer.handle)
-    try:
-        _drive(pool.multi, {id(transfer.handle): transfer for transfer in started})
-    finally:
-        for transfer in started:
-            pool.multi.remove_handle(transfer.handle)
-            pool.give_back(transfer.handle, is_clean=transfer.is_clean)
-    results = [transfer.result for transfer in transfers]
+    _transfer_all([transfer for transfer in transfers if transfer.result is None])
+    results = [transfer.outcome() for transfer in transfers]
     for result, request in zip(results, requests, strict=True):
         _log(request, result)
-    return results  # type: ignore[return-value]
+    return results
+
+
+def _transfer_all(transfers: list[_Transfer]) -> None:
+    pool = _thread_pool()
+    added: list[_Transfer] = []
+    try:
+        for transfer in transfers:
+            transfer.handle = pool.take()
+            _configure(transfer)
+            pool.multi.add_handle(transfer.handle)
+            added.append(transfer)
+        _drive(pool.multi, {id(transfer.handle): transfer for transfer in added})
+    finally:
+        for transfer in added:
+            pool.multi.remove_handle(transfer.handle)
+        for transfer in transfers:
+            if transfer.handle is not None:
+                pool.give_back(transfer.handle, is_clean=transfer.is_clean and transfer.result is not None)
 
 
 class _Transfer:
@@ -146,6 +153,10 @@ class _Transfer:
         if self.size < BODY_CAP_BYTES:
             self.chunks.append(data[: BODY_CAP_BYTES - self.size])
         self.size += len(data)
+
+    def outcome(self) -> HttpResult:
+        assert self.result is not None, "every transfer ends with a result"
+        return self.result
 
     def finish(self, *, status_code: int | None, reason: str | None, error: str) -> None:
         body = b"".join(self.chunks)
@@ -408,10 +419,8 @@ def _remove_directory(directory: Path, pid: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _log(request: HttpRequest, result: HttpResult | None) -> None:
+def _log(request: HttpRequest, result: HttpResult) -> None:
     # Headers are never logged: they carry Authorization and signatures.
-    if result is None:
-        return
     parts = urlsplit(request.url)
     logger.debug(
         "%s %s://%s%s -> %s in %d ms %s",

@@ -150,7 +150,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
             try:
                 with transaction.atomic():
                     redelivery = sending.create_redelivery(delivery=original)
-                    transaction.on_commit(lambda pk=redelivery.id: send_delivery_task.delay(pk))
+                    # robust: should the broker be down, the redelivery's lease lets the reaper send it.
+                    transaction.on_commit(lambda pk=redelivery.id: send_delivery_task.delay(pk), robust=True)
             except sending.RedeliveryConflict as error:
                 self.message_user(request, f"Delivery {original.pk}: {error}", messages.WARNING)
             else:

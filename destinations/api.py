@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -140,14 +141,20 @@ class DestinationViewSet(viewsets.ModelViewSet):
             {"status_code": last.status_code, "duration_ms": last.duration_ms, "error": last.error or None}
         )
 
-    @extend_schema(request=None, responses={202: DetailSerializer})
+    @extend_schema(request=None, responses={202: DetailSerializer, 503: DetailSerializer})
     @action(detail=True, methods=["post"], url_path="send-batch")
     def send_batch(self, request: Request, pk: Any = None) -> Response:
         """Start the batch now: the changes since the last cut-off, as deliveries of kind `batch`."""
         destination = self.get_object()
         from delivery.tasks import send_batch_now
 
-        send_batch_now(destination.id)
+        try:
+            send_batch_now(destination.id)
+        except KombuOperationalError:
+            return Response(
+                {"detail": "The task broker is unavailable; try again shortly."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
         return Response(
             {"detail": f"The batch of {destination.name} has started."}, status=status.HTTP_202_ACCEPTED
         )

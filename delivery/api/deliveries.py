@@ -67,7 +67,9 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             with transaction.atomic():
                 redelivery = sending.create_redelivery(delivery=original)
-                transaction.on_commit(lambda: send_delivery_task.delay(redelivery.id))
+                # robust: with the broker down the redelivery still stands; its lease
+                # lets the reaper send it (delivery.sending.create_redelivery).
+                transaction.on_commit(lambda: send_delivery_task.delay(redelivery.id), robust=True)
         except sending.RedeliveryConflict as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(

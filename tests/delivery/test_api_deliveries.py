@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.pagination import PageNumberPagination
 
 import delivery.tasks
@@ -279,3 +280,23 @@ def test_a_viewer_cannot_redeliver(viewer_client, enqueued):
 
     assert response.status_code == 403
     assert Delivery.objects.count() == 1
+
+
+def test_a_redelivery_stands_when_the_broker_is_down(
+    operator_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    # Given
+    def broker_down(delivery_id):
+        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(delivery.tasks.send_delivery_task, "delay", broker_down)
+    original = make_delivery(status="failed", attempts=(503,))
+
+    # When
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(f"{URL}{original.pk}/redeliver/")
+
+    # Then: recorded with a lease, so that the reaper sends it once the broker is back
+    assert response.status_code == 202
+    redelivery = Delivery.objects.get(pk=response.json()["id"])
+    assert redelivery.status == "pending" and redelivery.lease_until is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 import delivery.tasks
 from delivery.models import Delivery
@@ -134,3 +135,35 @@ def test_the_actions_answer_404_for_an_unknown_destination(operator_client, name
 
     assert response.status_code == 404
     assert response.json()["detail"]
+
+
+def test_the_openapi_schema_describes_the_actions_inputs_and_outputs(viewer_client):
+    schema = viewer_client.get("/api/schema/", {"format": "json"}).json()
+
+    def body_ref(path, status):
+        content = schema["paths"][path]["post"]["responses"][status]["content"]["application/json"]
+        return content["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    rotate = schema["paths"]["/api/v1/destinations/{id}/rotate-signing-key/"]["post"]
+    assert rotate["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RotateSigningKey")
+    assert set(rotate["responses"]) == {"200", "400", "409"}
+    assert body_ref("/api/v1/destinations/{id}/test/", "200") == "TestResult"
+    assert set(schema["components"]["schemas"]["TestResult"]["properties"]) == {
+        "status_code",
+        "duration_ms",
+        "error",
+    }
+    assert body_ref("/api/v1/deliveries/{id}/redeliver/", "202") == "Redelivery"
+    assert schema["components"]["schemas"]["Destination"]["properties"]["signing_key"]["writeOnly"] is True
+
+
+def test_send_batch_answers_503_when_the_broker_is_down(operator_client, monkeypatch):
+    def broker_down(destination_id):
+        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(delivery.tasks, "send_batch_now", broker_down, raising=False)
+
+    response = action(operator_client, DestinationFactory(), "send-batch")
+
+    assert response.status_code == 503
+    assert "broker" in response.json()["detail"]

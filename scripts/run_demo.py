@@ -48,8 +48,9 @@ EVENT_PERIOD_S = 1.5
 REGIONS = (3, 4, 6, 7, 8, 9, 11, 12)
 SEGMENT_IDS = (14356, 12176, 10329, 10330)  # seed_demo's segments
 COLORS = ("36", "33", "32", "35", "34", "31")
-# The beat tick runs every second; its log lines would drown the deliveries.
-HIDDEN_LINE = re.compile(r"delivery[.-]tasks[.]tick|delivery-tick")
+# Celery's lines for every task received or succeeded, and for the beat tick
+# that runs every second, would drown the deliveries; failures still show.
+HIDDEN_LINE = re.compile(r"delivery-tick|Task delivery\.tasks\.\w+\[[0-9a-f-]+\] (received|succeeded)")
 
 
 # --- output ------------------------------------------------------------------

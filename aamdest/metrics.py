@@ -13,8 +13,10 @@ no document and no secret. Restrict it at the reverse proxy where that matters.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.db import DatabaseError
+from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -23,9 +25,53 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from delivery import stats
+from delivery.models import Attempt, Delivery
 from destinations.models import Destination
 
 LABELS = ["destination_id", "destination"]
+# Upper bounds, in milliseconds, of the attempt latency histogram; the deadline defaults to 3000.
+LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2000, 3000, 5000, 10_000, 30_000)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative counts per bound of `LATENCY_BOUNDS_MS` (Prometheus `le`), total count and sum."""
+
+    cumulative_counts: list[int]
+    count: int
+    sum_ms: int
+
+
+def delivery_counts() -> list[tuple[int, str, int]]:
+    """(destination id, status, deliveries) over the delivery log."""
+    rows = Delivery.objects.values_list("destination_id", "status").annotate(n=Count("id")).order_by()
+    return [(destination_id, status, n) for destination_id, status, n in rows]
+
+
+def attempt_counts() -> list[tuple[int, str, int]]:
+    """(destination id, outcome, attempts): outcome is `ok` or the failure reason."""
+    rows = Attempt.objects.values_list("delivery__destination_id", "reason").annotate(n=Count("id"))
+    return [(destination_id, reason or "ok", n) for destination_id, reason, n in rows.order_by()]
+
+
+def latency_histograms() -> dict[int, Histogram]:
+    """Attempt durations per destination, counted under each bound of `LATENCY_BOUNDS_MS` in one query."""
+    under_bounds = {
+        f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound)) for bound in LATENCY_BOUNDS_MS
+    }
+    rows = (
+        Attempt.objects.values("delivery__destination_id")
+        .annotate(count=Count("id"), sum_ms=Sum("duration_ms"), **under_bounds)
+        .order_by()
+    )
+    return {
+        row["delivery__destination_id"]: Histogram(
+            cumulative_counts=[row[f"le_{bound}"] for bound in LATENCY_BOUNDS_MS],
+            count=row["count"],
+            sum_ms=row["sum_ms"] or 0,
+        )
+        for row in rows
+    }
 
 
 class DeliveryLogCollector:
@@ -57,7 +103,7 @@ class DeliveryLogCollector:
         pending = GaugeMetricFamily(
             "aamdest_deliveries_pending", "Deliveries in flight or waiting for a retry.", labels=LABELS
         )
-        counts = {(destination_id, status): n for destination_id, status, n in stats.delivery_counts()}
+        counts = {(destination_id, status): n for destination_id, status, n in delivery_counts()}
         for destination_id in destinations:
             labels = self._labels(destinations, destination_id)
             for outcome in ("delivered", "failed"):
@@ -71,13 +117,13 @@ class DeliveryLogCollector:
             "aamdest_attempts", "HTTP attempts, by outcome (ok or the failure reason).",
             labels=[*LABELS, "outcome"],
         )
-        for destination_id, outcome, n in stats.attempt_counts():
+        for destination_id, outcome, n in attempt_counts():
             attempts.add_metric([*self._labels(destinations, destination_id), outcome], n)
         yield attempts
         latency = HistogramMetricFamily("aamdest_attempt_duration_seconds", "Duration of HTTP attempts.",
                                         labels=LABELS)
-        for destination_id, histogram in stats.latency_histograms().items():
-            bounds = zip(stats.LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
+        for destination_id, histogram in latency_histograms().items():
+            bounds = zip(LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
             buckets = [(floatToGoString(bound / 1000), count) for bound, count in bounds]
             buckets.append(("+Inf", histogram.count))
             latency.add_metric(self._labels(destinations, destination_id), buckets,

@@ -24,6 +24,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("dashboard/", include("delivery.console", namespace="console")),
+    path("dashboard/", include("delivery.console.urls", namespace="console")),
     path("metrics", metrics, name="metrics"),
 ]

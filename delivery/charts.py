@@ -96,7 +96,8 @@ def column_chart(*, buckets: Sequence[Bucket], series: Sequence[Series], title: 
 
 def _grid(*, top: float, plot_height: int) -> SafeString:
     lines = []
-    for fraction in (0, 0.5, 1):
+    # A middle line only when it falls on a whole number: "0.5 requests" reads oddly.
+    for fraction in (0, 0.5, 1) if top >= 2 else (0, 1):
         y = _at(_TOP + plot_height * (1 - fraction))
         lines.append(format_html(
             '<line class="grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'
@@ -173,7 +174,7 @@ def bar_rows(*, bars: Sequence[Bar], unit: str, title: str, marker: tuple[float,
             '<rect class="{}" x="{}" y="{}" width="{}" height="{}" rx="2"/>'
             '<text class="value" x="{}" y="{}">{} {}</text>',
             label_width - 8, y + 14, bar.label, bar.css_class, label_width, y + 3, length, row_height - 8,
-            _at(label_width + length + 6), y + 14, _number(round(bar.value)), unit,
+            _at(label_width + length + 6), y + 14, f"{round(bar.value):,}", unit,
         ))
     if not bars:
         parts.append(format_html('<text class="empty" x="{}" y="18">{}</text>', label_width, empty_text))

@@ -1,7 +1,7 @@
-"""Delivery statistics for the console and `/metrics`: plain queries that aggregate in the database.
+"""Delivery statistics for the console: plain queries that aggregate in the database.
 
 Every function groups in SQL (by destination, hour, status or reason) and returns small
-dataclasses, so that pages and scrapes never load delivery rows one by one. Percentiles use
+dataclasses, so that pages never load delivery rows one by one. Percentiles use
 PostgreSQL's `percentile_cont`; SQLite (the demo database) computes the same interpolation in
 Python over the window's durations.
 
@@ -23,7 +23,7 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Min, Q, Sum
+from django.db.models import Aggregate, Count, FloatField, Min, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 HOUR_CHOICES = (6, 24, 72, 168)
 DEFAULT_HOURS = 24
-# Upper bounds, in milliseconds, of the attempt latency histogram; the deadline defaults to 3000.
-LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2000, 3000, 5000, 10_000, 30_000)
 
 _EVENTS_KEY = "aamdest:metrics:events_ingested"
 _TOKEN_FETCHES_KEY = "aamdest:metrics:token_fetches"
@@ -95,15 +93,6 @@ class DestinationStats:
         delivered = sum(bucket.delivered for bucket in self.buckets)
         finished = delivered + sum(bucket.failed for bucket in self.buckets)
         return delivered / finished if finished else None
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """Cumulative counts per bound of `LATENCY_BOUNDS_MS` (Prometheus `le`), total count and sum."""
-
-    cumulative_counts: list[int]
-    count: int
-    sum_ms: int
 
 
 @dataclass(frozen=True)
@@ -271,45 +260,6 @@ def destination_stats(*, destination_ids: Sequence[int], hours: int, now: dt.dat
             backlog=backlog.get(destination_id, Backlog()),
         )
         for destination_id in destination_ids
-    }
-
-
-# --- Cumulative counts for /metrics ------------------------------------------------------------
-
-
-def delivery_counts() -> list[tuple[int, str, int]]:
-    """(destination id, status, deliveries) over the delivery log."""
-    rows = Delivery.objects.values_list("destination_id", "status").annotate(n=Count("id")).order_by()
-    return [(destination_id, status, n) for destination_id, status, n in rows]
-
-
-def attempt_counts() -> list[tuple[int, str, int]]:
-    """(destination id, outcome, attempts): outcome is `ok` or the failure reason."""
-    rows = (
-        Attempt.objects.values_list("delivery__destination_id", "reason")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    return [(destination_id, reason or "ok", n) for destination_id, reason, n in rows]
-
-
-def latency_histograms() -> dict[int, Histogram]:
-    """Attempt durations per destination, counted under each bound of `LATENCY_BOUNDS_MS`."""
-    under_bounds = {
-        f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound)) for bound in LATENCY_BOUNDS_MS
-    }
-    rows = (
-        Attempt.objects.values("delivery__destination_id")
-        .annotate(count=Count("id"), sum_ms=Sum("duration_ms"), **under_bounds)
-        .order_by()
-    )
-    return {
-        row["delivery__destination_id"]: Histogram(
-            cumulative_counts=[row[f"le_{bound}"] for bound in LATENCY_BOUNDS_MS],
-            count=row["count"],
-            sum_ms=row["sum_ms"] or 0,
-        )
-        for row in rows
     }
 
 

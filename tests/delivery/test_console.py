@@ -462,6 +462,6 @@ def test_the_pending_backlog_reads_on_the_dashboard(viewer, now):
     response = viewer.get("/dashboard/")
 
     assert response.context["total_pending"] == 1
-    assert "oldest waits 12" in response.content.decode()
+    assert "oldest waits 12 min" in response.content.decode()
 
 

@@ -126,26 +126,6 @@ def test_the_backlog_counts_pending_devices_and_finds_the_oldest():
     assert other.id not in backlog
 
 
-def test_cumulative_counts_group_deliveries_and_attempts_by_outcome():
-    # Given a delivered request after a retry and a failed one
-    destination = DestinationFactory()
-    log_delivery(destination, created_at=NOW, tries=[status(500, duration_ms=40), Try(duration_ms=1500)])
-    log_delivery(destination, created_at=NOW, outcome=DeliveryStatus.FAILED, tries=[TIMEOUT])
-
-    # When
-    deliveries = stats.delivery_counts()
-    attempts = stats.attempt_counts()
-    histogram = stats.latency_histograms()[destination.id]
-
-    # Then
-    assert sorted(deliveries) == [(destination.id, "delivered", 1), (destination.id, "failed", 1)]
-    assert sorted(attempts) == [(destination.id, "ok", 1), (destination.id, "status", 1),
-                                (destination.id, "timeout", 1)]
-    under = dict(zip(stats.LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True))
-    assert (under[50], under[1000], under[2000], under[3000], under[30_000]) == (1, 1, 2, 3, 3)
-    assert (histogram.count, histogram.sum_ms) == (3, 4540)
-
-
 def test_counters_add_up_across_calls_in_redis(clean_counters):
     # When ingestion and the OAuth client count
     stats.count_events_ingested(3)

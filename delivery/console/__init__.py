@@ -1,0 +1,12 @@
+"""The operator console under /dashboard/: dashboard, find a device, destination and delivery pages.
+
+Login is required (the admin's login page). Viewers, operators and staff read every page; the
+buttons that change something (test, pause, resume, send the batch, redeliver) answer only to
+superusers, the `operator` group and staff holding the matching model permission.
+
+- `access`: who may read and who may press which button.
+- `pages`: the pages, reading through `delivery.stats` and `delivery.lookup`.
+- `actions`: the buttons, acting through `delivery.sending` and `delivery.tasks`, imported when a
+  button is pressed, so that every page reads even where the sender is not installed.
+- `urls`: the routes, included by `aamdest.urls` under the `console` namespace.
+"""

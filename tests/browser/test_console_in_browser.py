@@ -1,0 +1,151 @@
+"""The console in a real browser: headless Debian chromium, driven by Playwright, against a live server.
+
+Log in through the admin's form, read the dashboard (its screenshot goes to
+test-artifacts/dashboard.png), find a device by its partner ID, open a failed delivery,
+redeliver it and watch it become delivered to a local HTTPS partner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+
+from aamdest.celery import app as celery_app
+from delivery.models import Delivery, DeliveryStatus, DestinationDevice, Device, Membership, PartnerId
+from tests.delivery.log_rows import OK, TIMEOUT, Try, log_delivery, status
+from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+AAM_UUID = "19393572368547369350319949416899715727"
+DPUUID = "4250948725049857"
+PASSWORD = "correct horse battery staple"
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/ensure_chromium.sh"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
+    # still synchronous, so Django's async-safety guard has nothing to protect here.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            yield launched
+            launched.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Run Celery tasks in the web process, so the live server's redelivery is sent for real."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+def seed(*, url: str) -> Delivery:
+    """A day of traffic for two partners, a device with a profile, and its failed delivery."""
+    now = timezone.now()
+    acme = DestinationFactory(name="Acme DSP", url=url, timeout_ms=3000)
+    DestinationFactory(name="Globex Ads", enabled=False)
+    MappingFactory(destination=acme, segment=SegmentFactory(id=14356, name="Runners"))
+    for hour in range(24):
+        created_at = now - dt.timedelta(hours=hour, minutes=5)
+        for index in range(2 + (hour * 7) % 5):
+            log_delivery(acme, created_at=created_at, tries=[Try(duration_ms=60 + 37 * ((hour + index) % 9))],
+                         aam_uuids=[f"device-{hour}-{index}-{n}" for n in range(1 + index % 3)])
+        if hour % 6 == 2:
+            log_delivery(acme, created_at=created_at, outcome=DeliveryStatus.FAILED,
+                         tries=[TIMEOUT, status(503)])
+    log_delivery(acme, created_at=now - dt.timedelta(minutes=30), tries=[status(500), OK])
+
+    device = Device.objects.create(aam_uuid=AAM_UUID, last_seen=now, regions=[6, 9])
+    PartnerId.objects.create(device=device, dpid=20914, dpuuid=DPUUID)
+    Membership.objects.create(device=device, segment_id=14356, is_active=True, datetime=now, qualified_at=now,
+                              expires_at=now + dt.timedelta(days=120))
+    DestinationDevice.objects.create(destination=acme, device=device,
+                                     pending_since=now - dt.timedelta(seconds=40))
+    return log_delivery(acme, created_at=now - dt.timedelta(minutes=10), outcome=DeliveryStatus.FAILED,
+                        tries=[status(503, excerpt="Service Unavailable"), status(503)], aam_uuids=[AAM_UUID])
+
+
+def log_in(page) -> None:
+    user = User.objects.create_user("ops", password=PASSWORD, is_staff=True)
+    user.groups.add(Group.objects.get_or_create(name="operator")[0])
+    page.goto("/dashboard/")
+    assert "/admin/login/" in page.url
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/dashboard/")
+
+
+def test_an_operator_reads_the_dashboard_finds_a_device_and_opens_its_failed_delivery(page, partner):
+    # Given a day of traffic and a failed delivery that carried the device
+    failed = seed(url=partner.url)
+
+    # When the operator logs in, the dashboard shows both partners with their charts
+    log_in(page)
+    assert page.locator("h1").first.inner_text().startswith("Dashboard")
+    assert page.locator("article.card").count() == 2
+    assert page.locator(f"#destination-{failed.destination_id} svg.chart").count() == 4
+    assert "paused" in page.locator("article.card", has_text="Globex Ads").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # And finding the device by its partner ID opens its profile and deliveries
+    page.click("text=Find a device")
+    page.fill("input[name=q]", DPUUID)
+    page.press("input[name=q]", "Enter")
+    page.wait_for_url(f"**/dashboard/devices/{AAM_UUID}/")
+    assert "9 Oregon" in page.inner_text("main")
+    assert "Runners" in page.inner_text("main")
+
+    # And its failed delivery shows every attempt and the document
+    page.click(f"a[href='/dashboard/deliveries/{failed.pk}/']")
+    assert page.inner_text("#delivery-status") == "failed"
+    attempts = page.inner_text("table.attempts")
+    assert "HTTP 503" in attempts and "Service Unavailable" in attempts
+    assert f'"AAM_UUID": "{AAM_UUID}"' in page.inner_text("pre.json")
+
+
+def test_an_operator_redelivers_a_failed_delivery_and_sees_it_delivered(page, partner, eager_tasks):
+    # Given a failed delivery to a partner that now answers 200
+    failed = seed(url=partner.url)
+    log_in(page)
+    page.goto(f"/dashboard/deliveries/{failed.pk}/")
+
+    # When the operator presses Redeliver
+    page.click("button:has-text('Redeliver')")
+
+    # Then the new delivery's page says delivered, and the partner got the same bytes
+    page.wait_for_url("**/dashboard/deliveries/*/")
+    page.wait_for_function("document.querySelector('#delivery-status').textContent.trim() === 'delivered'")
+    assert "Redelivery of" in page.inner_text("main")
+    # (the device's own pending change may follow the redelivery: its destination is woken up after it)
+    [received] = [request for request in partner.requests
+                  if request.headers["X-AAMDest-Delivery-Id"] == str(failed.document_id)]
+    assert received.body == bytes(failed.body)

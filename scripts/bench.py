@@ -313,6 +313,8 @@ def main() -> int:
             wait_for_acks(ack_log=ack_log, events=arguments.events, deadline=deadline)
         ack_log.read_new()
         rss = [peak_rss_kib(pid) for pid in stack.workers]
+        if stopped := children.exited():
+            raise RuntimeError(f"{stopped.name} exited with status {stopped.process.returncode}")
         return report(events=arguments.events, batch=arguments.batch, ingestion=ingestion, ack_log=ack_log,
                       rss_kib=rss)
     except KeyboardInterrupt:

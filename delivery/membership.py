@@ -70,7 +70,7 @@ class Change:
 
 @dataclass(frozen=True)
 class ApplyResult:
-    events: int  # events applied
+    events: int  # events applied (an opt-out of an unknown device is not)
     devices: int  # devices touched
     changes: int  # MembershipChange rows written
     partner_ids: int  # distinct partner IDs synced (new or known)
@@ -98,16 +98,16 @@ def apply_events(*, events: list[Event], now: dt.datetime) -> ApplyResult:
     with transaction.atomic():
         ttl_days = _ensure_segments({event.segment_id for event in events if event.segment_id is not None})
         known_devices = _upsert_and_lock_devices(events)
-        events = [event for event in events if event.aam_uuid in known_devices]
-        current = _lock_memberships(events)
-        events = events + _opt_outs_as_disqualifications(events=events, current=current)
-        states, changes = plan_memberships(events=events, current=current, ttl_days=ttl_days)
+        applied = [event for event in events if event.aam_uuid in known_devices]
+        current = _lock_memberships(applied)
+        merged = applied + _opt_outs_as_disqualifications(events=applied, current=current)
+        states, changes = plan_memberships(events=merged, current=current, ttl_days=ttl_days)
         _write_memberships(states)
         _write_changes(changes)
-        partner_ids = _write_partner_ids(events)
+        partner_ids = _write_partner_ids(applied)
         destination_ids = mark_pending(changes=changes, now=now)
     return ApplyResult(
-        events=len(events),
+        events=len(applied),
         devices=len(known_devices),
         changes=len(changes),
         partner_ids=partner_ids,

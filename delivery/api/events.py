@@ -7,7 +7,7 @@ DRF still authenticates and checks `aamdest.permissions.RolePermission`.
 
 Answers: 202 `{"accepted": N}` once the events are committed; 400
 `{"errors": [{"index", "field", "message"}]}` (see `delivery.ingestion` for
-when `index` is null); 413 and 415 `{"detail": "..."}`.
+when `index` is null); 411, 413 and 415 `{"detail": "..."}`.
 After the commit, the destinations that got pending work are flushed
 (`delivery.tasks.schedule_flushes`) and the events are counted for /metrics.
 """
@@ -31,6 +31,11 @@ _ERRORS = inline_serializer(
 )
 
 
+class LengthRequired(IngestionError):
+    # Django reads no body without a Content-Length: a chunked one would look empty.
+    status = 411
+
+
 class EventsView(APIView):
     """Ingest events: a JSON array, or NDJSON (`application/x-ndjson`), optionally gzip-compressed."""
 
@@ -44,6 +49,7 @@ class EventsView(APIView):
             202: inline_serializer("EventsAccepted", {"accepted": serializers.IntegerField()}),
             400: OpenApiResponse(_ERRORS, description="Invalid events: nothing was stored."),
             413: OpenApiResponse(description="More than 10,000 events, or a body over 64 MiB."),
+            411: OpenApiResponse(description="A chunked body without Content-Length."),
             415: OpenApiResponse(description="Another Content-Type or Content-Encoding."),
         },
         examples=[OpenApiExample("qualification", request_only=True, value=[
@@ -73,8 +79,11 @@ class EventsView(APIView):
 
 def _read_body(request: Request) -> bytes:
     """The raw body, at most MAX_BODY_BYTES (PayloadTooLarge beyond)."""
+    length = request.META.get("CONTENT_LENGTH") or ""
+    if not length and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        raise LengthRequired("Send the body with a Content-Length header; chunked bodies are not read.")
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(length or 0)
     except ValueError:
         declared = 0
     if declared > MAX_BODY_BYTES:

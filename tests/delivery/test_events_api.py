@@ -222,6 +222,15 @@ def test_a_gzip_bomb_answers_413(operator_client):
     assert response.status_code == 413
 
 
+def test_a_chunked_body_without_a_length_answers_411(operator_client):
+    response = post_events(operator_client, [qualification()], CONTENT_LENGTH="",
+                           HTTP_TRANSFER_ENCODING="chunked")
+
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert not Device.objects.exists()
+
+
 @pytest.mark.parametrize(("content_type", "encoding"), [("text/csv", ""), ("application/json", "br")])
 def test_unsupported_formats_answer_415(operator_client, content_type, encoding):
     headers = {"HTTP_CONTENT_ENCODING": encoding} if encoding else {}

@@ -343,11 +343,12 @@ def test_an_opt_out_leaves_every_active_segment_and_queues_zeros():
                          disqualify(9, when=at(2))], now=NOW)
     DestinationDevice.objects.update(pending_since=None, left_segment_ids=[], last_sent_at=NOW)
 
-    result = apply_opt_outs(events=[opt_out(when=at(10))], now=NOW)
+    result = apply_opt_outs(events=[opt_out(when=at(10)), qualify(5, when=at(11))], now=NOW)
 
     assert sorted(Membership.objects.values_list("segment_id", "is_active", "datetime")) == [
         (7, False, at(10)), (8, False, at(10)), (9, False, at(2))
     ]
+    assert (result.events, result.changes) == (1, 2)
     assert result.destination_ids == {destination.id}
     assert (pair(destination).pending_since, pair(destination).left_segment_ids) == (NOW, [7])
 

@@ -40,6 +40,12 @@ def stalling_server(local_network: Certificates) -> Iterator[StallingServer]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Hash test passwords cheaply: the real hasher costs about a second a user on a busy machine."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _client_for(user: User) -> APIClient:
     token, _ = Token.objects.get_or_create(user=user)
     client = APIClient()

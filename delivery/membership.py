@@ -10,12 +10,20 @@ disqualification after a qualification of the same instant (it wins the tie).
 An event older than the membership's `datetime` changes nothing; leaving a
 segment the device is not active in changes nothing.
 
+Opt-outs: each becomes a disqualification, at its `datetime`, of every
+segment its device may be in, merged with the other events (`apply_opt_outs`).
+
 Concurrency: every writer of a device's memberships first holds the device's
-row lock. Devices are inserted (`ON CONFLICT DO NOTHING`) and then locked in
-ascending `aam_uuid` order, so concurrent ingests of the same devices wait for
-each other instead of deadlocking; `DestinationDevice` rows are then locked in
-(`destination_id`, `device_id`) order, the order other writers should use too.
-Claims skip locked rows (`SKIP LOCKED`) and find them pending after commit.
+row lock. Devices are upserted and locked in one statement in `aam_uuid`
+order (elsewhere than PostgreSQL: inserted, then locked in that order), so
+concurrent ingests of the same devices queue instead of deadlocking; their
+memberships, then their `DestinationDevice` rows, are locked next, the latter
+in (`destination_id`, `device_id`) order, which other writers use too. Claims
+skip locked rows (`SKIP LOCKED`) and find them pending after the commit.
+
+Speed: on PostgreSQL each bulk write sends its rows as one JSON parameter
+(`_bulk_write`); 10,000 events take a few hundred milliseconds. SQLite (the
+demo's fallback) goes through Django's `bulk_create`.
 """
 
 from __future__ import annotations

@@ -374,7 +374,7 @@ def _bulk_write_postgresql(
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns + stamps))}) "  # noqa: S608
         f"SELECT {names}{', %s' * len(stamps)} "
         f"FROM ROWS FROM (json_to_recordset(%s::json) AS ({record})) "
-        f"WITH ORDINALITY AS r({names}, position) ORDER BY r.position"
+        f"WITH ORDINALITY AS r({names}, row_number_) ORDER BY r.row_number_"
     )
     if unique:
         updates = ", ".join(f"{quote(column)} = EXCLUDED.{quote(column)}" for column in update)

@@ -38,24 +38,9 @@ def _success_class(rate: float | None) -> str:
     return "good" if rate >= 0.99 else "fair" if rate >= 0.9 else "poor"
 
 
-def waited(*, since: dt.datetime | None, now: dt.datetime) -> str:
-    """How long ago `since` was, to the unit that matters: "40 s", "12 min", "3 h 5 min", "2 days"."""
-    if since is None:
-        return ""
-    seconds = max(int((now - since).total_seconds()), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86_400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86_400} days"
-
-
 def _card(destination: Destination, stats: DestinationStats) -> dict[str, Any]:
     latency, rate = stats.latency, stats.success_rate
     return {
-        "oldest_wait": waited(since=stats.backlog.oldest_since, now=timezone.now()),
         "destination": destination,
         "stats": stats,
         "success_percent": None if rate is None else round(rate * 100, 1),

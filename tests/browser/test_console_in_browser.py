@@ -2,7 +2,8 @@
 
 Log in through the admin's form, read the dashboard (its screenshot goes to
 test-artifacts/dashboard.png), find a device by its partner ID, open a failed delivery,
-redeliver it and watch it become delivered to a local HTTPS partner.
+redeliver it and watch it become delivered to a local HTTPS partner. The other pages'
+screenshots go to the same folder, for a person to look at.
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def test_an_operator_reads_the_dashboard_finds_a_device_and_opens_its_failed_del
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
+    # And the destination's page offers the operator its buttons
+    page.click("h2 >> text=Acme DSP")
+    assert page.locator("button", has_text="Send a test document").is_visible()
+    assert page.locator("button", has_text="Pause").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "destination.png"), full_page=True)
+
     # And finding the device by its partner ID opens its profile and deliveries
     page.click("text=Find a device")
     page.fill("input[name=q]", DPUUID)
@@ -123,6 +130,7 @@ def test_an_operator_reads_the_dashboard_finds_a_device_and_opens_its_failed_del
     page.wait_for_url(f"**/dashboard/devices/{AAM_UUID}/")
     assert "9 Oregon" in page.inner_text("main")
     assert "Runners" in page.inner_text("main")
+    page.screenshot(path=str(ARTIFACTS / "device.png"), full_page=True)
 
     # And its failed delivery shows every attempt and the document
     page.click(f"a[href='/dashboard/deliveries/{failed.pk}/']")
@@ -130,6 +138,7 @@ def test_an_operator_reads_the_dashboard_finds_a_device_and_opens_its_failed_del
     attempts = page.inner_text("table.attempts")
     assert "HTTP 503" in attempts and "Service Unavailable" in attempts
     assert f'"AAM_UUID": "{AAM_UUID}"' in page.inner_text("pre.json")
+    page.screenshot(path=str(ARTIFACTS / "delivery.png"), full_page=True)
 
 
 def test_an_operator_redelivers_a_failed_delivery_and_sees_it_delivered(page, partner, eager_tasks):

@@ -183,7 +183,15 @@ def test_the_form_applies_the_api_rules(admin_client, secret_destination, settin
         change_url(Destination, plain.pk), form_data(plain, signing_header="X Sig")
     )
 
+    refused_secret = admin_client.post(
+        change_url(Destination, secret_destination.pk),
+        form_data(secret_destination, signing_header="X Sig", oauth_client_secret="typed-secret"),
+    )
+
     # Then
+    assert refused_secret.status_code == 200
+    assert_no_secret(refused_secret.content.decode())
+    assert "typed-secret" not in refused_secret.content.decode()
     assert no_key.context["adminform"].form.errors.keys() == {"signing_key"}
     assert private.context["adminform"].form.errors.keys() == {"url"}
     assert bad_header.context["adminform"].form.errors.keys() == {"signing_header"}

@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/python scripts/run_demo.py
 
 test: $(STAMP)
+	sh scripts/ensure_chromium.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) DJANGO_DEBUG=1 \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 

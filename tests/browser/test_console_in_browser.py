@@ -97,10 +97,10 @@ def log_in(page) -> None:
     user = User.objects.create_user("ops", password=PASSWORD, is_staff=True)
     user.groups.add(Group.objects.get_or_create(name="operator")[0])
     page.goto("/dashboard/")
-    assert "/admin/login/" in page.url
+    assert "/accounts/login/" in page.url
     page.fill("#id_username", "ops")
     page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
+    page.click("button[type=submit]")
     page.wait_for_url("**/dashboard/")
 
 

@@ -76,11 +76,11 @@ def _messages(response) -> list[str]:
 # --- Who may read and act ------------------------------------------------------------------------
 
 
-def test_an_anonymous_visitor_is_sent_to_the_admin_login(client):
+def test_an_anonymous_visitor_is_sent_to_the_login_page(client):
     response = client.get("/dashboard/")
 
     assert response.status_code == 302
-    assert response["Location"] == "/admin/login/?next=/dashboard/"
+    assert response["Location"] == "/accounts/login/?next=/dashboard/"
 
 
 def test_a_user_without_a_role_is_refused_with_a_readable_page():
@@ -481,3 +481,19 @@ def test_a_time_ahead_reads_as_in_and_a_past_one_as_ago(now):
     assert ago(now + dt.timedelta(days=3, minutes=1)) == "in 3 days"
     assert ago(now - dt.timedelta(seconds=40)).endswith(" s ago")
     assert ago(None) == ""
+
+
+def test_a_viewer_without_staff_status_logs_in_on_the_console_login_page(client):
+    # Given a viewer who is not staff (the admin's login page would refuse them)
+    viewer = User.objects.create_user("reader", password="a-long-password")
+    viewer.groups.add(Group.objects.get_or_create(name="viewer")[0])
+
+    # When they log in through the console's login page
+    response = client.post(
+        "/accounts/login/", {"username": "reader", "password": "a-long-password", "next": "/dashboard/"}
+    )
+
+    # Then they land on the dashboard and can read it
+    assert response.status_code == 302
+    assert response["Location"] == "/dashboard/"
+    assert client.get("/dashboard/").status_code == 200

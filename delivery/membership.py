@@ -161,7 +161,9 @@ def plan_memberships(
     changes: list[Change] = []
     for key, key_events in by_key.items():
         state = current.get(key)
-        for event in sorted(key_events, key=_merge_order):
+        if len(key_events) > 1:
+            key_events.sort(key=_merge_order)
+        for event in key_events:
             kind, state = _apply_one(state, event, ttl_days=ttl_days)
             if kind is not None:
                 states[key] = state

@@ -7,7 +7,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from destinations.models import Destination, Segment
+from destinations.models import Destination, Mapping, Segment
 
 
 class Device(models.Model):
@@ -219,3 +219,68 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}"
+
+
+# ---- lifecycle and batch mode ------------------------------------------------------
+
+
+class ErasureReason(models.TextChoices):
+    OPT_OUT = "opt_out"
+    INACTIVITY = "inactivity"
+
+
+class DeviceErasure(models.Model):
+    """A device to forget once its "0"s are out (SPEC §4: privacy, inactivity); see delivery.lifecycle."""
+
+    aam_uuid = models.CharField(max_length=100, unique=True)
+    reason = models.CharField(max_length=20, choices=ErasureReason.choices)
+    requested_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"erase {self.aam_uuid} ({self.reason})"
+
+
+class BatchExit(models.Model):
+    """The "0"s an erased device still owes a batch destination, captured before the erasure.
+
+    The changes they come from were erased with the device, so its next batch
+    reads them here (delivery.batch_transfers). Removed, and the device taken
+    out of the carrying document, once that delivery has ended.
+    """
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")
+    aam_uuid = models.CharField(max_length=100)
+    partner_uuids = models.JSONField(default=list, help_text="dpuuids in the destination's namespace.")
+    regions = models.JSONField(default=list)
+    segments = models.JSONField(default=list, help_text='[[segment_id, "ISO datetime"], ...], each left.')
+    # The batch delivery that carries it. null: not yet cut into a batch.
+    delivery = models.ForeignKey("Delivery", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # A batch's cut: the exits not yet carried, per destination.
+            models.Index(fields=["destination", "id"], name="batch_exit_waiting",
+                         condition=Q(delivery__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.aam_uuid} exits for destination {self.destination_id}"
+
+
+class BatchCoverage(models.Model):
+    """A mapping whose segment a batch carried in full; later batches send only its changes."""
+
+    mapping = models.OneToOneField(Mapping, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    # The segment carried: a mapping moved to another segment starts again.
+    segment_id = models.PositiveBigIntegerField()
+    # The cut-off of the latest batch that carried the mapping: one that missed a batch starts again.
+    cutoff_seq = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["mapping_id"]

@@ -19,10 +19,13 @@ from django.utils.html import format_html
 from delivery.api.serializers import parse_document
 from delivery.models import (
     Attempt,
+    BatchCoverage,
+    BatchExit,
     Delivery,
     DeliveryDevice,
     DestinationDevice,
     Device,
+    DeviceErasure,
     Membership,
     MembershipChange,
     PartnerId,
@@ -228,3 +231,26 @@ class DestinationDeviceAdmin(ReadOnlyAdmin):
 class DeliveryDeviceAdmin(ReadOnlyAdmin):
     list_display = ["delivery", "aam_uuid"]
     search_fields = ["aam_uuid__exact"]
+
+
+# ---- lifecycle and batch mode (delivery.lifecycle, delivery.batch_transfers) ------------
+
+
+@admin.register(DeviceErasure)
+class DeviceErasureAdmin(ReadOnlyAdmin):
+    list_display = ["aam_uuid", "reason", "requested_at"]
+    list_filter = ["reason"]
+    search_fields = ["aam_uuid__exact"]
+
+
+@admin.register(BatchExit)
+class BatchExitAdmin(ReadOnlyAdmin):
+    list_display = ["destination", "aam_uuid", "segments", "delivery", "created_at"]
+    list_filter = ["destination"]
+    search_fields = ["aam_uuid__exact"]
+    list_select_related = ["destination"]
+
+
+@admin.register(BatchCoverage)
+class BatchCoverageAdmin(ReadOnlyAdmin):
+    list_display = ["mapping", "segment_id", "cutoff_seq", "updated_at"]

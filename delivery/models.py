@@ -257,7 +257,9 @@ class BatchExit(models.Model):
     regions = models.JSONField(default=list)
     segments = models.JSONField(default=list, help_text='[[segment_id, "ISO datetime"], ...], each left.')
     # The batch delivery that carries it. null: not yet cut into a batch.
-    delivery = models.ForeignKey("Delivery", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    delivery = models.ForeignKey(
+        "Delivery", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -284,3 +286,6 @@ class BatchCoverage(models.Model):
 
     class Meta:
         ordering = ["mapping_id"]
+
+    def __str__(self) -> str:
+        return f"mapping {self.mapping_id} carried in full up to change {self.cutoff_seq}"

@@ -28,13 +28,17 @@ from delivery.documents import ACTIVE, SegmentStatus, UserObject, build_document
 from delivery.http import HttpRequest, HttpResult, post_many
 from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.retry import should_retry
+from delivery.tokens import TokenError, discard_token, get_access_token
 from destinations.models import AuthMode, Destination
 from destinations.signing import signature_headers
 
 logger = logging.getLogger("aamdest.delivery")
 
 # Re-read before each retry, so that a retry is signed with the keys in force.
-AUTH_FIELDS = ["auth_mode", "signing_algorithm", "signing_header", "signing_key", "new_signing_key"]
+AUTH_FIELDS = [
+    "auth_mode", "signing_algorithm", "signing_header", "signing_key", "new_signing_key",
+    "oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_scope", "oauth_client_auth",
+]
 REAP_BATCH = 100
 SAMPLE_SEGMENT_ID = "1"
 
@@ -191,9 +195,6 @@ def auth_headers_for(*, destination: Destination, body: bytes, deadline_ms: int)
     """
     if destination.auth_mode != AuthMode.OAUTH2:
         return signature_headers(destination=destination, body=body)
-    # Imported here: OAuth is the only user of the token cache.
-    from delivery.tokens import TokenError, get_access_token
-
     try:
         token = get_access_token(destination=destination, deadline_ms=deadline_ms)
     except TokenError as error:
@@ -234,14 +235,8 @@ def _record_attempts(*, destination: Destination, sendings: list[Sending], resul
     for sending, result in zip(sendings, results, strict=True):
         _log_attempt(destination=destination, sending=sending, result=result)
         if result.status_code == 401 and sending.token:
-            _discard_token(destination=destination, token=sending.token)
-
-
-def _discard_token(*, destination: Destination, token: str) -> None:
-    # The partner refused the token: drop it so that the retry fetches a new one.
-    from delivery.tokens import discard_token
-
-    discard_token(destination=destination, token=token)
+            # The partner refused the token: drop it so that the retry fetches a new one.
+            discard_token(destination=destination, token=sending.token)
 
 
 def _log_attempt(*, destination: Destination, sending: Sending, result: HttpResult) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import sys
 import time
 import types
 
@@ -23,6 +22,7 @@ from delivery.sending import (
     send_delivery,
     send_test_document,
 )
+from delivery.slots import redis_client
 from destinations.models import Destination
 from destinations.signing import sign_body
 from tests.delivery.pending_work import map_segments, pending_devices
@@ -321,54 +321,70 @@ def test_a_test_document_without_mappings_carries_a_sample_segment(partner):
     assert len(user["Segments"]) == 1 and user["Segments"][0]["Status"] == "1"
 
 
+class OAuthPartner:
+    """Serves /oauth/token and accepts only the latest token it issued on the data path."""
+
+    def __init__(self) -> None:
+        self.issued: list[str] = []
+        self.token_status = 200
+
+    def reply(self, received: Received) -> Reply:
+        if received.path.endswith("/oauth/token"):
+            if self.token_status != 200:
+                return Reply(status=self.token_status, body=b'{"error": "server_error"}')
+            self.issued.append(f"token-{len(self.issued) + 1}")
+            return Reply(body=json.dumps({"access_token": self.issued[-1], "token_type": "bearer"}).encode())
+        if self.issued and received.headers.get("Authorization") == f"Bearer {self.issued[-1]}":
+            return Reply(status=200)
+        return Reply(status=401)
+
+
 @pytest.fixture
-def fake_tokens(monkeypatch):
-    """Stands in for delivery.tokens (the OAuth token cache) with its contract."""
-    module = types.ModuleType("delivery.tokens")
-
-    class TokenError(Exception):
-        pass
-
-    module.TokenError = TokenError
-    module.issued = []
-    module.discarded = []
-    module.failure = None
-
-    def get_access_token(*, destination, deadline_ms):
-        if module.failure:
-            raise TokenError(module.failure)
-        module.issued.append(deadline_ms)
-        return f"token-{len(module.issued)}"
-
-    def discard_token(*, destination, token):
-        module.discarded.append(token)
-
-    module.get_access_token, module.discard_token = get_access_token, discard_token
-    monkeypatch.setitem(sys.modules, "delivery.tokens", module)
-    return module
-
-
-def test_an_oauth_401_discards_the_token_and_the_retry_uses_a_new_one(partner, destination, fake_tokens):
+def oauth_partner(partner, destination) -> OAuthPartner:
+    redis_client().flushdb()  # the token cache
+    oauth = OAuthPartner()
+    partner.responder = oauth.reply
     destination.auth_mode = "oauth2"
+    destination.oauth_token_url = partner.url.replace("/aam", "/oauth/token")
+    destination.oauth_client_id, destination.oauth_client_secret = "client", "s3cret"
     destination.save()
-    partner.script = [Reply(status=401), Reply(status=200)]
+    yield oauth
+    redis_client().flushdb()
+
+
+def test_an_oauth_delivery_carries_the_bearer_token(partner, destination, oauth_partner):
     [delivery] = claim(destination)
 
     send_deliveries(destination=destination, deliveries=[delivery])
 
-    assert [r.headers["Authorization"] for r in partner.requests] == ["Bearer token-1", "Bearer token-2"]
-    assert fake_tokens.discarded == ["token-1"]
-    assert all(0 < deadline <= 3000 for deadline in fake_tokens.issued)
+    token_request, data_request = partner.requests
+    assert token_request.body == b"grant_type=client_credentials"
+    assert data_request.headers["Authorization"] == "Bearer token-1"
+    assert attempts_of(delivery) == [(1, 200, None)]
 
 
-def test_a_token_endpoint_failure_fails_the_attempt_with_reason_token(partner, destination, fake_tokens):
-    destination.auth_mode = "oauth2"
-    destination.save()
-    fake_tokens.failure = "token endpoint https://auth/token answered 500"
+def test_an_oauth_401_discards_the_token_and_the_retry_uses_a_new_one(partner, destination, oauth_partner):
+    [first, second] = claim(destination, 15)
+    send_deliveries(destination=destination, deliveries=[first])
+    oauth_partner.issued.append("token-revoked")  # the partner stops accepting token-1
+
+    send_deliveries(destination=destination, deliveries=[second])
+
+    data_requests = [r for r in partner.requests if r.path.endswith("/aam")]
+    assert [r.headers["Authorization"] for r in data_requests] == [
+        "Bearer token-1", "Bearer token-1", "Bearer token-3"
+    ]
+    assert attempts_of(second) == [(1, 401, "status"), (2, 200, None)]
+
+
+def test_a_token_endpoint_failure_fails_the_attempt_with_reason_token(partner, destination, oauth_partner):
+    oauth_partner.token_status = 500
     [delivery] = claim(destination)
 
     send_deliveries(destination=destination, deliveries=[delivery])
 
-    assert partner.requests == []
+    assert [r.path for r in partner.requests] == ["/oauth/token", "/oauth/token"]
     assert attempts_of(delivery) == [(1, None, "token"), (2, None, "token")]
-    assert delivery.attempts.first().error == "token endpoint https://auth/token answered 500"
+    error = delivery.attempts.first().error
+    assert "token" in error and "500" in error
+    assert "s3cret" not in error

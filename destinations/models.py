@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -174,3 +176,50 @@ class Mapping(models.Model):
 
     def is_active_on(self, day: dt.date) -> bool:
         return self.start_date <= day and (self.end_date is None or day <= self.end_date)
+
+
+class ChangeAction(models.TextChoices):
+    CREATE = "create", "Created"
+    UPDATE = "update", "Changed"
+    DELETE = "delete", "Deleted"
+    START_KEY_ROTATION = "start_key_rotation", "Started a key rotation"
+    FINISH_KEY_ROTATION = "finish_key_rotation", "Finished a key rotation"
+
+
+class ChangeSource(models.TextChoices):
+    API = "api", "REST API"
+    ADMIN = "admin", "Admin"
+
+
+class ConfigChange(models.Model):
+    """Who changed which configuration, when, through what (append-only; `destinations.audit`).
+
+    `changes` maps each changed field to {"old": …, "new": …}; a secret field
+    maps to the word "changed" and its values are never stored.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)
+    # null: the user was deleted since; actor_name keeps who it was.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150)
+    source = models.CharField(max_length=10, choices=ChangeSource.choices)
+    action = models.CharField(max_length=30, choices=ChangeAction.choices)
+    object_type = models.CharField(max_length=30, help_text="destination, mapping or segment.")
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=300)
+    # The destination the change concerns (itself, or a mapping's). null: a segment,
+    # or a destination deleted since (object_id and object_repr still say which).
+    destination = models.ForeignKey(
+        Destination, null=True, blank=True, on_delete=models.SET_NULL, related_name="config_changes"
+    )
+    changes = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The destination page's "recent changes": its latest rows.
+            models.Index(fields=["destination", "-created_at"], name="config_change_destination"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.object_type} {self.object_repr} by {self.actor_name}"

@@ -440,15 +440,17 @@ def mark_pending(*, changes: list[Change], now: dt.datetime) -> set[int]:
 
 
 def _mark(pair: _PairState, change: Change, *, now: dt.datetime) -> bool:
+    """Mark one pair for `change`; return whether the destination got work (pending or not before)."""
     if change.kind is ChangeKind.REFRESHED and not (
         pair.last_sent_at is None or pair.last_sent_at <= now - REFRESH_AFTER
     ):
         return False
     if change.kind is ChangeKind.LEFT and change.segment_id not in pair.left_segment_ids:
         pair.left_segment_ids.append(change.segment_id)
+        pair.is_changed = True
     if pair.pending_since is None:
         pair.pending_since = now
-    pair.is_changed = True
+        pair.is_changed = True
     return True
 
 

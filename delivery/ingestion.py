@@ -22,7 +22,9 @@ Answers, decided here and mapped to statuses by the view:
   `index` null and field `body`.
 
 Validation is strict: exactly the keys of the event's type, integers that are
-not booleans, identifiers without control characters. `null` for an optional
+not booleans (IDs positive and within a bigint), `aam_uuid` (1..100
+characters) without whitespace, '/' or control characters, `dpuuid` (1..255)
+not blank and without control characters. `null` for an optional
 key means "not given". `datetime` is ISO 8601; without a zone it is UTC;
 default `now`; not before 1970 and at most `FUTURE_TOLERANCE` ahead of `now`.
 """

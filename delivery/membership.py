@@ -40,7 +40,15 @@ from django.db.models import Field, Model, Q
 from django.utils import timezone
 
 from delivery.ingestion import Event, EventType
-from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
+from delivery.models import (
+    DestinationDevice,
+    Device,
+    DeviceErasure,
+    ErasureReason,
+    Membership,
+    MembershipChange,
+    PartnerId,
+)
 from destinations.models import Mapping, Segment
 
 Key = tuple[str, int]  # (aam_uuid, segment_id)
@@ -114,6 +122,7 @@ def apply_events(*, events: list[Event], now: dt.datetime) -> ApplyResult:
         _write_changes(changes)
         partner_ids = _write_partner_ids(applied)
         destination_ids = mark_pending(changes=changes, now=now)
+        _request_erasures(applied, now=now)
     return ApplyResult(
         events=len(applied),
         devices=len(known_devices),
@@ -133,9 +142,9 @@ def apply_opt_outs(*, events: list[Event], now: dt.datetime) -> ApplyResult:
     `_opt_outs_as_disqualifications`), so that a batch mixing them with
     qualifications obeys "the latest `datetime` wins".
 
-    Not done yet (the privacy work, SPEC §4): erasing the device, its
-    memberships and partner IDs once its "0"s have been sent, and removing it
-    from stored documents.
+    Each opting-out device also gets a `DeviceErasure` request:
+    `delivery.erasure` erases it, its memberships and partner IDs once its
+    "0"s are out, and removes it from stored documents (SPEC §4).
     """
     return apply_events(events=[event for event in events if event.type is EventType.OPT_OUT], now=now)
 
@@ -210,6 +219,16 @@ def _opt_outs_as_disqualifications(
         for opt_out in opt_outs
         for segment_id in sorted(segments[opt_out.aam_uuid])
     ]
+
+
+def _request_erasures(events: list[Event], *, now: dt.datetime) -> None:
+    """Ask `delivery.erasure` to forget each (known) opting-out device once its "0"s are out."""
+    uuids = sorted({event.aam_uuid for event in events if event.type is EventType.OPT_OUT})
+    if uuids:
+        DeviceErasure.objects.bulk_create(
+            [DeviceErasure(aam_uuid=uuid, reason=ErasureReason.OPT_OUT, requested_at=now) for uuid in uuids],
+            update_conflicts=True, unique_fields=["aam_uuid"], update_fields=["reason"],
+        )
 
 
 # ---- reading and writing ----------------------------------------------------------

@@ -1,0 +1,287 @@
+"""Forgetting devices (SPEC §4): after an opt-out, or 120 days without a sighting.
+
+A `DeviceErasure` row asks for it: ingestion writes one for each known device
+that opts out (`delivery.membership.apply_events`), the inactivity sweep one
+for each inactive device (`delivery.lifecycle`). Both have already ended the
+device's memberships, logged the exits and queued the real-time "0"s.
+
+The "0"s need the device: a real-time claim builds them from its memberships,
+partner IDs and regions. So erasure waits until they are built and sent:
+- no real-time destination still has the device pending (paused destinations
+  included: their work goes out on resume), unless the request is older than
+  `ERASURE_DEADLINE`, after which privacy wins over a destination kept paused;
+- no pending delivery carries it (its retries must send the same bytes).
+Batch destinations are not waited for: what their next batch needs (the
+device's exits since their cut-off, partner IDs, regions) is captured first as
+`BatchExit` rows, which `delivery.batch_transfers` sends.
+
+Erasing deletes the device, its memberships, partner IDs, real-time states and
+change log, and rewrites every ended delivery that carried it without its user
+objects (`User_count` fixed, `DeliveryDevice` rows deleted). A later event for
+that AAM UUID starts from nothing.
+
+An opt-out is final until the erasure: should events re-activate a segment in
+between, those memberships are ended again (now) and the erasure waits for
+those "0"s too. An inactive device seen again is not forgotten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+from delivery.lifecycle import INACTIVITY, end_active_memberships
+from delivery.models import (
+    BatchExit,
+    Delivery,
+    DeliveryDevice,
+    DeliveryStatus,
+    DestinationDevice,
+    Device,
+    DeviceErasure,
+    ErasureReason,
+    Membership,
+    MembershipChange,
+    PartnerId,
+)
+from destinations.models import Destination, Mapping
+
+CHUNK_SIZE = 500
+# GDPR's one month: past this, a device still pending at a paused destination is erased anyway.
+ERASURE_DEADLINE = dt.timedelta(days=30)
+# Advisory lock namespace shared with batch cuts (`delivery.batch_transfers.lock_batch_cut`).
+BATCH_CUT_LOCK = 0x6161_6D64 << 32
+
+
+@dataclass
+class ErasureResult:
+    erased: int = 0
+    waiting: int = 0  # devices whose "0"s are not out yet
+    cancelled: int = 0  # inactive devices seen again, or devices already gone
+    documents: int = 0  # stored documents rewritten without an erased device
+    destination_ids: set[int] = field(default_factory=set)  # real-time work queued by re-ended memberships
+
+
+def batch_cut_lock_key(destination_id: int) -> int:
+    """The advisory lock a batch cut holds exclusively and an erasure shares (PostgreSQL)."""
+    return BATCH_CUT_LOCK | (destination_id & 0xFFFF_FFFF)
+
+
+def erase_forgotten_devices(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> ErasureResult:
+    """Erase the requested devices whose "0"s are out; return what was done and what waits."""
+    result = ErasureResult()
+    after_id = 0
+    while True:
+        waiting = DeviceErasure.objects.filter(id__gt=after_id).order_by("id")
+        requests = list(waiting.values_list("id", "aam_uuid")[:chunk_size])
+        if not requests:
+            break
+        after_id = requests[-1][0]
+        with transaction.atomic():
+            _erase_chunk([uuid for _, uuid in requests], now=now, result=result)
+    result.documents += remove_carried_exits()
+    return result
+
+
+def _erase_chunk(uuids: list[str], *, now: dt.datetime, result: ErasureResult) -> None:
+    # Device locks first, as ingestion takes them; skip those an ingestion holds (next round).
+    locked = dict(
+        Device.objects.filter(aam_uuid__in=uuids)
+        .order_by("aam_uuid")
+        .select_for_update(skip_locked=True)
+        .values_list("aam_uuid", "last_seen")
+    )
+    existing = set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
+    requests = {
+        request.aam_uuid: request
+        for request in DeviceErasure.objects.filter(aam_uuid__in=uuids).select_for_update().order_by("id")
+    }
+    gone = [uuid for uuid in requests if uuid not in existing]
+    seen_again = [
+        uuid for uuid, request in requests.items()
+        if uuid in locked and request.reason == ErasureReason.INACTIVITY and locked[uuid] > now - INACTIVITY
+    ]
+    DeviceErasure.objects.filter(aam_uuid__in=gone + seen_again).delete()
+    result.cancelled += len(gone) + len(seen_again)
+    candidates = sorted(set(locked) & set(requests) - set(seen_again))
+    reactivated = _end_reactivated(candidates, now=now, result=result)
+    delivery_ids = lock_ended_deliveries(candidates)
+    blocked = reactivated | _blocked(candidates, requests=requests, now=now)
+    ready = [uuid for uuid in candidates if uuid not in blocked]
+    if ready and not _share_batch_cut_locks():
+        blocked |= set(ready)  # a batch is being cut: erase once its cut-off is known
+        ready = []
+    result.waiting += len(candidates) - len(ready)
+    if ready:
+        capture_batch_exits(ready)
+        result.documents += remove_from_documents(delivery_ids=delivery_ids, uuids=ready)
+        _delete_device_data(ready)
+        result.erased += len(ready)
+
+
+def _end_reactivated(uuids: list[str], *, now: dt.datetime, result: ErasureResult) -> set[str]:
+    """End memberships re-activated since the request; return the devices that had some."""
+    active = set(
+        Membership.objects.filter(device_id__in=uuids, is_active=True).values_list("device_id", flat=True)
+    )
+    if active:
+        step = end_active_memberships(aam_uuids=sorted(active), ended_at=now, now=now)
+        result.destination_ids |= step.destination_ids
+    return active
+
+
+def _blocked(uuids: list[str], *, requests: dict[str, DeviceErasure], now: dt.datetime) -> set[str]:
+    """The devices whose "0"s are still to be built or sent."""
+    overdue = {uuid for uuid in uuids if requests[uuid].requested_at <= now - ERASURE_DEADLINE}
+    pending_realtime = set(
+        DestinationDevice.objects.filter(
+            device_id__in=[uuid for uuid in uuids if uuid not in overdue],
+            pending_since__isnull=False,
+            destination__realtime=True,
+        ).values_list("device_id", flat=True)
+    )
+    return pending_realtime | _in_pending_deliveries(uuids)
+
+
+def _in_pending_deliveries(uuids: Iterable[str]) -> set[str]:
+    return set(
+        DeliveryDevice.objects.filter(aam_uuid__in=list(uuids), delivery__status=DeliveryStatus.PENDING)
+        .values_list("aam_uuid", flat=True)
+    )
+
+
+def _share_batch_cut_locks() -> bool:
+    """Hold every batch destination's cut lock, shared, until commit; False if a cut holds one."""
+    if connection.vendor != "postgresql":
+        return True  # other databases take one writer at a time
+    keys = [batch_cut_lock_key(pk) for pk in _batch_destinations().values_list("pk", flat=True)]
+    if not keys:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bool_and(pg_try_advisory_xact_lock_shared(key)) FROM unnest(%s::bigint[]) AS key", [keys]
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def _batch_destinations() -> QuerySet[Destination]:
+    return Destination.objects.filter(batch_interval_hours__isnull=False, batch_cutoff_seq__isnull=False)
+
+
+# ---- capturing what batches still need -------------------------------------------------
+
+
+def capture_batch_exits(uuids: list[str]) -> int:
+    """Write, per batch destination, the exits of `uuids` its next batch would have carried.
+
+    Those are the device's latest change per mapped segment since the
+    destination's cut-off, all exits once its memberships are ended, with its
+    partner IDs in the destination's namespace and its regions. Returns the
+    number of `BatchExit` rows written.
+    """
+    regions = dict(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", "regions"))
+    written = 0
+    for destination in _batch_destinations().order_by("pk"):
+        mapped = list(Mapping.objects.filter(destination=destination).values_list("segment_id", flat=True))
+        latest: dict[str, dict[int, tuple[bool, dt.datetime]]] = defaultdict(dict)
+        changes = MembershipChange.objects.filter(
+            aam_uuid__in=uuids, id__gt=destination.batch_cutoff_seq, segment_id__in=mapped
+        ).order_by("id")
+        for uuid, segment_id, is_active, moment in changes.values_list("aam_uuid", "segment_id", "is_active",
+                                                                     "datetime"):
+            latest[uuid][segment_id] = (is_active, moment)
+        partner_uuids = _partner_uuids(uuids=list(latest), dpid=destination.user_dpid)
+        exits = [
+            BatchExit(
+                destination=destination,
+                aam_uuid=uuid,
+                partner_uuids=partner_uuids.get(uuid, []),
+                regions=regions.get(uuid) or [],
+                segments=[[segment_id, moment.isoformat()]
+                          for segment_id, (is_active, moment) in sorted(segments.items()) if not is_active],
+            )
+            for uuid, segments in latest.items()
+        ]
+        written += len(BatchExit.objects.bulk_create([exit_ for exit_ in exits if exit_.segments]))
+    return written
+
+
+def _partner_uuids(*, uuids: list[str], dpid: int) -> dict[str, list[str]]:
+    found: defaultdict[str, list[str]] = defaultdict(list)
+    rows = PartnerId.objects.filter(device_id__in=uuids, dpid=dpid).order_by("device_id", "id")
+    for uuid, dpuuid in rows.values_list("device_id", "dpuuid"):
+        found[uuid].append(dpuuid)
+    return found
+
+
+# ---- stored documents ------------------------------------------------------------------
+
+
+def lock_ended_deliveries(uuids: list[str]) -> list[int]:
+    """Lock the ended deliveries carrying `uuids`, in id order; return their ids.
+
+    Taken before looking for pending deliveries: a redelivery being made of one
+    of them then waits, and copies the rewritten body and rows.
+    """
+    delivery_ids = (
+        DeliveryDevice.objects.filter(aam_uuid__in=uuids)
+        .exclude(delivery__status=DeliveryStatus.PENDING)
+        .values_list("delivery_id", flat=True)
+    )
+    locked = Delivery.objects.filter(pk__in=delivery_ids).order_by("pk").select_for_update()
+    return list(locked.values_list("pk", flat=True))
+
+
+def remove_from_documents(*, delivery_ids: list[int], uuids: list[str]) -> int:
+    """Rewrite the (locked, ended) deliveries without the user objects of `uuids`; return how many.
+
+    `User_count` and `user_count` follow; their `DeliveryDevice` rows go. Bodies
+    are read one at a time, so a device in many large batch documents costs
+    one document's memory. Retries never see it: no pending delivery is touched.
+    """
+    removed = set(uuids)
+    for delivery_id in delivery_ids:
+        body = Delivery.objects.filter(pk=delivery_id).values_list("body", flat=True).first()
+        if body is None:
+            continue
+        document = orjson.loads(bytes(body))
+        users = [user for user in document["Users"] if user.get("AAM_UUID") not in removed]
+        document["Users"], document["User_count"] = users, str(len(users))
+        Delivery.objects.filter(pk=delivery_id).update(body=orjson.dumps(document), user_count=len(users))
+    DeliveryDevice.objects.filter(delivery_id__in=delivery_ids, aam_uuid__in=uuids).delete()
+    return len(delivery_ids)
+
+
+def remove_carried_exits() -> int:
+    """Take erased devices out of the ended batch deliveries that carried their exits; return how many.
+
+    A device that came back since (the same AAM UUID, a new device) stays: its
+    own data may be in that document too.
+    """
+    done = BatchExit.objects.filter(delivery__isnull=False).exclude(delivery__status=DeliveryStatus.PENDING)
+    rewritten = 0
+    for delivery_id in sorted(set(done.values_list("delivery_id", flat=True))):
+        with transaction.atomic():
+            list(Delivery.objects.filter(pk=delivery_id).select_for_update().values_list("pk"))
+            exits = list(done.filter(delivery_id=delivery_id).values_list("pk", "aam_uuid"))
+            uuids = {uuid for _, uuid in exits}
+            returned = set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
+            if uuids - returned:
+                rewritten += remove_from_documents(delivery_ids=[delivery_id], uuids=sorted(uuids - returned))
+            BatchExit.objects.filter(pk__in=[pk for pk, _ in exits]).delete()
+    return rewritten
+
+
+def _delete_device_data(uuids: list[str]) -> None:
+    MembershipChange.objects.filter(aam_uuid__in=uuids).delete()
+    PartnerId.objects.filter(device_id__in=uuids).delete()
+    Membership.objects.filter(device_id__in=uuids).delete()
+    DestinationDevice.objects.filter(device_id__in=uuids).delete()
+    Device.objects.filter(aam_uuid__in=uuids).delete()
+    DeviceErasure.objects.filter(aam_uuid__in=uuids).delete()

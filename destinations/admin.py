@@ -13,10 +13,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
+from destinations.audit_admin import DestinationHistoryMixin, RecordChangesMixin, update_recorded
 from destinations.configuration import find_configuration_errors, validate_header_name
 from destinations.models import Destination, Mapping, Segment, utc_today
+from destinations.rotation_admin import finish_key_rotation, start_key_rotation
 
 SECRET_FIELDS = ("signing_key", "oauth_client_secret")
 # The settings find_configuration_errors reads.
@@ -35,7 +36,7 @@ class DestinationForm(forms.ModelForm):
 
     class Meta:
         model = Destination
-        # Not new_signing_key nor key_rotation_started_at: rotation goes through the API only.
+        # Not new_signing_key nor key_rotation_started_at: rotation goes through its actions only.
         fields = [
             "name",
             "url",
@@ -132,7 +133,7 @@ class MappingInline(admin.TabularInline):
 
 
 @admin.register(Destination)
-class DestinationAdmin(admin.ModelAdmin):
+class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelAdmin):
     form = DestinationForm
     inlines = [MappingInline]
     list_display = [
@@ -191,7 +192,7 @@ class DestinationAdmin(admin.ModelAdmin):
         ),
         ("Status", {"fields": ["last_delivery_status", "last_delivery_at", "created_at", "updated_at"]}),
     ]
-    actions = ["send_test_document", "pause", "resume"]
+    actions = ["send_test_document", "pause", "resume", start_key_rotation, finish_key_rotation]
 
     @admin.action(description="Send test document", permissions=["change"])
     def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
@@ -210,19 +211,19 @@ class DestinationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause (pending work waits)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        count = queryset.update(enabled=False, updated_at=timezone.now())
+        count = update_recorded(request, queryset, enabled=False)
         self.message_user(request, f"Paused {count} destination(s).", messages.SUCCESS)
 
     @admin.action(description="Resume", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        count = queryset.update(enabled=True, updated_at=timezone.now())
+        count = update_recorded(request, queryset, enabled=True)
         self.message_user(
             request, f"Resumed {count} destination(s); pending work goes out now.", messages.SUCCESS
         )
 
 
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(RecordChangesMixin, admin.ModelAdmin):
     list_display = ["id", "name", "ttl_days", "updated_at"]
     search_fields = ["id__exact", "name"]
     list_filter = ["ttl_days"]
@@ -233,7 +234,7 @@ class SegmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Mapping)
-class MappingAdmin(admin.ModelAdmin):
+class MappingAdmin(RecordChangesMixin, admin.ModelAdmin):
     form = MappingForm
     list_display = ["destination", "segment", "value", "start_date", "end_date", "is_active_today"]
     list_filter = ["destination"]

@@ -19,7 +19,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from destinations.models import Destination, Mapping, Segment
+from destinations.audit import record_change, snapshot
+from destinations.models import ChangeAction, ChangeSource, Destination, Mapping, Segment
 from destinations.serializers import (
     DestinationSerializer,
     DetailSerializer,
@@ -49,13 +50,35 @@ def save_or_refuse(serializer: serializers.BaseSerializer, *, conflicts: dict[st
         raise serializers.ValidationError({field: message}) from None
 
 
+def save_and_record(
+    serializer: serializers.BaseSerializer, *, request: Request, conflicts: dict[str, tuple[str, str]]
+) -> None:
+    """`save_or_refuse`, recording the creation or update in the change log in the same transaction."""
+    before = snapshot(serializer.instance) if serializer.instance is not None else None
+    with transaction.atomic():
+        save_or_refuse(serializer, conflicts=conflicts)
+        action = ChangeAction.CREATE if before is None else ChangeAction.UPDATE
+        actor, instance = request.user, serializer.instance
+        record_change(actor=actor, source=ChangeSource.API, action=action, instance=instance, before=before)
+
+
+class RecordDeletionMixin:
+    """Records each deletion in the change log, in the deletion's transaction."""
+
+    def perform_destroy(self, instance: Any) -> None:
+        with transaction.atomic():
+            actor = self.request.user
+            record_change(actor=actor, source=ChangeSource.API, action=ChangeAction.DELETE, instance=instance)
+            super().perform_destroy(instance)
+
+
 class DestinationFilter(filters.FilterSet):
     class Meta:
         model = Destination
         fields = ["enabled", "realtime", "auth_mode"]
 
 
-class DestinationViewSet(viewsets.ModelViewSet):
+class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     """Partner endpoints, their delivery settings and credentials."""
 
     queryset = Destination.objects.all()
@@ -71,10 +94,10 @@ class DestinationViewSet(viewsets.ModelViewSet):
     _conflicts = {"destinations_destination_name_key": ("name", "destination with this name already exists.")}
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
-        save_or_refuse(serializer, conflicts=self._conflicts)
+        save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
-        save_or_refuse(serializer, conflicts=self._conflicts)
+        save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
     @extend_schema(
         request=RotateSigningKeySerializer,
@@ -94,8 +117,11 @@ class DestinationViewSet(viewsets.ModelViewSet):
         destination = self.get_object()
         payload = RotateSigningKeySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        before = snapshot(destination)
         try:
-            signing.start_key_rotation(destination=destination, new_key=payload.validated_data["key"])
+            with transaction.atomic():
+                signing.start_key_rotation(destination=destination, new_key=payload.validated_data["key"])
+                self._record(action=ChangeAction.START_KEY_ROTATION, destination=destination, before=before)
         except signing.RotationRefused as error:
             return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
         except signing.RotationConflict as error:
@@ -117,14 +143,21 @@ class DestinationViewSet(viewsets.ModelViewSet):
         from destinations import signing
 
         destination = self.get_object()
+        before = snapshot(destination)
         try:
-            signing.finish_key_rotation(destination=destination)
+            with transaction.atomic():
+                signing.finish_key_rotation(destination=destination)
+                self._record(action=ChangeAction.FINISH_KEY_ROTATION, destination=destination, before=before)
         except signing.RotationRefused as error:
             return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
         except signing.RotationConflict as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         destination.refresh_from_db()
         return Response(self.get_serializer(destination).data)
+
+    def _record(self, *, action: str, destination: Destination, before: dict[str, Any]) -> None:
+        actor, source = self.request.user, ChangeSource.API
+        record_change(actor=actor, source=source, action=action, instance=destination, before=before)
 
     @extend_schema(request=None, responses={200: TestResultSerializer})
     @action(detail=True, methods=["post"], url_path="test")
@@ -168,7 +201,7 @@ class MappingFilter(filters.FilterSet):
         fields = ["destination", "segment_id"]
 
 
-class MappingViewSet(viewsets.ModelViewSet):
+class MappingViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     """Which segment goes to which destination, as what, and between which UTC dates."""
 
     queryset = Mapping.objects.all()
@@ -192,10 +225,10 @@ class MappingViewSet(viewsets.ModelViewSet):
             segment_id = serializer.validated_data.get("segment_id")
             if segment_id is not None:
                 Segment.objects.get_or_create(id=segment_id)
-            save_or_refuse(serializer, conflicts=self._conflicts)
+            save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
 
-class SegmentViewSet(viewsets.ModelViewSet):
+class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     """Audience segments; the client chooses their IDs."""
 
     queryset = Segment.objects.all()
@@ -204,4 +237,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
     _conflicts = {"destinations_segment_pkey": ("id", "segment with this id already exists.")}
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
-        save_or_refuse(serializer, conflicts=self._conflicts)
+        save_and_record(serializer, request=self.request, conflicts=self._conflicts)
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        save_and_record(serializer, request=self.request, conflicts=self._conflicts)

@@ -197,10 +197,13 @@ def test_the_migration_creates_the_roles_with_their_model_permissions():
             )
         }
 
+    # The change log is read-only for both roles.
+    read_the_change_log = {"destinations.view_configchange"}
+
     # Then
     expected_view = {f"{app}.view_{model}" for app, names in models.items() for model in names}
-    assert perms("viewer") == expected_view
-    assert perms("operator") == {
+    assert perms("viewer") == expected_view | read_the_change_log
+    assert perms("operator") == read_the_change_log | {
         f"{app}.{action}_{model}"
         for app, names in models.items()
         for model in names

@@ -15,9 +15,10 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from django.db import models, transaction
-from django.db.models import Case, Min, Q, Value, When
+from django.db import transaction
+from django.db.models import Min, OuterRef, Q, Subquery
 
 from delivery.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject, build_document
 from delivery.models import (
@@ -26,7 +27,6 @@ from delivery.models import (
     DeliveryKind,
     DeliveryStatus,
     DestinationDevice,
-    Device,
     Membership,
     PartnerId,
 )
@@ -37,11 +37,21 @@ from destinations.models import Destination, Mapping
 LEASE_MARGIN = dt.timedelta(seconds=10)
 
 
+class PendingState(NamedTuple):
+    """A locked pending `DestinationDevice` row, with its device's regions."""
+
+    pk: int
+    device_id: str
+    pending_since: dt.datetime
+    left_segment_ids: list[int]
+    regions: list[int]
+
+
 @dataclass
 class PlannedRequest:
     """One document to be: the pending rows it takes and their user objects, in order."""
 
-    states: list[DestinationDevice] = field(default_factory=list)
+    states: list[PendingState] = field(default_factory=list)
     users: list[UserObject] = field(default_factory=list)
 
 
@@ -88,21 +98,22 @@ def claim_due_requests(*, destination: Destination, now: dt.datetime, max_reques
         return _record_deliveries(destination=destination, planned=planned, now=now)
 
 
-def _lock_pending_states(*, destination: Destination, count: int) -> list[DestinationDevice]:
+def _lock_pending_states(*, destination: Destination, count: int) -> list[PendingState]:
     rows = (
         DestinationDevice.objects.filter(
             destination=destination, pending_since__isnull=False, in_flight_delivery__isnull=True
         )
         .order_by("pending_since", "id")
-        .only("id", "device_id", "pending_since", "left_segment_ids")
+        .values_list("id", "device_id", "pending_since", "left_segment_ids", "device__regions")
         # of=("self",): lock the state rows only, never the destination or device.
         .select_for_update(skip_locked=True, of=("self",))
     )
-    return list(rows[:count])
+    # Tuples, not model instances: a claim reads hundreds of rows.
+    return [PendingState(*row) for row in rows[:count]]
 
 
 def build_user_objects(
-    *, destination: Destination, states: Sequence[DestinationDevice], today: dt.date
+    *, destination: Destination, states: Sequence[PendingState], today: dt.date
 ) -> dict[str, list[UserObject]]:
     """Return each state's device's user objects: [] when it has no listed segment.
 
@@ -115,7 +126,6 @@ def build_user_objects(
     mapped = active_mapping_values(destination=destination, today=today)
     memberships = _memberships(device_ids=device_ids, segment_ids=list(mapped))
     partner_ids = _partner_ids(device_ids=device_ids, dpid=destination.user_dpid)
-    regions = dict(Device.objects.filter(aam_uuid__in=device_ids).values_list("aam_uuid", "regions"))
     users: dict[str, list[UserObject]] = {}
     for state in states:
         segments = _listed_segments(
@@ -128,7 +138,7 @@ def build_user_objects(
             UserObject(
                 aam_uuid=state.device_id,
                 partner_uuid=partner_uuid,
-                regions=regions.get(state.device_id) or [],
+                regions=state.regions or [],
                 segments=segments,
             )
             for partner_uuid in partner_ids.get(state.device_id, [""])
@@ -177,7 +187,7 @@ def _listed_segments(
 
 def pack_requests(
     *,
-    states: Sequence[DestinationDevice],
+    states: Sequence[PendingState],
     users_by_device: dict[str, list[UserObject]],
     limit: int,
     max_requests: int,
@@ -246,19 +256,15 @@ def _record_deliveries(
 
 
 def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest]) -> None:
-    # A device split over several requests is held by the last of them.
-    holder: dict[int, int] = {}
-    for delivery, request in zip(deliveries, planned, strict=True):
-        for state in request.states:
-            holder[state.pk] = delivery.pk
-    by_delivery: defaultdict[int, list[int]] = defaultdict(list)
-    for state_pk, delivery_pk in holder.items():
-        by_delivery[delivery_pk].append(state_pk)
-    held_by = [When(pk__in=pks, then=Value(delivery_pk)) for delivery_pk, pks in by_delivery.items()]
-    DestinationDevice.objects.filter(pk__in=list(holder)).update(
-        in_flight_delivery_id=Case(*held_by, output_field=models.BigIntegerField()),
-        pending_since=None,
-        left_segment_ids=[],
+    state_pks = [state.pk for request in planned for state in request.states]
+    # Each device is held by the delivery carrying it (the last one, if it was split).
+    holder = (
+        DeliveryDevice.objects.filter(delivery__in=deliveries, aam_uuid=OuterRef("device_id"))
+        .order_by("-delivery_id")
+        .values("delivery_id")[:1]
+    )
+    DestinationDevice.objects.filter(pk__in=state_pks).update(
+        in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[]
     )
 
 

@@ -86,9 +86,14 @@ def send_due_requests(
 
 
 def send_deliveries(*, destination: Destination, deliveries: list[Delivery]) -> None:
-    """Send freshly claimed `deliveries` to `destination` until each is delivered or failed."""
+    """Send `deliveries`, just claimed or created by the caller, until each is delivered or failed.
+
+    Their leases were just set, so the first round does not renew them; each retry does.
+    """
     sendings = [Sending(delivery=d, attempt_number=1, lease=d.lease_until) for d in deliveries]
-    _send_rounds(destination=destination, sendings=sendings, max_retries=destination.max_retries)
+    _send_rounds(
+        destination=destination, sendings=sendings, max_retries=destination.max_retries, renew_first=False
+    )
 
 
 def send_delivery(*, delivery_id: int) -> None:
@@ -110,14 +115,20 @@ def send_delivery(*, delivery_id: int) -> None:
             _finish(destination=destination, sendings=[sending], status=DeliveryStatus.DELIVERED)
         return
     max_retries = max(destination.max_retries, sending.attempt_number - 1)
-    _send_rounds(destination=destination, sendings=[sending], max_retries=max_retries)
+    # Renewing first is taking over: a second task for the same delivery then finds it taken.
+    _send_rounds(destination=destination, sendings=[sending], max_retries=max_retries, renew_first=True)
 
 
-def _send_rounds(*, destination: Destination, sendings: list[Sending], max_retries: int) -> None:
+def _send_rounds(
+    *, destination: Destination, sendings: list[Sending], max_retries: int, renew_first: bool
+) -> None:
+    must_renew = renew_first
     while sendings:
-        sendings = _renew_leases(destination=destination, sendings=sendings)
-        if not sendings:
-            return
+        if must_renew:
+            sendings = _renew_leases(destination=destination, sendings=sendings)
+            if not sendings:
+                return
+        must_renew = True
         results = _attempt_round(destination=destination, sendings=sendings)
         _record_attempts(destination=destination, sendings=sendings, results=results)
         retries, delivered, failed = [], [], []
@@ -357,7 +368,7 @@ def send_test_document(*, destination: Destination) -> Delivery:
         lease_until=lease_until(destination=destination, now=now),
     )
     sending = Sending(delivery=delivery, attempt_number=1, lease=delivery.lease_until)
-    _send_rounds(destination=destination, sendings=[sending], max_retries=0)
+    _send_rounds(destination=destination, sendings=[sending], max_retries=0, renew_first=False)
     delivery.refresh_from_db()
     return delivery
 

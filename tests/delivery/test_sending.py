@@ -203,15 +203,36 @@ def test_one_log_line_per_attempt_with_the_outcome_and_no_secret(partner, destin
     assert not any(KEY in r.getMessage() or signature in r.getMessage() for r in records)
 
 
-def test_a_worker_whose_lease_was_taken_over_sends_nothing(partner, destination):
+def test_a_worker_whose_lease_was_taken_over_makes_no_retry(partner, destination, monkeypatch):
+    partner.script = [Reply(status=500), Reply(status=200)]
     [delivery] = claim(destination)
-    Delivery.objects.filter(pk=delivery.pk).update(lease_until=timezone.now() + dt.timedelta(minutes=1))
 
+    def reaper_takes_over_while_waiting(seconds: float) -> None:
+        Delivery.objects.filter(pk=delivery.pk).update(lease_until=timezone.now() + dt.timedelta(minutes=1))
+
+    monkeypatch.setattr(sending, "time", types.SimpleNamespace(sleep=reaper_takes_over_while_waiting,
+                                                                monotonic=time.monotonic))
     send_deliveries(destination=destination, deliveries=[delivery])
 
-    assert partner.requests == []
+    assert len(partner.requests) == 1
+    assert attempts_of(delivery) == [(1, 500, "status")]
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.PENDING
+
+
+def test_send_delivery_leaves_a_delivery_another_worker_took_over(partner, destination):
+    [delivery] = claim(destination)
+    stale = Delivery.objects.get(pk=delivery.pk)
+    Delivery.objects.filter(pk=delivery.pk).update(lease_until=timezone.now() + dt.timedelta(minutes=1))
+
+    sending._send_rounds(
+        destination=destination,
+        sendings=[sending.Sending(delivery=stale, attempt_number=1, lease=stale.lease_until)],
+        max_retries=1,
+        renew_first=True,
+    )
+
+    assert partner.requests == []
 
 
 def test_send_delivery_resumes_at_the_next_attempt_number(partner, destination):

@@ -62,12 +62,16 @@ class Sending:
 
 
 def send_due_requests(
-    *, destination: Destination, max_requests: int, after_each_claim: Callable[[], object] | None = None
+    *,
+    destination: Destination,
+    max_requests: int,
+    before_sending: Callable[[list[Delivery]], object] | None = None,
 ) -> int:
     """Claim and send `destination`'s due requests until none is due; return how many were sent.
 
-    `after_each_claim` runs after each claim has been sent (the caller renews its
-    concurrency slot there). Settings and pauses take effect between claims.
+    `before_sending` runs after each claim, before its requests go (the caller
+    renews its concurrency slot and may wake helpers there). Settings and pauses
+    take effect between claims.
     """
     sent = 0
     while True:
@@ -75,10 +79,10 @@ def send_due_requests(
         deliveries = claim_due_requests(destination=destination, now=now, max_requests=max_requests)
         if not deliveries:
             return sent
+        if before_sending is not None:
+            before_sending(deliveries)
         send_deliveries(destination=destination, deliveries=deliveries)
         sent += len(deliveries)
-        if after_each_claim is not None:
-            after_each_claim()
         try:
             destination.refresh_from_db()
         except Destination.DoesNotExist:

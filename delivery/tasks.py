@@ -59,12 +59,16 @@ def flush_destination(destination_id: int) -> None:
     if holder is None:
         return  # every slot is held: the holders drain the destination and look again when done
 
-    def keep_slot() -> None:
+    def keep_slot_and_call_help(deliveries: list[Delivery]) -> None:
         renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
+        if len(deliveries) == CLAIM_MAX_REQUESTS:
+            # A full claim: more is probably due. Another flush may take a free slot
+            # and claim in parallel while this one waits for the partner.
+            schedule_flushes({destination_id})
 
     try:
         send_due_requests(
-            destination=destination, max_requests=CLAIM_MAX_REQUESTS, after_each_claim=keep_slot
+            destination=destination, max_requests=CLAIM_MAX_REQUESTS, before_sending=keep_slot_and_call_help
         )
     finally:
         release_slot(destination_id=destination_id, holder=holder)

@@ -95,6 +95,17 @@ def test_a_flush_sends_every_due_request_and_frees_its_slot(destination, partner
     assert sorted(json.loads(r.body)["User_count"] for r in partner.requests) == ["10", "10", "5"]
     assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
     assert slot_holders(destination_id=destination.pk) == 0
+    assert queued_tasks() == []  # no claim was full: no helper was called
+
+
+def test_a_full_claim_calls_a_helper_flush_to_drain_in_parallel(destination, partner, monkeypatch):
+    monkeypatch.setattr(tasks, "CLAIM_MAX_REQUESTS", 2)
+    pending_devices(destination, 25, pending_since=seconds_ago(2), segment_id=SEGMENT)
+
+    tasks.flush_destination(destination.pk)
+
+    assert len(partner.requests) == 3
+    assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
 
 
 def test_a_flush_without_a_free_slot_leaves_the_work_to_the_holders(destination, partner, settings):

@@ -15,4 +15,14 @@ app.conf.beat_schedule = {
     # Wakes destinations whose wait expired and re-sends dead workers' deliveries.
     # A tick not started within 5 s is dropped: the next one does its work.
     "delivery-tick": {"task": "delivery.tasks.tick", "schedule": 1.0, "options": {"expires": 5}},
+    # The lifecycle (TTL expiry, 120-day inactivity, erasures), and erasures soon after an opt-out.
+    "delivery-sweep": {"task": "delivery.tasks.sweep", "schedule": 60.0, "options": {"expires": 55}},
+    "delivery-erase": {"task": "delivery.tasks.erase_devices", "schedule": 10.0, "options": {"expires": 9}},
+    # Batch mode: start the batches due; delivery-log retention (AAMDEST_DELIVERY_LOG_DAYS).
+    "delivery-batches": {
+        "task": "delivery.tasks.start_due_batches", "schedule": 60.0, "options": {"expires": 55},
+    },
+    "delivery-prune": {
+        "task": "delivery.tasks.prune_deliveries", "schedule": 600.0, "options": {"expires": 300},
+    },
 }

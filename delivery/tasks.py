@@ -152,3 +152,90 @@ def _queued_key(destination_id: int) -> str:
 
 def _timer_key(destination_id: int) -> str:
     return f"aamdest:flush-timer:{destination_id}"
+
+
+# ---- lifecycle, retention and batch mode ---------------------------------------------------
+# (delivery.sweeping, delivery.erasure, delivery.pruning, delivery.batch_transfers)
+
+# A scheduled batch or drain not started within this many seconds is dropped: beat's next check re-queues it.
+BATCH_TASK_EXPIRES_S = 50
+
+
+@shared_task(ignore_result=True)
+def sweep() -> None:
+    """Run by beat every minute, like `manage.py sweep`: TTL expiry, inactivity, erasures."""
+    from delivery.sweeping import sweep as run_sweep
+
+    result = run_sweep(now=timezone.now())
+    schedule_flushes(result.destination_ids)
+
+
+@shared_task(ignore_result=True)
+def erase_devices() -> None:
+    """Run by beat every 10 seconds: forget the devices whose "0"s are out, soon after an opt-out."""
+    from delivery.erasure import erase_forgotten_devices
+
+    result = erase_forgotten_devices(now=timezone.now())
+    schedule_flushes(result.destination_ids)
+
+
+@shared_task(ignore_result=True)
+def prune_deliveries() -> None:
+    """Run by beat every 10 minutes: delete delivery records older than AAMDEST_DELIVERY_LOG_DAYS."""
+    from django.conf import settings
+
+    from delivery.pruning import prune_delivery_log
+
+    prune_delivery_log(now=timezone.now(), days=settings.AAMDEST_DELIVERY_LOG_DAYS)
+
+
+@shared_task(ignore_result=True)
+def send_batch_now(destination_id: int) -> None:
+    """Cut the destination's batch now (the changes since its last cut-off) and send it (SPEC §5)."""
+    from delivery.batch_transfers import cut_batch
+
+    cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=False)
+    send_stored_batch(destination_id)
+
+
+@shared_task(ignore_result=True)
+def send_due_batch(destination_id: int) -> None:
+    """Cut and send the destination's scheduled batch, unless another run already did."""
+    from delivery.batch_transfers import cut_batch
+
+    cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=True)
+    send_stored_batch(destination_id)
+
+
+@shared_task(ignore_result=True)
+def send_stored_batch(destination_id: int) -> None:
+    """Send the destination's stored batch deliveries, within one of its concurrency slots."""
+    from delivery.batch_transfers import send_batch_deliveries
+
+    destination = Destination.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return
+    expiry_ms = slot_expiry_ms(destination)
+    holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms)
+    if holder is None:
+        return  # real-time flushes hold every slot: beat's next check sends them
+
+    def keep_slot() -> None:
+        renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
+
+    try:
+        send_batch_deliveries(destination=destination, after_each_claim=keep_slot)
+    finally:
+        release_slot(destination_id=destination_id, holder=holder)
+
+
+@shared_task(ignore_result=True)
+def start_due_batches() -> None:
+    """Run by beat every minute: start the batches due, and send stored batch deliveries left unsent."""
+    from delivery.batch_transfers import find_due_batch_destination_ids, find_unsent_batch_destination_ids
+
+    due = find_due_batch_destination_ids(now=timezone.now())
+    for destination_id in sorted(due):
+        send_due_batch.apply_async((destination_id,), expires=BATCH_TASK_EXPIRES_S)
+    for destination_id in sorted(find_unsent_batch_destination_ids() - due):
+        send_stored_batch.apply_async((destination_id,), expires=BATCH_TASK_EXPIRES_S)

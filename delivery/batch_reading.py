@@ -1,0 +1,176 @@
+"""Reading a batch (SPEC §2, batch mode): the devices to send and their memberships, one at a time.
+
+A batch carries, per device, once:
+- for the segments already covered by the destination's previous batch, the
+  latest change of each (device, segment) among the changes after the previous
+  cut-off and up to this one (`MembershipChange.id` is the order of ingestion),
+  entries "1" and exits "0", onboarded data included;
+- for the segments newly mapped (never carried, or not in the previous batch),
+  every active membership, "1".
+Devices come in the order of their latest change, then (only newly mapped
+segments) in AAM UUID order, each with its regions and its partner IDs in the
+destination's namespace.
+
+Memory is bounded: on PostgreSQL one query, grouped per device, is streamed
+through a server-side cursor; elsewhere (the SQLite demo) the same rows are
+read in chunks of devices.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+import orjson
+from django.db import connection
+from django.db.models import Max
+
+from delivery.models import Device, Membership, MembershipChange, PartnerId
+
+CHUNK_SIZE = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    segment_id: int
+    is_active: bool
+    datetime: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDevice:
+    aam_uuid: str
+    entries: list[BatchEntry]  # by segment ID
+    regions: list[int]
+    partner_uuids: list[str]  # [] when the device has none in the namespace
+
+
+def read_batch_devices(
+    *, after: int | None, until: int, changed_segments: list[int], full_segments: list[int], dpid: int,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[BatchDevice]:
+    """Yield the batch's devices (see the module docstring); `after` None: no previous batch.
+
+    `changed_segments` and `full_segments` must not overlap.
+    """
+    if after is None:
+        changed_segments = []
+    if not changed_segments and not full_segments:
+        return
+    reader = read_postgresql if connection.vendor == "postgresql" else read_portable
+    yield from reader(after=after or 0, until=until, changed_segments=changed_segments,
+                      full_segments=full_segments, dpid=dpid, chunk_size=chunk_size)
+
+
+def read_postgresql(
+    *, after: int, until: int, changed_segments: list[int], full_segments: list[int], dpid: int,
+    chunk_size: int,
+) -> Iterator[BatchDevice]:
+    """One query, grouped per device in the database, streamed through a server-side cursor."""
+    quote = connection.ops.quote_name
+    tables = {name: quote(model._meta.db_table) for name, model in
+              {"changes": MembershipChange, "memberships": Membership, "devices": Device,
+               "partner_ids": PartnerId}.items()}
+    parts = []
+    if changed_segments:
+        parts.append(f"""
+            SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active, c.datetime,
+                   c.id AS seq
+            FROM {tables["changes"]} c
+            WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
+            ORDER BY c.aam_uuid, c.segment_id, c.id DESC""")  # noqa: S608 - quoted model tables only
+    if full_segments:
+        parts.append(f"""
+            SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint
+            FROM {tables["memberships"]} m
+            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])""")  # noqa: S608
+    entries = " UNION ALL ".join(f"({part})" for part in parts)
+    sql = f"""
+        SELECT e.aam_uuid,
+               json_agg(json_build_array(e.segment_id, e.is_active, e.datetime) ORDER BY e.segment_id)::text,
+               coalesce(d.regions, '[]'::jsonb)::text,
+               coalesce((SELECT json_agg(p.dpuuid ORDER BY p.id) FROM {tables["partner_ids"]} p
+                         WHERE p.device_id = e.aam_uuid AND p.dpid = %(dpid)s), '[]'::json)::text
+        FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq)
+        LEFT JOIN {tables["devices"]} d ON d.aam_uuid = e.aam_uuid
+        GROUP BY e.aam_uuid, d.regions
+        ORDER BY max(e.seq) NULLS LAST, e.aam_uuid
+    """  # noqa: S608 - quoted model tables only; every value is a parameter
+    params = {"after": after, "until": until, "changed": changed_segments, "full": full_segments,
+              "dpid": dpid}
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(chunk_size):
+            for aam_uuid, entries_json, regions_json, partners_json in rows:
+                yield BatchDevice(
+                    aam_uuid=aam_uuid,
+                    entries=[BatchEntry(segment_id, is_active, dt.datetime.fromisoformat(moment))
+                             for segment_id, is_active, moment in orjson.loads(entries_json)],
+                    regions=orjson.loads(regions_json),
+                    partner_uuids=orjson.loads(partners_json),
+                )
+
+
+def read_portable(
+    *, after: int, until: int, changed_segments: list[int], full_segments: list[int], dpid: int,
+    chunk_size: int,
+) -> Iterator[BatchDevice]:
+    """The same devices through the ORM, a chunk of devices at a time (any database)."""
+    changes = MembershipChange.objects.filter(id__gt=after, id__lte=until, segment_id__in=changed_segments)
+    if changed_segments:
+        by_latest_change = (
+            changes.values("aam_uuid").annotate(seq=Max("id")).order_by("seq", "aam_uuid")
+            .values_list("aam_uuid", flat=True)
+        )
+        for uuids in _chunks(by_latest_change.iterator(chunk_size=chunk_size), chunk_size):
+            entries: Entries = defaultdict(dict)
+            rows = changes.filter(aam_uuid__in=uuids).order_by("id")
+            for uuid, segment_id, is_active, moment in rows.values_list("aam_uuid", "segment_id", "is_active",
+                                                                        "datetime"):
+                entries[uuid][segment_id] = BatchEntry(segment_id, is_active, moment)
+            _add_active(entries, uuids=uuids, segments=full_segments)
+            yield from _devices(uuids, entries=entries, dpid=dpid)
+    if full_segments:
+        members = Membership.objects.filter(is_active=True, segment_id__in=full_segments)
+        if changed_segments:
+            members = members.exclude(device_id__in=changes.values("aam_uuid"))
+        device_ids = members.order_by("device_id").values_list("device_id", flat=True).distinct()
+        for uuids in _chunks(device_ids.iterator(chunk_size=chunk_size), chunk_size):
+            entries = defaultdict(dict)
+            _add_active(entries, uuids=uuids, segments=full_segments)
+            yield from _devices(uuids, entries=entries, dpid=dpid)
+
+
+Entries = defaultdict[str, dict[int, BatchEntry]]  # aam_uuid → segment ID → entry
+
+
+def _add_active(entries: Entries, *, uuids: list[str], segments: list[int]) -> None:
+    if not segments:
+        return
+    rows = Membership.objects.filter(device_id__in=uuids, segment_id__in=segments, is_active=True)
+    for uuid, segment_id, moment in rows.values_list("device_id", "segment_id", "datetime"):
+        entries[uuid][segment_id] = BatchEntry(segment_id, True, moment)
+
+
+def _devices(uuids: list[str], *, entries: Entries, dpid: int) -> Iterator[BatchDevice]:
+    regions = dict(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", "regions"))
+    partners: defaultdict[str, list[str]] = defaultdict(list)
+    rows = PartnerId.objects.filter(device_id__in=uuids, dpid=dpid).order_by("device_id", "id")
+    for uuid, dpuuid in rows.values_list("device_id", "dpuuid"):
+        partners[uuid].append(dpuuid)
+    for uuid in uuids:
+        yield BatchDevice(
+            aam_uuid=uuid,
+            entries=[entries[uuid][segment_id] for segment_id in sorted(entries[uuid])],
+            regions=regions.get(uuid) or [],
+            partner_uuids=partners.get(uuid, []),
+        )
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -192,7 +193,7 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
         ),
         ("Status", {"fields": ["last_delivery_status", "last_delivery_at", "created_at", "updated_at"]}),
     ]
-    actions = ["send_test_document", "pause", "resume", start_key_rotation, finish_key_rotation]
+    actions = ["send_test_document", "send_batch", "pause", "resume", start_key_rotation, finish_key_rotation]
 
     @admin.action(description="Send test document", permissions=["change"])
     def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
@@ -208,6 +209,23 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
             else:
                 error = (last.error or f"status {last.status_code}") if last else "no attempt was made"
                 self.message_user(request, f"{destination}: test failed: {error}", messages.WARNING)
+
+    @admin.action(description="Send batch now", permissions=["change"])
+    def send_batch(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        from kombu.exceptions import OperationalError
+
+        from delivery.tasks import send_batch_now
+
+        try:
+            for destination in queryset:
+                send_batch_now.delay(destination.pk)
+        except OperationalError:
+            self.message_user(request, "The task broker is unavailable; try again shortly.", messages.ERROR)
+            return
+        self.message_user(
+            request, "The batch has started: its requests appear in the delivery log as kind batch.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Pause (pending work waits)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
@@ -231,6 +249,14 @@ class SegmentAdmin(RecordChangesMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Segment | None = None) -> list[str]:
         return ["id"] if obj is not None else []  # the ID is the client's; changing it would orphan data
+
+    def save_model(self, request: HttpRequest, obj: Segment, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "ttl_days" in form.changed_data:
+            # SPEC §4: a new TTL applies to the segment's existing memberships, once saved.
+            from delivery.lifecycle import apply_segment_ttl
+
+            transaction.on_commit(lambda: apply_segment_ttl(segment=obj))
 
 
 @admin.register(Mapping)

@@ -182,7 +182,7 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         from delivery.tasks import send_batch_now
 
         try:
-            send_batch_now(destination.id)
+            send_batch_now.delay(destination.id)
         except KombuOperationalError:
             return Response(
                 {"detail": "The task broker is unavailable; try again shortly."},
@@ -240,4 +240,10 @@ class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        ttl_days_before = serializer.instance.ttl_days
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
+        if serializer.instance.ttl_days != ttl_days_before:
+            # SPEC §4: a new TTL applies to the segment's existing memberships.
+            from delivery.lifecycle import apply_segment_ttl
+
+            apply_segment_ttl(segment=serializer.instance)

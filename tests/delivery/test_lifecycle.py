@@ -256,3 +256,34 @@ def test_the_inactivity_sweep_takes_each_device_once(clock):
     assert MembershipChange.objects.filter(is_active=False).count() == 1
     assert DestinationDevice.objects.count() == 0  # no destination maps the segment
     assert Device.objects.filter(pk=UUID).exists()  # forgotten later, by the erasure
+
+
+# ---- the interfaces that change a TTL ------------------------------------------------------
+
+
+def test_changing_a_segments_ttl_through_the_api_moves_its_members_expiry(operator_client, clock):
+    # Given a member of SPORTS
+    apply(qualify(UUID, SPORTS, at=T0))
+
+    # When its TTL becomes 7 days through the API
+    response = operator_client.patch(f"/api/v1/segments/{SPORTS}/", {"ttl_days": 7}, format="json")
+
+    # Then the profile shows the new expiry
+    assert response.status_code == 200
+    profile = operator_client.get(f"/api/v1/profiles/{UUID}/").json()
+    assert [segment["expires_at"] for segment in profile["segments"]] == ["2026-01-17T15:30:00Z"]
+
+
+def test_changing_a_segments_ttl_in_the_admin_moves_its_members_expiry(admin_client, clock,
+                                                                        django_capture_on_commit_callbacks):
+    # Given a member of SPORTS
+    apply(qualify(UUID, SPORTS, at=T0))
+
+    # When its TTL becomes never-expiring in the admin
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/destinations/segment/{SPORTS}/change/",
+                                     {"name": "sports", "ttl_days": 0})
+
+    # Then the membership no longer expires
+    assert response.status_code == 302
+    assert membership(SPORTS).expires_at is None

@@ -117,7 +117,7 @@ def test_a_failing_test_document_answers_the_status_and_the_error(operator_clien
 def test_send_batch_starts_the_batch_and_answers_202(operator_client, monkeypatch):
     # Given
     started: list[int] = []
-    monkeypatch.setattr(delivery.tasks, "send_batch_now", started.append, raising=False)
+    monkeypatch.setattr(delivery.tasks.send_batch_now, "delay", started.append)
     destination = DestinationFactory(batch_interval_hours=24)
 
     # When
@@ -161,7 +161,7 @@ def test_send_batch_answers_503_when_the_broker_is_down(operator_client, monkeyp
     def broker_down(destination_id):
         raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(delivery.tasks, "send_batch_now", broker_down, raising=False)
+    monkeypatch.setattr(delivery.tasks.send_batch_now, "delay", broker_down)
 
     response = action(operator_client, DestinationFactory(), "send-batch")
 

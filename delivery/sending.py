@@ -104,8 +104,10 @@ def send_delivery(*, delivery_id: int) -> None:
     """Send one pending delivery (a redelivery, or one a dead worker left), resuming its attempts.
 
     Returns quietly when the delivery is gone or has ended, or when another worker
-    owns it. A delivery that used all its attempts without a recorded end gets one
-    more (at least once); one whose last attempt succeeded is just marked delivered.
+    took it over since it was read (its lease changed). A delivery that used all its
+    attempts without a recorded end gets one more (at least once); one whose last
+    attempt succeeded is just marked delivered. Callers run one send per delivery
+    at a time (`delivery.tasks.send_delivery_task` guards it).
     """
     delivery = Delivery.objects.select_related("destination").filter(pk=delivery_id).first()
     if delivery is None or delivery.status != DeliveryStatus.PENDING:

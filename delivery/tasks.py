@@ -78,10 +78,19 @@ def flush_destination(destination_id: int) -> None:
 @shared_task(ignore_result=True)
 def send_delivery_task(delivery_id: int) -> None:
     """Send one pending delivery (a redelivery, or one whose worker died), then wake its destination."""
-    destination_id = Delivery.objects.filter(pk=delivery_id).values_list("destination_id", flat=True).first()
-    if destination_id is None:
+    delivery = Delivery.objects.filter(pk=delivery_id).select_related("destination").first()
+    if delivery is None:
         return
-    send_delivery(delivery_id=delivery_id)
+    destination_id = delivery.destination_id
+    # One task at a time per delivery: a duplicate task (the reaper and a redelivery
+    # racing, a broker redelivery) returns here instead of sending alongside.
+    guard = f"aamdest:sending:{delivery_id}"
+    if not redis_client().set(guard, 1, nx=True, px=slot_expiry_ms(delivery.destination)):
+        return  # if that task's worker dies, the lease brings the delivery back
+    try:
+        send_delivery(delivery_id=delivery_id)
+    finally:
+        redis_client().delete(guard)
     # Its devices are free again: changes that waited for it may now go.
     schedule_flushes({destination_id})
 

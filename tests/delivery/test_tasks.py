@@ -178,6 +178,17 @@ def test_send_delivery_task_sends_and_wakes_the_destination(destination, partner
     assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
 
 
+def test_a_delivery_being_sent_by_another_task_is_left_to_it(destination, partner, empty_redis):
+    delivery = Delivery.objects.create(destination=destination, kind="redelivery", body=b"{}", user_count=0)
+    empty_redis.set(f"aamdest:sending:{delivery.pk}", 1, px=10_000)
+
+    tasks.send_delivery_task(delivery.pk)
+
+    assert partner.requests == []
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING
+
+
 def test_the_slot_outlives_one_claim_sent_with_all_its_retries():
     destination = DestinationFactory.build(timeout_ms=3000, retry_delay_ms=1000, max_retries=1)
 

@@ -253,4 +253,4 @@ class BatchExitAdmin(ReadOnlyAdmin):
 
 @admin.register(BatchCoverage)
 class BatchCoverageAdmin(ReadOnlyAdmin):
-    list_display = ["mapping", "segment_id", "cutoff_seq", "updated_at"]
+    list_display = ["mapping", "segment_id", "batched_at", "updated_at"]

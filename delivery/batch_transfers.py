@@ -124,7 +124,7 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
         after = destination.batch_cutoff_seq
         until = max(until, after or 0)
         mappings = _active_mappings(destination=destination, today=now.astimezone(dt.UTC).date())
-        full, changed = _split_by_coverage(mappings=mappings, after=after)
+        full, changed = _split_by_coverage(mappings=mappings, previous_batch_at=destination.last_batch_at)
         values = {mapping.segment_id: mapping.value for mapping in mappings}
         writer = BatchWriter(destination=destination)
         devices = read_batch_devices(after=after, until=until, changed_segments=changed, full_segments=full,
@@ -133,7 +133,7 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
             writer.add(users_of(device, values=values))
         _add_exits(destination=destination, writer=writer, segments=set(changed), values=values)
         writer.finish()
-        _record_coverage(mappings=mappings, cutoff_seq=until)
+        _record_coverage(mappings=mappings, batched_at=now)
         Destination.objects.filter(pk=destination_id).update(batch_cutoff_seq=until, last_batch_at=now)
     return BatchCut(
         deliveries=writer.deliveries, users=writer.users, devices=writer.devices, cutoff_seq=until
@@ -154,7 +154,9 @@ def _active_mappings(*, destination: Destination, today: dt.date) -> list[Mappin
     return list(mappings.order_by("segment_id"))
 
 
-def _split_by_coverage(*, mappings: list[Mapping], after: int | None) -> tuple[list[int], list[int]]:
+def _split_by_coverage(
+    *, mappings: list[Mapping], previous_batch_at: dt.datetime | None
+) -> tuple[list[int], list[int]]:
     """(segments to carry in full, segments to carry the changes of).
 
     A mapping is carried in full by the first batch, and by the first batch
@@ -162,23 +164,24 @@ def _split_by_coverage(*, mappings: list[Mapping], after: int | None) -> tuple[l
     its end date, or moved to another segment).
     """
     covered = {
-        coverage.mapping_id: (coverage.segment_id, coverage.cutoff_seq)
+        coverage.mapping_id: (coverage.segment_id, coverage.batched_at)
         for coverage in BatchCoverage.objects.filter(mapping__in=[mapping.pk for mapping in mappings])
     }
     full, changed = [], []
     for mapping in mappings:
-        was_carried = after is not None and covered.get(mapping.pk) == (mapping.segment_id, after)
+        carried_by_previous = covered.get(mapping.pk) == (mapping.segment_id, previous_batch_at)
+        was_carried = previous_batch_at is not None and carried_by_previous
         (changed if was_carried else full).append(mapping.segment_id)
     return full, changed
 
 
-def _record_coverage(*, mappings: list[Mapping], cutoff_seq: int) -> None:
+def _record_coverage(*, mappings: list[Mapping], batched_at: dt.datetime) -> None:
     BatchCoverage.objects.bulk_create(
-        [BatchCoverage(mapping=mapping, segment_id=mapping.segment_id, cutoff_seq=cutoff_seq)
+        [BatchCoverage(mapping=mapping, segment_id=mapping.segment_id, batched_at=batched_at)
          for mapping in mappings],
         update_conflicts=True,
         unique_fields=["mapping"],
-        update_fields=["segment_id", "cutoff_seq", "updated_at"],
+        update_fields=["segment_id", "batched_at", "updated_at"],
     )
 
 

@@ -280,12 +280,13 @@ class BatchCoverage(models.Model):
     mapping = models.OneToOneField(Mapping, primary_key=True, on_delete=models.CASCADE, related_name="+")
     # The segment carried: a mapping moved to another segment starts again.
     segment_id = models.PositiveBigIntegerField()
-    # The cut-off of the latest batch that carried the mapping: one that missed a batch starts again.
-    cutoff_seq = models.BigIntegerField()
+    # When the latest batch that carried the mapping was cut (its `Destination.last_batch_at`):
+    # a mapping the previous batch did not carry starts again.
+    batched_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["mapping_id"]
 
     def __str__(self) -> str:
-        return f"mapping {self.mapping_id} carried in full up to change {self.cutoff_seq}"
+        return f"mapping {self.mapping_id} carried by the batch of {self.batched_at}"

@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from delivery import sending
+from delivery.attempts import Sending
 from delivery.batching import claim_due_requests
 from delivery.models import Attempt, Delivery, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.sending import (
@@ -227,7 +228,7 @@ def test_send_delivery_leaves_a_delivery_another_worker_took_over(partner, desti
 
     sending._send_rounds(
         destination=destination,
-        sendings=[sending.Sending(delivery=stale, attempt_number=1, lease=stale.lease_until)],
+        sendings=[Sending(delivery=stale, attempt_number=1, lease=stale.lease_until)],
         max_retries=1,
         renew_first=True,
     )

@@ -1,0 +1,144 @@
+"""One attempt round: headers (signature or bearer token), a concurrent post, `Attempt` rows, log lines.
+
+`delivery.sending` decides what happens next (retry, delivered, failed); this
+module makes the attempts and writes down what each one did. Log lines carry the
+outcome, never a header: headers hold signatures and tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from delivery.http import HttpRequest, HttpResult, post_many
+from delivery.models import Attempt, Delivery
+from delivery.tokens import TokenError, discard_token, get_access_token
+from destinations.models import AuthMode, Destination
+from destinations.signing import signature_headers
+
+logger = logging.getLogger("aamdest.delivery")
+
+
+class AuthFailure(Exception):
+    """No auth header could be made for an attempt (the token endpoint failed): reason `token`."""
+
+
+@dataclass
+class Sending:
+    """A delivery on its way: the number of its next attempt and the lease this worker holds."""
+
+    delivery: Delivery
+    attempt_number: int
+    lease: dt.datetime | None
+    token: str = ""  # the bearer token of the current attempt ("" without OAuth)
+
+
+def make_attempts(*, destination: Destination, sendings: list[Sending]) -> list[HttpResult]:
+    """Make one attempt of each delivery at once; results in the same order."""
+    started = time.monotonic()
+    requests: dict[int, HttpRequest] = {}
+    results: dict[int, HttpResult] = {}
+    for index, sending in enumerate(sendings):
+        auth_started_at = timezone.now()
+        try:
+            headers = _headers_for(destination=destination, sending=sending, started=started)
+        except AuthFailure as failure:
+            results[index] = _token_failure(started_at=auth_started_at, error=str(failure), started=started)
+            continue
+        # The token fetch counts against the attempt's deadline.
+        timeout_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
+        requests[index] = HttpRequest(
+            url=destination.url, body=bytes(sending.delivery.body), headers=headers, timeout_ms=timeout_ms
+        )
+    for index, result in zip(requests, post_many(list(requests.values())), strict=True):
+        results[index] = result
+    return [results[index] for index in range(len(sendings))]
+
+
+def _headers_for(*, destination: Destination, sending: Sending, started: float) -> dict[str, str]:
+    body = bytes(sending.delivery.body)
+    deadline_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
+    auth = auth_headers_for(destination=destination, body=body, deadline_ms=deadline_ms)
+    sending.token = auth.get("Authorization", "").removeprefix("Bearer ")
+    return {
+        "Content-Type": "application/json",
+        "X-AAMDest-Delivery-Id": str(sending.delivery.document_id),
+        **auth,
+    }
+
+
+def auth_headers_for(*, destination: Destination, body: bytes, deadline_ms: int) -> dict[str, str]:
+    """Return the auth headers of one attempt: HMAC signature(s), a bearer token, or none.
+
+    Raises AuthFailure when the OAuth token endpoint failed (the message says why,
+    never the secret).
+    """
+    if destination.auth_mode != AuthMode.OAUTH2:
+        return signature_headers(destination=destination, body=body)
+    try:
+        token = get_access_token(destination=destination, deadline_ms=deadline_ms)
+    except TokenError as error:
+        raise AuthFailure(str(error)) from error
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _token_failure(*, started_at: dt.datetime, error: str, started: float) -> HttpResult:
+    return HttpResult(
+        status_code=None,
+        duration_ms=_elapsed_ms(started),
+        reason="token",
+        error=error,
+        response_excerpt="",
+        started_at=started_at,
+        body=b"",
+    )
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def record_attempts(*, destination: Destination, sendings: list[Sending], results: list[HttpResult]) -> None:
+    Attempt.objects.bulk_create(
+        Attempt(
+            delivery_id=sending.delivery.pk,
+            number=sending.attempt_number,
+            started_at=result.started_at,
+            duration_ms=max(result.duration_ms, 0),
+            status_code=result.status_code,
+            reason=result.reason,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        for sending, result in zip(sendings, results, strict=True)
+    )
+    for sending, result in zip(sendings, results, strict=True):
+        _log_attempt(destination=destination, sending=sending, result=result)
+        if result.status_code == 401 and sending.token:
+            # The partner refused the token: drop it so that the retry fetches a new one.
+            discard_token(destination=destination, token=sending.token)
+
+
+def _log_attempt(*, destination: Destination, sending: Sending, result: HttpResult) -> None:
+    outcome = "delivered" if result.is_success else f"failed ({result.reason}): {result.error}"
+    logger.log(
+        logging.INFO if result.is_success else logging.WARNING,
+        "delivery %s attempt %s to %s: %s in %d ms",
+        sending.delivery.pk,
+        sending.attempt_number,
+        destination.name,
+        outcome,
+        result.duration_ms,
+        extra={
+            "destination": destination.pk,
+            "delivery_id": sending.delivery.pk,
+            "attempt": sending.attempt_number,
+            "status_code": result.status_code,
+            "reason": result.reason,
+            "duration_ms": result.duration_ms,
+        },
+    )

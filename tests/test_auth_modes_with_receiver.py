@@ -410,3 +410,19 @@ def test_concurrent_workers_share_one_token_request(operator_client, receivers, 
     assert proxy.count == 1
     for delivery in Delivery.objects.filter(destination=destination):
         receiver.wait_for_line(f"accepted delivery {delivery.document_id}")
+
+
+def test_the_admin_send_test_document_action_reaches_the_receiver_signed(
+    operator_client, admin_client, receivers
+):
+    receiver = receivers.start("--signing-key", OLD_KEY)
+    destination = configure(operator_client, receiver, auth_mode="hmac", signing_key=OLD_KEY)
+
+    response = admin_client.post(
+        "/admin/destinations/destination/",
+        {"action": "send_test_document", "_selected_action": [destination.pk]},
+        follow=True,
+    )
+
+    assert "200 OK" in response.content.decode()
+    receiver.wait_for_line(f"accepted delivery {last_test_delivery(destination).document_id}")

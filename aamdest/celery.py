@@ -3,12 +3,23 @@
 import os
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from aamdest.redaction import install_on_handlers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aamdest.settings")
 
 app = Celery("aamdest")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def redact_worker_logs(logger, **kwargs):
+    # Celery replaces the handlers settings.LOGGING installed: mask credentials on its own too.
+    install_on_handlers(logger=logger)
+
 
 app.conf.beat_schedule = {
     **app.conf.beat_schedule,

@@ -107,3 +107,15 @@ class RedactSecrets(logging.Filter):
         masked = redact(message)
         if masked != message:
             record.msg, record.args = masked, None
+
+
+def install_on_handlers(*, logger: logging.Logger) -> None:
+    """Add the filter to each handler of `logger` that lacks it.
+
+    Celery's worker and beat replace the root logger's handlers with their own
+    (and give the task logger its own): they are called on its
+    `after_setup_logger` / `after_setup_task_logger` signals (aamdest.celery).
+    """
+    for handler in logger.handlers:
+        if not any(isinstance(existing, RedactSecrets) for existing in handler.filters):
+            handler.addFilter(RedactSecrets())

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from aamdest.logging import JsonFormatter
 from aamdest.redaction import MASK, RedactSecrets, redact
 
 TOKEN = "eyJhbGciOi.tok-123_abc"
+PROJECT = Path(__file__).resolve().parents[1]
 SIGNATURE = "WJzevEtYmeOolVtcXGrcA3KKiTQMTZUfKzCw/ZNz9YU="
 
 
@@ -130,3 +135,33 @@ def test_the_settings_install_it_on_the_console_handler_in_text_and_json():
     written = stream.getvalue()
     assert written.count("Authorization: [redacted]") == 2
     assert TOKEN not in written and SIGNATURE not in written
+
+
+WORKER_LOGGING = """
+import logging
+import django
+
+django.setup()
+from celery.utils.log import get_task_logger
+from aamdest.celery import app
+
+app.log.setup(loglevel=logging.INFO, redirect_stdouts=False)  # what `celery worker` and `beat` do
+logging.getLogger("aamdest.delivery").warning("retrying with Authorization: Bearer tok-root-123")
+get_task_logger("delivery.tasks").warning('token answer {"access_token": "tok-task-456"}')
+"""
+
+
+def test_celery_workers_mask_credentials_on_the_handlers_they_install():
+    # Given a process that sets up logging as a Celery worker does (replacing Django's handlers)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "aamdest.settings", "DJANGO_DEBUG": "1"}
+
+    # When it logs credentials through the root and the task loggers
+    command = [sys.executable, "-c", WORKER_LOGGING]
+    done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60)
+
+    # Then both lines went out, masked
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "retrying with Authorization: [redacted]" in output
+    assert '"access_token": "[redacted]"' in output
+    assert "tok-root-123" not in output and "tok-task-456" not in output

@@ -266,12 +266,12 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
     signing_key = secrets.token_urlsafe(24)
     receiver = children.start("receiver", [
         python, "manage.py", "receiver", "--port", str(ports.receiver), "--cert-dir", str(STATE / "pki"),
-        "--signing-key", signing_key], env=env)
+        f"--signing-key={signing_key}"], env=env)  # "=": a key may start with "-"
     receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
     env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
     children.run("migrate", [python, "manage.py", "migrate", "--noinput"], env=env)
     seed = children.run("seed", [
-        python, "manage.py", "seed_demo", "--json", "--signing-key", signing_key,
+        python, "manage.py", "seed_demo", "--json", f"--signing-key={signing_key}",
         "--receiver-url", f"https://127.0.0.1:{ports.receiver}/aam"], env=env, is_echoed=False)
     seeded = json.loads(next(line for line in seed.lines if line.startswith("{")))
     children.start("web", [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{ports.web}"], env=env)

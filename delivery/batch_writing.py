@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.utils import timezone
 
 from delivery.documents import UserObject, build_document
 from delivery.models import BatchExit, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from destinations.models import Destination
 
-FLUSH_DOCUMENTS = 8
-FLUSH_BYTES = 16 * 1024 * 1024
+FLUSH_DOCUMENTS = 100
+FLUSH_BYTES = 4 * 1024 * 1024
 DEVICE_ROWS_PER_INSERT = 10_000
 
 
@@ -91,15 +92,29 @@ class BatchWriter:
                      body=document.body, user_count=document.user_count)
             for document in self._ready
         )
-        DeliveryDevice.objects.bulk_create(
-            (DeliveryDevice(delivery=delivery, aam_uuid=uuid)
-             for delivery, document in zip(deliveries, self._ready, strict=True)
-             for uuid in document.aam_uuids),
-            batch_size=DEVICE_ROWS_PER_INSERT,
-        )
-        for delivery, document in zip(deliveries, self._ready, strict=True):
+        stored = list(zip(deliveries, self._ready, strict=True))
+        _store_devices([(delivery.pk, uuid) for delivery, document in stored for uuid in document.aam_uuids])
+        for delivery, document in stored:
             if document.exit_ids:
                 BatchExit.objects.filter(pk__in=document.exit_ids).update(delivery=delivery)
         self.deliveries += len(deliveries)
         self.users += sum(document.user_count for document in self._ready)
         self._ready, self._ready_bytes = [], 0
+
+
+def _store_devices(rows: list[tuple[int, str]]) -> None:
+    """Insert (delivery id, aam_uuid) `DeliveryDevice` rows."""
+    if connection.vendor != "postgresql":
+        DeliveryDevice.objects.bulk_create(
+            (DeliveryDevice(delivery_id=delivery_id, aam_uuid=uuid) for delivery_id, uuid in rows),
+            batch_size=DEVICE_ROWS_PER_INSERT,
+        )
+        return
+    # Two array parameters rather than a model instance per row: a batch has millions of them.
+    table = connection.ops.quote_name(DeliveryDevice._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (delivery_id, aam_uuid) "  # noqa: S608 - the model's table name
+            "SELECT * FROM unnest(%s::bigint[], %s::varchar[])",
+            [[delivery_id for delivery_id, _ in rows], [uuid for _, uuid in rows]],
+        )

@@ -97,12 +97,17 @@ def _erase_chunk(uuids: list[str], *, now: dt.datetime, result: ErasureResult) -
         .select_for_update(skip_locked=True)
         .values_list("aam_uuid", "last_seen")
     )
-    existing = set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
+    absent = set(uuids) - set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
+    # Only the requests this run may act on: its devices', and those of devices already gone.
     requests = {
         request.aam_uuid: request
-        for request in DeviceErasure.objects.filter(aam_uuid__in=uuids).select_for_update().order_by("id")
+        for request in DeviceErasure.objects.filter(aam_uuid__in=set(locked) | absent)
+        .select_for_update()
+        .order_by("id")
     }
-    gone = [uuid for uuid in requests if uuid not in existing]
+    # Checked again under the request's lock: a device may have come back meanwhile.
+    still_here = Device.objects.filter(aam_uuid__in=absent).values_list("aam_uuid", flat=True)
+    gone = sorted(absent & set(requests) - set(still_here))
     seen_again = [
         uuid for uuid, request in requests.items()
         if uuid in locked and request.reason == ErasureReason.INACTIVITY and locked[uuid] > now - INACTIVITY
@@ -239,14 +244,18 @@ def lock_ended_deliveries(uuids: list[str]) -> list[int]:
 
 
 def remove_from_documents(*, delivery_ids: list[int], uuids: list[str]) -> int:
-    """Rewrite the (locked, ended) deliveries without the user objects of `uuids`; return how many.
+    """Rewrite those of the (locked, ended) deliveries that carry `uuids` without them; return how many.
 
     `User_count` and `user_count` follow; their `DeliveryDevice` rows go. Bodies
     are read one at a time, so a device in many large batch documents costs
     one document's memory. Retries never see it: no pending delivery is touched.
     """
     removed = set(uuids)
-    for delivery_id in delivery_ids:
+    carrying = sorted(set(
+        DeliveryDevice.objects.filter(delivery_id__in=delivery_ids, aam_uuid__in=uuids)
+        .values_list("delivery_id", flat=True)
+    ))
+    for delivery_id in carrying:
         body = Delivery.objects.filter(pk=delivery_id).values_list("body", flat=True).first()
         if body is None:
             continue
@@ -254,8 +263,8 @@ def remove_from_documents(*, delivery_ids: list[int], uuids: list[str]) -> int:
         users = [user for user in document["Users"] if user.get("AAM_UUID") not in removed]
         document["Users"], document["User_count"] = users, str(len(users))
         Delivery.objects.filter(pk=delivery_id).update(body=orjson.dumps(document), user_count=len(users))
-    DeliveryDevice.objects.filter(delivery_id__in=delivery_ids, aam_uuid__in=uuids).delete()
-    return len(delivery_ids)
+    DeliveryDevice.objects.filter(delivery_id__in=carrying, aam_uuid__in=uuids).delete()
+    return len(carrying)
 
 
 def remove_carried_exits() -> int:

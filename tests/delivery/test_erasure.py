@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
 import pytest
 import time_machine
+from django.db import connection, transaction
 from django.utils import timezone
 
 from delivery.batching import claim_due_requests
 from delivery.documents import format_aam_time
-from delivery.erasure import ERASURE_DEADLINE, erase_forgotten_devices
+from delivery.erasure import ERASURE_DEADLINE, batch_cut_lock_key, erase_forgotten_devices
 from delivery.lifecycle import INACTIVITY, leave_inactive_devices
 from delivery.models import (
+    BatchExit,
     Delivery,
     DeliveryDevice,
     DestinationDevice,
@@ -256,3 +259,38 @@ def test_an_opt_out_of_an_unknown_device_stores_nothing(clock):
     apply(opt_out(UUID, at=T0))
 
     assert known() == NOTHING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_erasure_waits_while_a_batch_is_being_cut(clock):
+    # Given a device that opted out, and a batch destination whose batch is being cut by another process
+    batch = DestinationFactory(realtime=False, batch_interval_hours=24, batch_cutoff_seq=0)
+    map_segments(batch, SPORTS)
+    apply(qualify(UUID, SPORTS, at=T0))
+    apply(opt_out(UUID, at=later(seconds=1)))
+    cutting, done = threading.Event(), threading.Event()
+
+    def cut() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [batch_cut_lock_key(batch.pk)])
+            cutting.set()
+            done.wait(10)
+        connection.close()
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    cutting.wait(10)
+
+    # When the erasure runs during the cut, then after it
+    try:
+        during = erase_forgotten_devices(now=later(seconds=2))
+    finally:
+        done.set()
+        cutter.join()
+    after = erase_forgotten_devices(now=later(seconds=2))
+
+    # Then it waited, then captured the device's exit for the next batch and erased it
+    assert (during.erased, during.waiting) == (0, 1)
+    assert after.erased == 1
+    assert list(BatchExit.objects.values_list("aam_uuid", "segments")) == [
+        (UUID, [[SPORTS, later(seconds=1).isoformat()]])]

@@ -123,6 +123,11 @@ class DestinationDevice(models.Model):
             # Claiming: the oldest pending devices of one destination.
             models.Index(fields=["destination", "pending_since"], name="pending_by_destination",
                          condition=Q(pending_since__isnull=False)),
+            # Claiming (`batching._lock_pending_states`) and `next_due_at`: the oldest claimable
+            # devices of one destination, in the claim's order, so a claim reads its LIMIT rows
+            # instead of sorting the whole backlog (113 ms → 1 ms with 50,000 pending).
+            models.Index(fields=["destination", "pending_since", "id"], name="claimable_by_destination",
+                         condition=Q(pending_since__isnull=False, in_flight_delivery__isnull=True)),
         ]
 
 

@@ -96,6 +96,9 @@ class MembershipChange(models.Model):
             models.Index(fields=["aam_uuid"], name="change_by_device"),
         ]
 
+    def __str__(self) -> str:
+        return f"change {self.pk}: {self.aam_uuid} in {self.segment_id}: {'1' if self.is_active else '0'}"
+
 
 class DestinationDevice(models.Model):
     """What a destination was sent about a device, and what is still to send in real time."""
@@ -129,6 +132,9 @@ class DestinationDevice(models.Model):
             models.Index(fields=["destination", "pending_since", "id"], name="claimable_by_destination",
                          condition=Q(pending_since__isnull=False, in_flight_delivery__isnull=True)),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} for destination {self.destination_id}"
 
 
 class DeliveryKind(models.TextChoices):
@@ -192,6 +198,9 @@ class DeliveryDevice(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["delivery", "aam_uuid"], name="one_row_per_delivered_device"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.aam_uuid} in delivery {self.delivery_id}"
 
 
 class FailureReason(models.TextChoices):

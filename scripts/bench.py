@@ -8,6 +8,11 @@ acknowledged user with `--ack-log`). One destination (seed_demo's, 10 users
 per request). The events are qualifications of distinct devices in one mapped
 segment, so each event is one user object to deliver.
 
+Before measuring it warms up: `--warmup` events of other devices, delivered
+and not counted, then ANALYZE, as autovacuum does within a minute on a live
+database (a newborn one has no planner statistics, and its plans are a
+cold start's, not the steady state's).
+
 It POSTs `--events` events to /api/v1/events/ in batches of `--batch` from
 `--clients` concurrent clients, then waits until the partner acknowledged
 every device, and prints: events/s ingested, users/s delivered end to end,
@@ -140,8 +145,8 @@ def start_stack(children: Children, *, database_url: str, broker_url: str) -> St
 # --- the measurement --------------------------------------------------------------
 
 
-def device_id(index: int) -> str:
-    return f"bench-{index:08d}"
+def device_id(index: int, *, prefix: str = "bench") -> str:
+    return f"{prefix}-{index:08d}"
 
 
 @dataclass
@@ -153,7 +158,7 @@ class Ingestion:
     errors: list[str] = field(default_factory=list)
 
 
-def ingest(*, stack: Stack, events: int, batch: int, clients: int) -> Ingestion:
+def ingest(*, stack: Stack, events: int, batch: int, clients: int, prefix: str = "bench") -> Ingestion:
     ingestion = Ingestion()
     local = threading.local()
 
@@ -161,8 +166,9 @@ def ingest(*, stack: Stack, events: int, batch: int, clients: int) -> Ingestion:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = [{"type": "qualification", "aam_uuid": device_id(index), "segment_id": SEGMENT_ID,
-                 "regions": [7], "datetime": now} for index in range(first, min(first + batch, events))]
+        body = [{"type": "qualification", "aam_uuid": device_id(index, prefix=prefix),
+                 "segment_id": SEGMENT_ID, "regions": [7], "datetime": now}
+                for index in range(first, min(first + batch, events))]
         ingestion.started_at[first] = time.time()
         response = session.post(stack.api_url, json=body, timeout=120,
                                 headers={"Authorization": f"Token {stack.token}"})
@@ -178,9 +184,9 @@ def ingest(*, stack: Stack, events: int, batch: int, clients: int) -> Ingestion:
 class AckLog:
     """Reads the receiver's ack log as it grows: the first acknowledgement time per device."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, offset: int = 0) -> None:
         self.path = path
-        self.offset = 0
+        self.offset = offset
         self.first_ack: dict[str, float] = {}
         self.acks = 0
 
@@ -208,6 +214,26 @@ def wait_for_acks(*, ack_log: AckLog, events: int, deadline: float) -> None:
             say(f"{len(ack_log.first_ack):,} of {events:,} users acknowledged")
             last_report = time.monotonic()
         time.sleep(0.2)
+
+
+def warm_up(*, stack: Stack, events: int, database_url: str, deadline: float) -> int:
+    """Deliver `events` throwaway devices, then ANALYZE; return the ack log offset the measurement starts at.
+
+    Raises RuntimeError when the warm-up is not delivered before `deadline`.
+    """
+    if events > 0:
+        warm = ingest(stack=stack, events=events, batch=min(events, 5_000), clients=1, prefix="warm")
+        if warm.errors:
+            raise RuntimeError(f"warm-up ingestion failed: {warm.errors[0]}")
+        ack_log = AckLog(stack.ack_log)
+        wait_for_acks(ack_log=ack_log, events=events, deadline=deadline)
+        if len(ack_log.first_ack) < events:
+            raise RuntimeError(f"warm-up: {len(ack_log.first_ack):,} of {events:,} users acknowledged")
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=3) as db:
+        db.execute("ANALYZE")
+    return stack.ack_log.stat().st_size if stack.ack_log.exists() else 0
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -244,7 +270,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def report(*, events: int, batch: int, ingestion: Ingestion, ack_log: AckLog, rss_kib: list[int]) -> int:
+def report(
+    *, events: int, batch: int, warmup: int, ingestion: Ingestion, ack_log: AckLog, rss_kib: list[int]
+) -> int:
     """Print the table; return the exit status (1 when users were lost or ingestion failed)."""
     start = min(ingestion.started_at.values())
     ingested_s = max(ingestion.answered_at.values()) - start
@@ -254,6 +282,7 @@ def report(*, events: int, batch: int, ingestion: Ingestion, ack_log: AckLog, rs
     rows = [
         ("events", f"{events:,} qualifications of distinct devices, 1 segment, 1 destination"),
         ("requests", "10 users per request, HMAC-SHA256 signed, HTTPS with kept-alive connections"),
+        ("warm-up", f"{warmup:,} other events delivered first, then ANALYZE (not counted)"),
         ("ingested", f"{events / ingested_s:,.0f} events/s ({ingested_s:.1f} s, batches of {batch:,})"),
     ]
     if latencies:
@@ -281,12 +310,15 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=5_000, help="Events per POST (at most 10,000).")
     parser.add_argument("--clients", type=int, default=4, help="Concurrent ingestion clients.")
+    parser.add_argument("--warmup", type=int, default=5_000,
+                        help="Events delivered (and not counted) before measuring; 0: a cold start.")
     parser.add_argument("--give-up-s", type=float, default=300, help="Measurement bound, in seconds.")
     parser.add_argument("--database-url", default=DATABASE_URL, help="Dropped and recreated!")
     parser.add_argument("--broker-url", default=BROKER_URL, help="Flushed!")
     arguments = parser.parse_args()
-    if not (arguments.events > 0 and 0 < arguments.batch <= 10_000 and arguments.clients > 0):
-        parser.error("--events, --batch (1..10000) and --clients must be positive")
+    if not (arguments.events > 0 and 0 < arguments.batch <= 10_000 and arguments.clients > 0
+            and arguments.warmup >= 0):
+        parser.error("--events, --batch (1..10000) and --clients must be positive, --warmup at least 0")
     return arguments
 
 
@@ -303,20 +335,23 @@ def main() -> int:
     children = Children(announce=say)
     try:
         stack = start_stack(children, database_url=arguments.database_url, broker_url=arguments.broker_url)
-        say(f"stack up; ingesting {arguments.events:,} events")
+        say(f"stack up; warming up with {arguments.warmup:,} events")
+        offset = warm_up(stack=stack, events=arguments.warmup, database_url=arguments.database_url,
+                         deadline=time.monotonic() + arguments.give_up_s)
+        say(f"ingesting {arguments.events:,} events")
         deadline = time.monotonic() + arguments.give_up_s
         ingestion = ingest(
             stack=stack, events=arguments.events, batch=arguments.batch, clients=arguments.clients
         )
-        ack_log = AckLog(stack.ack_log)
+        ack_log = AckLog(stack.ack_log, offset=offset)
         if not ingestion.errors:  # with events refused, waiting for all of them is pointless
             wait_for_acks(ack_log=ack_log, events=arguments.events, deadline=deadline)
         ack_log.read_new()
         rss = [peak_rss_kib(pid) for pid in stack.workers]
         if stopped := children.exited():
             raise RuntimeError(f"{stopped.name} exited with status {stopped.process.returncode}")
-        return report(events=arguments.events, batch=arguments.batch, ingestion=ingestion, ack_log=ack_log,
-                      rss_kib=rss)
+        return report(events=arguments.events, batch=arguments.batch, warmup=arguments.warmup,
+                      ingestion=ingestion, ack_log=ack_log, rss_kib=rss)
     except KeyboardInterrupt:
         say("interrupted")
         return 130

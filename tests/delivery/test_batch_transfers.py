@@ -405,3 +405,24 @@ def test_the_cutoff_waits_for_ingestions_still_writing_changes(clock):
     # Then it waited for the commit and includes that change
     assert waited
     assert cutoffs == [MembershipChange.objects.order_by("id").last().id]
+
+
+def test_the_scheduler_starts_due_batches_and_sends_stored_ones_left_unsent(destination, clock, monkeypatch):
+    # Given a due destination, and another not due whose stored batch nobody is sending
+    left_over = DestinationFactory(realtime=False, batch_interval_hours=24, last_batch_at=T0)
+    map_segments(left_over, SPORTS)
+    apply(qualify("a", SPORTS, at=T0))
+    cut_batch(destination_id=left_over.pk, now=T0, only_if_due=False)
+    queued: list[tuple[str, tuple, dict]] = []
+    for task in (delivery.tasks.send_due_batch, delivery.tasks.send_stored_batch):
+        monkeypatch.setattr(task, "apply_async",
+                            lambda args, name=task.name, **options: queued.append((name, args, options)))
+
+    # When beat's check runs
+    delivery.tasks.start_due_batches()
+
+    # Then each is queued once, to be dropped if not started before the next check
+    assert queued == [
+        ("delivery.tasks.send_due_batch", (destination.pk,), {"expires": 50}),
+        ("delivery.tasks.send_stored_batch", (left_over.pk,), {"expires": 50}),
+    ]

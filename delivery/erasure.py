@@ -86,6 +86,8 @@ def erase_forgotten_devices(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -
         with transaction.atomic():
             _erase_chunk([uuid for _, uuid in requests], now=now, result=result)
     result.documents += remove_carried_exits()
+    # Exits owed to a destination whose batch mode was turned off: no batch will carry them.
+    BatchExit.objects.filter(delivery__isnull=True, destination__batch_interval_hours__isnull=True).delete()
     return result
 
 

@@ -294,3 +294,20 @@ def test_the_erasure_waits_while_a_batch_is_being_cut(clock):
     assert after.erased == 1
     assert list(BatchExit.objects.values_list("aam_uuid", "segments")) == [
         (UUID, [[SPORTS, later(seconds=1).isoformat()]])]
+
+
+def test_exits_owed_to_a_destination_whose_batch_mode_was_turned_off_are_dropped(clock):
+    # Given an erased device whose exits wait for a batch destination's next batch
+    batch = DestinationFactory(realtime=False, batch_interval_hours=24, batch_cutoff_seq=0)
+    map_segments(batch, SPORTS)
+    apply(qualify(UUID, SPORTS, at=T0))
+    apply(opt_out(UUID, at=later(seconds=1)))
+    erase_forgotten_devices(now=later(seconds=1))
+    waiting = BatchExit.objects.count()
+
+    # When its batch mode is turned off and the erasure runs again
+    Destination.objects.filter(pk=batch.pk).update(batch_interval_hours=None)
+    erase_forgotten_devices(now=later(seconds=2))
+
+    # Then nothing of the device is kept for it
+    assert (waiting, BatchExit.objects.count()) == (1, 0)

@@ -343,6 +343,9 @@ class Receiver:
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.accepted = 0
+        # Opened once and unbuffered: each document's lines land in one write before its 200
+        # leaves. Opening the file per document, under the lock, queued every answer behind it.
+        self._ack_file = self.ack_log.open("ab", buffering=0) if self.ack_log else None
 
     def answer_data(self, *, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
         """The status and JSON answer to a document POST; accepted documents are printed."""
@@ -368,13 +371,20 @@ class Receiver:
     def _record(self, *, delivery_id: str, document: dict[str, Any]) -> None:
         line = (f"accepted delivery {delivery_id} AAM_Destination_Id {document['AAM_Destination_Id']}"
                 f" User_count {document['User_count']}")
+        acks = b""
+        if self._ack_file:
+            now = f"{time.time():.6f}"
+            acks = "".join(f"{now} {user['AAM_UUID']}\n" for user in document["Users"]).encode()
         with self.lock:
             self.accepted += 1
-            if self.ack_log:
-                now = f"{time.time():.6f}"
-                with self.ack_log.open("a") as log:
-                    log.writelines(f"{now} {user['AAM_UUID']}\n" for user in document["Users"])
+            if acks and self._ack_file:
+                self._ack_file.write(acks)
         self.emit(f"{line}\n{json.dumps(document, indent=2)}" if self.verbose else line)
+
+    def close(self) -> None:
+        """Close the ack log (the server is stopping)."""
+        if self._ack_file:
+            self._ack_file.close()
 
 
 class ReceiverRequestHandler(BaseHTTPRequestHandler):
@@ -444,6 +454,10 @@ class ReceiverServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that hang up or fail the handshake are their own business
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.receiver.close()
 
     @property
     def url(self) -> str:

@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_batch.py $(BENCH_BATCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

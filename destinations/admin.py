@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from destinations.audit_admin import DestinationHistoryMixin, RecordChangesMixin, update_recorded
-from destinations.configuration import find_configuration_errors, validate_header_name
+from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
 from destinations.models import Destination, Mapping, Segment, utc_today
 from destinations.rotation_admin import finish_key_rotation, start_key_rotation
 
@@ -38,30 +38,7 @@ class DestinationForm(forms.ModelForm):
     class Meta:
         model = Destination
         # Not new_signing_key nor key_rotation_started_at: rotation goes through its actions only.
-        fields = [
-            "name",
-            "url",
-            "client_id",
-            "user_dpid",
-            "aam_destination_id",
-            "enabled",
-            "realtime",
-            "batch_interval_hours",
-            "max_users_per_request",
-            "max_wait_ms",
-            "timeout_ms",
-            "max_retries",
-            "retry_delay_ms",
-            "auth_mode",
-            "signing_algorithm",
-            "signing_header",
-            "signing_key",
-            "oauth_token_url",
-            "oauth_client_id",
-            "oauth_client_secret",
-            "oauth_scope",
-            "oauth_client_auth",
-        ]
+        fields = list(CONFIGURABLE_FIELDS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

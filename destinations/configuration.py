@@ -14,6 +14,33 @@ from django.core.exceptions import ValidationError
 
 from destinations.models import AuthMode, Destination
 
+# What an operator configures on a destination, in the API's and the admin's order.
+# The rotation fields are absent on purpose: a rotation goes through its own actions.
+CONFIGURABLE_FIELDS = (
+    "name",
+    "url",
+    "client_id",
+    "user_dpid",
+    "aam_destination_id",
+    "enabled",
+    "realtime",
+    "batch_interval_hours",
+    "max_users_per_request",
+    "max_wait_ms",
+    "timeout_ms",
+    "max_retries",
+    "retry_delay_ms",
+    "auth_mode",
+    "signing_algorithm",
+    "signing_header",
+    "signing_key",
+    "oauth_token_url",
+    "oauth_client_id",
+    "oauth_client_secret",
+    "oauth_scope",
+    "oauth_client_auth",
+)
+
 # An HTTP header name is an RFC 9110 token.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Headers aamdest sets itself: a signature there would replace or corrupt them.

@@ -64,7 +64,9 @@ class Destination(models.Model):
     batch_interval_hours = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(24), MaxValueValidator(24 * 366)]
     )
-    max_users_per_request = models.PositiveIntegerField(default=10, validators=_bounded("max_users_per_request"))
+    max_users_per_request = models.PositiveIntegerField(
+        default=10, validators=_bounded("max_users_per_request")
+    )
     max_wait_ms = models.PositiveIntegerField(default=1000, validators=_bounded("max_wait_ms"))
     timeout_ms = models.PositiveIntegerField(default=3000, validators=_bounded("timeout_ms"))
     max_retries = models.PositiveSmallIntegerField(default=1, validators=_bounded("max_retries"))

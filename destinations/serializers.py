@@ -11,7 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from destinations.configuration import find_configuration_errors, validate_header_name
+from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
 from destinations.models import Destination, Mapping, Segment, utc_today
 
 _SECRET_MAX_LENGTH = 4096
@@ -51,28 +51,7 @@ class DestinationSerializer(serializers.ModelSerializer):
         model = Destination
         fields = [
             "id",
-            "name",
-            "url",
-            "client_id",
-            "user_dpid",
-            "aam_destination_id",
-            "enabled",
-            "realtime",
-            "batch_interval_hours",
-            "max_users_per_request",
-            "max_wait_ms",
-            "timeout_ms",
-            "max_retries",
-            "retry_delay_ms",
-            "auth_mode",
-            "signing_algorithm",
-            "signing_header",
-            "signing_key",
-            "oauth_token_url",
-            "oauth_client_id",
-            "oauth_client_secret",
-            "oauth_scope",
-            "oauth_client_auth",
+            *CONFIGURABLE_FIELDS,
             "has_signing_key",
             "has_oauth_client_secret",
             "key_rotation_started_at",

@@ -232,7 +232,8 @@ for _key in _encryption_keys:
         Fernet(_key)
     except (ValueError, TypeError):
         raise ImproperlyConfigured(
-            "AAMDEST_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe base64-encoded bytes)."
+            "AAMDEST_ENCRYPTION_KEYS holds a value that is not a Fernet key "
+            "(32 url-safe base64-encoded bytes)."
         ) from None
 AAMDEST_ENCRYPTION_KEYS = _encryption_keys
 

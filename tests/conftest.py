@@ -88,7 +88,8 @@ def staff_client_with_perms(db):
         user = User.objects.create_user(f"staff{User.objects.count()}", password="pw", is_staff=True)
         for perm in perms:
             app_label, codename = perm.split(".")
-            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            user.user_permissions.add(permission)
         return _client_for(User.objects.get(pk=user.pk))
 
     return make

@@ -31,7 +31,9 @@ class Certificates:
     key_file: Path
 
 
-def make_certificates(directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")) -> Certificates:
+def make_certificates(
+    directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+) -> Certificates:
     """Write a throwaway CA and a server certificate for `hosts` signed by it."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)

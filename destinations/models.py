@@ -191,6 +191,7 @@ class ChangeAction(models.TextChoices):
 class ChangeSource(models.TextChoices):
     API = "api", "REST API"
     ADMIN = "admin", "Admin"
+    CONSOLE = "console", "Console"
 
 
 class ConfigChange(models.Model):

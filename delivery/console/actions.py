@@ -19,7 +19,8 @@ from delivery.console.access import CHANGE_DESTINATION, SEND_DELIVERY, actor
 from delivery.console.pages import render_delivery
 from delivery.models import Delivery, DeliveryStatus
 from delivery.stats import failure_label
-from destinations.models import Destination
+from destinations.audit import record_change, snapshot
+from destinations.models import ChangeAction, ChangeSource, Destination
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,18 @@ def send_test(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _set_enabled(request: HttpRequest, *, pk: int, enabled: bool) -> HttpResponse:
-    destination = get_object_or_404(Destination, pk=pk)
-    destination.enabled = enabled
-    destination.save(update_fields=["enabled", "updated_at"])
+    with transaction.atomic():
+        destination = get_object_or_404(Destination.objects.select_for_update(), pk=pk)
+        before = snapshot(destination)
+        destination.enabled = enabled
+        destination.save(update_fields=["enabled", "updated_at"])
+        record_change(
+            actor=request.user,
+            source=ChangeSource.CONSOLE,
+            action=ChangeAction.UPDATE,
+            instance=destination,
+            before=before,
+        )
     if enabled:
         messages.success(request, f"{destination.name} resumed: its pending devices go out now.")
     else:

@@ -20,7 +20,7 @@ from delivery.models import (
     PartnerId,
 )
 from delivery.templatetags.console_time import ago, span
-from destinations.models import AuthMode
+from destinations.models import AuthMode, ConfigChange
 from tests.delivery.log_rows import OK, TIMEOUT, log_delivery, status
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
 
@@ -132,6 +132,23 @@ def test_an_operator_pauses_and_resumes_a_destination(operator):
     operator.post(f"/dashboard/destinations/{destination.pk}/resume/")
     destination.refresh_from_db()
     assert destination.enabled
+
+
+def test_pausing_and_resuming_from_the_console_is_recorded_in_the_change_log(operator):
+    # Given a destination
+    destination = DestinationFactory()
+
+    # When an operator pauses then resumes it from the console
+    operator.post(f"/dashboard/destinations/{destination.pk}/pause/")
+    operator.post(f"/dashboard/destinations/{destination.pk}/resume/")
+
+    # Then both changes are in the change log, by whom and through the console
+    changes = list(ConfigChange.objects.filter(destination_id=destination.pk).order_by("id"))
+    assert [(c.source, c.changes["enabled"]) for c in changes] == [
+        ("console", {"old": True, "new": False}),
+        ("console", {"old": False, "new": True}),
+    ]
+    assert {c.actor_id for c in changes} == {operator.user.pk}
 
 
 def test_buttons_answer_only_to_post(operator):

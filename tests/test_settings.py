@@ -1,0 +1,64 @@
+"""Bad settings stop the program at start with a message naming the variable and why (SPEC §6)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "a-production-secret-key-for-this-test",
+    "AAMDEST_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+}
+
+
+def start_django(**overrides: str | None) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AAMDEST_", "DJANGO_"))}
+    env.update(GOOD)
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run(
+        [sys.executable, "-c", "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+         "'aamdest.settings'); django.setup()"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_good_production_settings_start():
+    assert start_django().returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG"),
+        ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY"),
+        ({"AAMDEST_ENCRYPTION_KEYS": None}, "AAMDEST_ENCRYPTION_KEYS"),
+        ({"AAMDEST_ENCRYPTION_KEYS": "not-a-fernet-key"}, "AAMDEST_ENCRYPTION_KEYS"),
+        ({"AAMDEST_DELIVERY_LOG_DAYS": "thirty"}, "AAMDEST_DELIVERY_LOG_DAYS"),
+        ({"AAMDEST_DELIVERY_LOG_DAYS": "0"}, "AAMDEST_DELIVERY_LOG_DAYS"),
+        ({"AAMDEST_LOG_FORMAT": "xml"}, "AAMDEST_LOG_FORMAT"),
+        ({"AAMDEST_ALLOW_HTTP": "perhaps"}, "AAMDEST_ALLOW_HTTP"),
+        ({"AAMDEST_CA_BUNDLE": "/nonexistent/ca.pem"}, "AAMDEST_CA_BUNDLE"),
+        ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}, "CELERY_BROKER_URL"),
+        ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_naming_the_variable(overrides, named):
+    # When Django starts with one bad setting
+    result = start_django(**overrides)
+
+    # Then it stops, and the message names the variable
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert named in result.stderr.strip().splitlines()[-1]

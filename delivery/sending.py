@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from delivery.attempts import Sending, make_attempts, record_attempts
@@ -99,7 +99,7 @@ def send_delivery(*, delivery_id: int) -> None:
     sending = Sending(delivery=delivery, attempt_number=next_number, lease=delivery.lease_until)
     if last is not None and last.status_code == 200 and last.reason is None:
         if _renew_leases(destination=destination, sendings=[sending]):
-            _finish(destination=destination, sendings=[sending], status=DeliveryStatus.DELIVERED)
+            _end(destination=destination, ended=[(sending, DeliveryStatus.DELIVERED)])
         return
     max_retries = max(destination.max_retries, sending.attempt_number - 1)
     # Renewing first is taking over: a second task for the same delivery then finds it taken.
@@ -117,17 +117,18 @@ def _send_rounds(
                 return
         must_renew = True
         results = make_attempts(destination=destination, sendings=sendings)
-        record_attempts(destination=destination, sendings=sendings, results=results)
-        retries, delivered, failed = [], [], []
+        retries, ended = [], []
         for sending, result in zip(sendings, results, strict=True):
             if result.is_success:
-                delivered.append(sending)
+                ended.append((sending, DeliveryStatus.DELIVERED))
             elif should_retry(attempt_number=sending.attempt_number, max_retries=max_retries, result=result):
                 retries.append(sending)
             else:
-                failed.append(sending)
-        _finish(destination=destination, sendings=delivered, status=DeliveryStatus.DELIVERED)
-        _finish(destination=destination, sendings=failed, status=DeliveryStatus.FAILED)
+                ended.append((sending, DeliveryStatus.FAILED))
+        # One transaction per round: its Attempt rows and the ends it makes.
+        with transaction.atomic():
+            record_attempts(destination=destination, sendings=sendings, results=results)
+            _end(destination=destination, ended=ended)
         if retries:
             time.sleep(destination.retry_delay_ms / 1000)
             destination.refresh_from_db(fields=AUTH_FIELDS)
@@ -151,34 +152,97 @@ def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[
     return kept
 
 
-def _finish(*, destination: Destination, sendings: list[Sending], status: DeliveryStatus) -> None:
-    """End the deliveries this worker still owns, free their devices, note the outcome."""
-    if not sendings:
+def _end(*, destination: Destination, ended: list[tuple[Sending, DeliveryStatus]]) -> None:
+    """End the deliveries this worker still owns, free their devices, note the latest outcome.
+
+    On PostgreSQL a round's ends take three statements whatever their number: the
+    deliveries' conditional UPDATE, the devices' UPDATE (locked in ingestion's order,
+    destination then device, so that the two never deadlock), and the destination's
+    latest outcome, written once per round (a failure wins over a success).
+    """
+    if not ended:
         return
     now = timezone.now()
-    leases = {sending.delivery.pk: sending.lease for sending in sendings}
-    with transaction.atomic():
-        current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
-        owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
-        Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
-        # Locked in ingestion's order (destination, device), so that the two never deadlock.
-        held_pks = (
-            DestinationDevice.objects.select_for_update()
-            .filter(in_flight_delivery_id__in=owned)
-            .order_by("destination_id", "device_id")
-            .values_list("pk", flat=True)
-        )
-        held = DestinationDevice.objects.filter(pk__in=list(held_pks))
-        if status == DeliveryStatus.DELIVERED:
-            held.update(in_flight_delivery=None, last_sent_at=now)
+    # Inside the round's transaction (no savepoint needed), or a transaction of its own.
+    with transaction.atomic(savepoint=False):
+        if connection.vendor == "postgresql":
+            owned = _end_postgresql(ended=ended, now=now)
         else:
-            held.update(in_flight_delivery=None)
-    for sending in sendings:
+            owned = {}
+            for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+                sendings = [sending for sending, end_status in ended if end_status == status]
+                owned.update(dict.fromkeys(_end_portable(sendings=sendings, status=status, now=now), status))
+        if owned:
+            failed = DeliveryStatus.FAILED in owned.values()
+            latest = DeliveryStatus.FAILED if failed else DeliveryStatus.DELIVERED
+            Destination.objects.filter(pk=destination.pk).update(
+                last_delivery_status=latest, last_delivery_at=now
+            )
+    for sending, _status in ended:
         if sending.delivery.pk in owned:
-            sending.delivery.status, sending.delivery.finished_at = status, now
-    if owned:
-        latest = {"last_delivery_status": status, "last_delivery_at": now}
-        Destination.objects.filter(pk=destination.pk).update(**latest)
+            sending.delivery.status, sending.delivery.finished_at = owned[sending.delivery.pk], now
+
+
+def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime) -> dict[int, str]:
+    deliveries, states = Delivery._meta.db_table, DestinationDevice._meta.db_table
+    with connection.cursor() as cursor:
+        # Owned: still pending with the lease this worker last wrote (re-checked on the row's latest version).
+        cursor.execute(
+            f"""
+            UPDATE {deliveries} AS d SET status = e.status, finished_at = %s, lease_until = NULL
+            FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS e(id, lease, status)
+            WHERE d.id = e.id AND d.status = %s AND d.lease_until IS NOT DISTINCT FROM e.lease
+            RETURNING d.id, d.status
+            """,  # noqa: S608 - table names from the models
+            [
+                now,
+                [sending.delivery.pk for sending, _ in ended],
+                [sending.lease for sending, _ in ended],
+                [str(status) for _, status in ended],
+                DeliveryStatus.PENDING,
+            ],
+        )
+        owned = dict(cursor.fetchall())
+        if owned:
+            delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
+            cursor.execute(
+                f"""
+                UPDATE {states} AS s
+                SET in_flight_delivery_id = NULL,
+                    last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
+                FROM (
+                    SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered FROM {states}
+                    WHERE in_flight_delivery_id = ANY(%s::bigint[])
+                    ORDER BY destination_id, device_id
+                    FOR UPDATE
+                ) AS held
+                WHERE s.id = held.id
+                """,  # noqa: S608 - table names from the models
+                [now, delivered, list(owned)],
+            )
+    return owned
+
+
+def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.datetime) -> list[int]:
+    if not sendings:
+        return []
+    leases = {sending.delivery.pk: sending.lease for sending in sendings}
+    current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
+    owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
+    Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
+    # Locked in ingestion's order (destination, device), so that the two never deadlock.
+    held_pks = (
+        DestinationDevice.objects.select_for_update()
+        .filter(in_flight_delivery_id__in=owned)
+        .order_by("destination_id", "device_id")
+        .values_list("pk", flat=True)
+    )
+    held = DestinationDevice.objects.filter(pk__in=list(held_pks))
+    if status == DeliveryStatus.DELIVERED:
+        held.update(in_flight_delivery=None, last_sent_at=now)
+    else:
+        held.update(in_flight_delivery=None)
+    return owned
 
 
 def reap_expired_deliveries(*, now: dt.datetime) -> list[int]:

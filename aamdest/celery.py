@@ -3,7 +3,8 @@
 import os
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
+from django.db import close_old_connections
 
 from aamdest.redaction import install_on_handlers
 
@@ -19,6 +20,20 @@ app.autodiscover_tasks()
 def redact_worker_logs(logger, **kwargs):
     # Celery replaces the handlers settings.LOGGING installed: mask credentials on its own too.
     install_on_handlers(logger=logger)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def recycle_database_connections(task=None, **kwargs):
+    """Around each task, close this thread's connections that are broken, errored or past CONN_MAX_AGE.
+
+    Like Django around a request: a kept connection is health-checked on its first
+    use in the next task, so a thread never carries a broken one, and a task no
+    longer opens a new PostgreSQL session (CELERY_DB_REUSE_MAX in settings).
+    """
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # eager tasks run inside the caller's transaction and connection
+    close_old_connections()
 
 
 app.conf.beat_schedule = {

@@ -206,6 +206,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("AAMDEST_TASKS_EAGER", False)
 CELERY_BEAT_SCHEDULE: dict = {}  # filled in aamdest/celery.py
+# Celery's Django fix-up closes every database connection before and after each task, so each
+# task opened a new PostgreSQL session; this turns that off (it closes after this many tasks) and
+# aamdest/celery.py applies CONN_MAX_AGE and health checks around tasks instead, as Django does per request.
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- aamdest -------------------------------------------------------------------
 VERSION = "0.1.0"

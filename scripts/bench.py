@@ -119,12 +119,13 @@ def start_stack(children: Children, *, database_url: str, broker_url: str) -> St
     ack_log.unlink(missing_ok=True)
     receiver = children.start("receiver", [
         python, "manage.py", "receiver", "--port", str(receiver_port), "--cert-dir", str(STATE / "pki"),
-        "--signing-key", signing_key, "--ack-log", str(ack_log)], env=env, is_echoed=False)
+        f"--signing-key={signing_key}", "--ack-log", str(ack_log), "--summary-only",
+    ], env=env, is_echoed=False)
     receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
     env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
     children.run("migrate", [python, "manage.py", "migrate", "--noinput", "-v", "0"], env=env)
     seed = children.run("seed", [
-        python, "manage.py", "seed_demo", "--json", "--signing-key", signing_key,
+        python, "manage.py", "seed_demo", "--json", f"--signing-key={signing_key}",
         "--receiver-url", f"https://127.0.0.1:{receiver_port}/aam"], env=env, is_echoed=False)
     seeded = json.loads(next(line for line in seed.lines if line.startswith("{")))
     children.start("web", [python, "manage.py", "runserver", "--noreload", "--skip-checks",

@@ -116,7 +116,18 @@ def test_it_accepts_a_document_over_https_trusting_the_ca_it_generated(start_rec
     response = receiver.post(headers={**JSON, "X-AAMDest-Delivery-Id": "d-1"})
 
     assert response.status_code == 200
-    assert receiver.lines == ["accepted delivery d-1 AAM_Destination_Id 423 User_count 2"]
+    [printed] = receiver.lines
+    summary, document = printed.split("\n")
+    assert summary == "accepted delivery d-1 AAM_Destination_Id 423 User_count 2"
+    assert json.loads(document) == DOCUMENT  # SPEC §6: it prints each document it accepts
+
+
+def test_with_summary_only_it_prints_one_line_per_document(start_receiver):
+    receiver = start_receiver("--summary-only")
+
+    receiver.post(headers={**JSON, "X-AAMDest-Delivery-Id": "d-2"})
+
+    assert receiver.lines == ["accepted delivery d-2 AAM_Destination_Id 423 User_count 2"]
 
 
 def test_it_prints_the_whole_document_when_verbose(start_receiver):
@@ -124,7 +135,9 @@ def test_it_prints_the_whole_document_when_verbose(start_receiver):
 
     receiver.post()
 
-    assert json.loads(receiver.lines[0].split("\n", 1)[1]) == DOCUMENT
+    summary, document = receiver.lines[0].split("\n", 1)
+    assert summary.startswith("accepted delivery")
+    assert document.startswith("{\n  ") and json.loads(document) == DOCUMENT
 
 
 def test_it_accepts_a_signature_made_with_any_of_its_keys(start_receiver):

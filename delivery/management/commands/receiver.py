@@ -336,7 +336,8 @@ class Receiver:
     tokens: TokenIssuer | None = None
     fail_rate: float = 0.0
     delay_ms: int = 0
-    verbose: bool = False
+    verbose: bool = False  # the document's JSON indented rather than on one line
+    summary_only: bool = False  # only the one-line summary, not the document
     emit: Callable[[str], None] = print
     ack_log: Path | None = None
 
@@ -379,7 +380,12 @@ class Receiver:
             self.accepted += 1
             if acks and self._ack_file:
                 self._ack_file.write(acks)
-        self.emit(f"{line}\n{json.dumps(document, indent=2)}" if self.verbose else line)
+        if self.summary_only:
+            self.emit(line)
+        else:
+            # SPEC §6: it prints each document it accepts (after a summary line to grep for).
+            printed = json.dumps(document, indent=2 if self.verbose else None, ensure_ascii=False)
+            self.emit(f"{line}\n{printed}")
 
     def close(self) -> None:
         """Close the ack log (the server is stopping)."""
@@ -508,7 +514,11 @@ class Command(BaseCommand):
         parser.add_argument("--fail-rate", type=float, default=0.0, help="Answer 503 to this share (0..1).")
         parser.add_argument("--delay-ms", type=int, default=0, help="Wait before every answer.")
         parser.add_argument("--ack-log", type=Path, help="Append '<unix time> <AAM_UUID>' per accepted user.")
-        parser.add_argument("--verbose", action="store_true", help="Print each accepted document's JSON.")
+        parser.add_argument("--verbose", action="store_true", help="Indent each accepted document's JSON.")
+        parser.add_argument(
+            "--summary-only", action="store_true",
+            help="Print one summary line per accepted document instead of the document (benchmarks).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         server = build_server(options, emit=self._emit)
@@ -535,6 +545,7 @@ def build_server(options: dict[str, Any], *, emit: Callable[[str], None]) -> Rec
     receiver = Receiver(
         signing=_signing_from(options), tokens=_tokens_from(options),
         fail_rate=options["fail_rate"], delay_ms=options["delay_ms"], verbose=options["verbose"],
+        summary_only=options.get("summary_only", False),
         emit=emit, ack_log=options["ack_log"],
     )
     if not 0 <= receiver.fail_rate <= 1 or receiver.delay_ms < 0:

@@ -41,9 +41,14 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     started = time.monotonic()
-    client = redis.Redis.from_url(
-        settings.CELERY_BROKER_URL, socket_timeout=BROKER_TIMEOUT_S, socket_connect_timeout=BROKER_TIMEOUT_S
-    )
+    try:
+        client = redis.Redis.from_url(
+            settings.CELERY_BROKER_URL,
+            socket_timeout=BROKER_TIMEOUT_S,
+            socket_connect_timeout=BROKER_TIMEOUT_S,
+        )
+    except ValueError as error:
+        return {"ok": False, "error": error.__class__.__name__}
     try:
         client.ping()
     except (redis.RedisError, OSError) as error:

@@ -185,6 +185,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Real-time outbound data transfers in Adobe Audience Manager's format.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its page follow the API's rules: a token or an admin session, and a role.
+    "SERVE_PERMISSIONS": ["aamdest.permissions.RolePermission"],
     # Swagger UI's files come from the drf-spectacular-sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -195,9 +197,12 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 # Locks, the token cache and per-destination concurrency slots live in the
 # broker's Redis unless told otherwise.
-AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL", CELERY_BROKER_URL)
-if not AAMDEST_REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} must be a redis:// URL.")
+AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL") or CELERY_BROKER_URL
+for _name, _url in (("CELERY_BROKER_URL", CELERY_BROKER_URL), ("AAMDEST_REDIS_URL", AAMDEST_REDIS_URL)):
+    if not _url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"{_name} must be a redis://, rediss:// or unix:// URL (Redis is the broker)."
+        )
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

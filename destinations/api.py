@@ -194,6 +194,8 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
 
 
 class MappingFilter(filters.FilterSet):
+    # A number, not a model choice: an unknown destination filters to an empty page, not a 400.
+    destination = filters.NumberFilter(field_name="destination_id")
     segment_id = filters.NumberFilter(field_name="segment_id")
 
     class Meta:

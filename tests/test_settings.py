@@ -51,6 +51,11 @@ def test_good_production_settings_start():
         ({"AAMDEST_ALLOW_HTTP": "perhaps"}, "AAMDEST_ALLOW_HTTP"),
         ({"AAMDEST_CA_BUNDLE": "/nonexistent/ca.pem"}, "AAMDEST_CA_BUNDLE"),
         ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}, "CELERY_BROKER_URL"),
+        (
+            {"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//", "AAMDEST_REDIS_URL": "redis://127.0.0.1:6379/0"},
+            "CELERY_BROKER_URL",
+        ),
+        ({"AAMDEST_REDIS_URL": "memcached://127.0.0.1"}, "AAMDEST_REDIS_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
     ],
 )

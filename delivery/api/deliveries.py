@@ -18,6 +18,8 @@ from delivery.models import Attempt, Delivery
 
 
 class DeliveryFilter(filters.FilterSet):
+    # A number, not a model choice: an unknown destination filters to an empty page, not a 400.
+    destination = filters.NumberFilter(field_name="destination_id")
     aam_uuid = filters.CharFilter(
         method="filter_aam_uuid", help_text="Deliveries whose document holds this device."
     )

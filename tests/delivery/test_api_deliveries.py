@@ -188,6 +188,13 @@ def test_an_unknown_filter_value_is_a_400_naming_it(viewer_client, name, value):
     assert name in response.json()
 
 
+def test_a_destination_id_that_does_not_exist_filters_to_an_empty_page(viewer_client):
+    response = viewer_client.get(URL, {"destination": 999_999})
+
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+
+
 def test_the_detail_adds_the_document_sent(viewer_client):
     delivery = make_delivery(aam_uuids=("19393572368547369350319949416899715727",))
 

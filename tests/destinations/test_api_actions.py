@@ -167,3 +167,10 @@ def test_send_batch_answers_503_when_the_broker_is_down(operator_client, monkeyp
 
     assert response.status_code == 503
     assert "broker" in response.json()["detail"]
+
+
+def test_the_schema_and_its_page_need_a_token_or_a_session_like_the_api(client, viewer_client):
+    # Without credentials both answer 401; with a viewer's token the schema answers
+    assert client.get("/api/schema/").status_code == 401
+    assert client.get("/api/docs/").status_code in {401, 403}
+    assert viewer_client.get("/api/schema/", {"format": "json"}).status_code == 200

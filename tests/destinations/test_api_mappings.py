@@ -191,6 +191,13 @@ def test_an_unknown_destination_filter_is_a_400_naming_it(operator_client):
     assert "destination" in response.json()
 
 
+def test_a_destination_id_that_does_not_exist_filters_to_an_empty_page(operator_client):
+    response = operator_client.get(URL, {"destination": 999_999})
+
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+
+
 def test_it_deletes_a_mapping_and_keeps_the_segment(operator_client, destination):
     mapping = MappingFactory(destination=destination)
 

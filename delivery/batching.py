@@ -35,6 +35,8 @@ from destinations.models import Destination, Mapping
 # A live worker renews its lease at every attempt round; this margin covers the
 # database writes around the HTTP exchange, so only a dead worker's lease passes.
 LEASE_MARGIN = dt.timedelta(seconds=10)
+# The longest retry wait one lease covers: 30 s timeout + 15 s + 10 s margin < 60 s.
+RETRY_WAIT_SLICE_MS = 15_000
 
 
 class PendingState(NamedTuple):
@@ -56,8 +58,13 @@ class PlannedRequest:
 
 
 def lease_until(*, destination: Destination, now: dt.datetime) -> dt.datetime:
-    """Return until when a worker owns one attempt round of a delivery to `destination`."""
-    round_ms = destination.timeout_ms + destination.retry_delay_ms
+    """Return until when a worker owns one attempt round of a delivery to `destination`.
+
+    One attempt plus at most one slice of the retry wait (the sender renews the
+    lease before each further slice), so that even at the largest settings a dead
+    worker's delivery is taken back well within SPEC §2's 60 seconds.
+    """
+    round_ms = destination.timeout_ms + min(destination.retry_delay_ms, RETRY_WAIT_SLICE_MS)
     return now + dt.timedelta(milliseconds=round_ms) + LEASE_MARGIN
 
 

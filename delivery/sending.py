@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from delivery.attempts import Sending, make_attempts, record_attempts
-from delivery.batching import active_mapping_values, claim_due_requests, lease_until
+from delivery.batching import RETRY_WAIT_SLICE_MS, active_mapping_values, claim_due_requests, lease_until
 from delivery.documents import ACTIVE, SegmentStatus, UserObject, build_document
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.retry import should_retry
@@ -130,11 +130,27 @@ def _send_rounds(
             record_attempts(destination=destination, sendings=sendings, results=results)
             _end(destination=destination, ended=ended)
         if retries:
-            time.sleep(destination.retry_delay_ms / 1000)
+            retries = _wait_for_retry(destination=destination, sendings=retries)
             destination.refresh_from_db(fields=AUTH_FIELDS)
         for sending in retries:
             sending.attempt_number += 1
         sendings = retries
+
+
+def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
+    """Sleep `retry_delay_ms` in slices, renewing the leases between them; return those still owned.
+
+    A lease covers one slice (see `lease_until`), so a worker that dies while
+    waiting loses its deliveries to the reaper within 60 s whatever the delay.
+    """
+    remaining_ms = destination.retry_delay_ms
+    while sendings and remaining_ms > 0:
+        slice_ms = min(remaining_ms, RETRY_WAIT_SLICE_MS)
+        time.sleep(slice_ms / 1000)
+        remaining_ms -= slice_ms
+        if remaining_ms > 0:
+            sendings = _renew_leases(destination=destination, sendings=sendings)
+    return sendings
 
 
 def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from aamdest.logging import JsonFormatter
-from delivery import sending
+from delivery import attempts, sending
 from delivery.attempts import Sending
 from delivery.batching import claim_due_requests
 from delivery.models import Attempt, Delivery, DeliveryKind, DeliveryStatus, DestinationDevice
@@ -247,6 +247,31 @@ def test_a_worker_whose_lease_was_taken_over_makes_no_retry(partner, destination
     assert delivery.status == DeliveryStatus.PENDING
 
 
+def test_a_long_retry_wait_is_slept_in_slices_renewing_the_lease(partner, destination, monkeypatch):
+    # Given the largest settings: a lease covers one attempt and one 15 s slice of the wait
+    destination.timeout_ms, destination.retry_delay_ms = 30_000, 40_000
+    destination.save()
+    partner.script = [Reply(status=500), Reply(status=200)]
+    [delivery] = claim(destination)
+    assert delivery.lease_until - delivery.created_at < dt.timedelta(seconds=56)
+    slept, leases = [], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        leases.append(Delivery.objects.get(pk=delivery.pk).lease_until)
+
+    monkeypatch.setattr(sending, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+
+    # When the first attempt fails and the 40 s wait passes
+    send_deliveries(destination=destination, deliveries=[delivery])
+
+    # Then the wait went in slices of at most 15 s, the lease renewed before each further slice,
+    # and the retry was delivered
+    assert slept == [15.0, 15.0, 10.0]
+    assert leases[0] < leases[1] < leases[2]
+    assert attempts_of(delivery) == [(1, 500, "status"), (2, 200, None)]
+
+
 def test_send_delivery_leaves_a_delivery_another_worker_took_over(partner, destination):
     [delivery] = claim(destination)
     stale = Delivery.objects.get(pk=delivery.pk)
@@ -436,3 +461,42 @@ def test_a_token_endpoint_failure_fails_the_attempt_with_reason_token(partner, d
     error = delivery.attempts.first().error
     assert "token" in error and "500" in error
     assert "s3cret" not in error
+
+
+def test_a_delivery_to_a_non_ascii_url_ends_failed_with_its_attempts(partner, destination):
+    [delivery] = claim(destination)
+    Destination.objects.filter(pk=destination.pk).update(url=partner.url + "/donn\u00e9es")
+    destination.refresh_from_db()
+
+    send_deliveries(destination=destination, deliveries=[delivery])
+
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED
+    assert attempts_of(delivery) == [(1, None, "connection"), (2, None, "connection")]
+    assert "non-ASCII" in delivery.attempts.first().error
+    assert partner.requests == []
+    state = DestinationDevice.objects.get(destination=destination)
+    assert state.in_flight_delivery_id is None
+
+
+def test_a_request_that_cannot_be_built_fails_alone_and_others_go(partner, destination, monkeypatch):
+    first, second = claim(destination, 15)
+    real = attempts.auth_headers_for
+
+    def auth_headers_for(*, destination, body, deadline_ms):
+        if body == bytes(first.body):
+            return {"Authorization": "Bearer a\r\nX-Injected: secret"}
+        return real(destination=destination, body=body, deadline_ms=deadline_ms)
+
+    monkeypatch.setattr(attempts, "auth_headers_for", auth_headers_for)
+
+    send_deliveries(destination=destination, deliveries=[first, second])
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == DeliveryStatus.FAILED
+    assert attempts_of(first) == [(1, None, "connection"), (2, None, "connection")]
+    error = first.attempts.first().error
+    assert error.startswith("not sent: the request could not be built: ") and "secret" not in error
+    assert second.status == DeliveryStatus.DELIVERED
+    assert attempts_of(second) == [(1, 200, None)]

@@ -8,7 +8,9 @@ marks of `DestinationDevice`.
 Merging: per (device, segment), events apply in `datetime` order, a
 disqualification after a qualification of the same instant (it wins the tie).
 An event older than the membership's `datetime` changes nothing; leaving a
-segment the device is not active in changes nothing.
+segment the device is not active in sends nothing and logs no change, but
+stores an inactive membership at the disqualification's `datetime`, so that
+a qualification older than it, arriving later, changes nothing either.
 
 Opt-outs: each becomes a disqualification, at its `datetime`, of every
 segment its device may be in, merged with the other events (`apply_opt_outs`).
@@ -173,9 +175,11 @@ def plan_memberships(
         if len(key_events) > 1:
             key_events.sort(key=_merge_order)
         for event in key_events:
+            previous = state
             kind, state = _apply_one(state, event, ttl_days=ttl_days)
-            if kind is not None:
+            if state is not previous:
                 states[key] = state
+            if kind is not None:
                 changes.append(Change(key[0], key[1], kind, event.datetime, event.onboarded))
     changes.sort(key=lambda change: (change.datetime, change.kind is ChangeKind.LEFT))
     return states, changes
@@ -195,8 +199,17 @@ def _apply_one(
         kind = ChangeKind.REFRESHED if state is not None and state.is_active else ChangeKind.ENTERED
         expires_at = compute_expires_at(qualified_at=event.datetime, ttl_days=ttl_days[event.segment_id])
         return kind, MembershipState(True, event.datetime, event.datetime, expires_at)
-    if state is None or not state.is_active or event.datetime < state.datetime:
+    if state is not None and event.datetime < state.datetime:
         return None, state
+    if state is None or not state.is_active:
+        # Leaving a segment the device is not in sends nothing, but the
+        # disqualification's datetime is kept so that an older qualification
+        # arriving later cannot re-enter it (the latest datetime wins,
+        # whatever the order of arrival).
+        if state is not None and event.datetime == state.datetime:
+            return None, state
+        qualified_at = state.qualified_at if state is not None else None
+        return None, MembershipState(False, event.datetime, qualified_at, None)
     return ChangeKind.LEFT, MembershipState(False, event.datetime, state.qualified_at, None)
 
 

@@ -192,8 +192,50 @@ def test_leaving_a_segment_the_device_was_never_in_does_nothing():
 
     result = apply_events(events=[disqualify(7, when=at(1))], now=NOW)
 
-    assert not Membership.objects.exists()
+    # Only the disqualification's datetime is kept (see the arrival-order tests below).
+    stored = membership(7)
+    assert (stored.is_active, stored.datetime, stored.qualified_at, stored.expires_at) == (
+        False, at(1), None, None
+    )
     assert changes() == []
+    assert result.destination_ids == set()
+    assert not DestinationDevice.objects.filter(destination=destination).exists()
+
+
+def test_an_older_qualification_arriving_after_a_disqualification_changes_nothing():
+    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
+
+    apply_events(events=[disqualify(7, when=at(2))], now=NOW)
+    result = apply_events(events=[qualify(7, when=at(1))], now=NOW + dt.timedelta(seconds=1))
+
+    stored = membership(7)
+    assert (stored.is_active, stored.datetime, stored.qualified_at) == (False, at(2), None)
+    assert changes() == []
+    assert result.destination_ids == set()
+    assert not DestinationDevice.objects.filter(destination=destination).exists()
+
+    # A newer qualification enters normally.
+    result = apply_events(events=[qualify(7, when=at(3))], now=NOW + dt.timedelta(seconds=2))
+
+    stored = membership(7)
+    assert (stored.is_active, stored.datetime, stored.qualified_at) == (True, at(3), at(3))
+    assert changes() == [(UUID, 7, True, at(3), False)]
+    assert result.destination_ids == {destination.id}
+
+
+def test_an_inactive_membership_keeps_a_later_disqualifications_datetime():
+    segment = SegmentFactory(id=7)
+    apply_events(events=[qualify(7, when=at(0)), disqualify(7, when=at(0))], now=NOW)
+    assert membership(7).is_active is False
+    destination = MappingFactory(segment=segment).destination  # mapped once the device has left
+    before = changes()
+
+    apply_events(events=[disqualify(7, when=at(3))], now=NOW + dt.timedelta(seconds=1))
+    result = apply_events(events=[qualify(7, when=at(2))], now=NOW + dt.timedelta(seconds=2))
+
+    stored = membership(7)
+    assert (stored.is_active, stored.datetime, stored.qualified_at) == (False, at(3), at(0))
+    assert changes() == before
     assert result.destination_ids == set()
     assert not DestinationDevice.objects.filter(destination=destination).exists()
 
@@ -346,7 +388,8 @@ def test_an_opt_out_leaves_every_active_segment_and_queues_zeros():
     result = apply_opt_outs(events=[opt_out(when=at(10)), qualify(5, when=at(11))], now=NOW)
 
     assert sorted(Membership.objects.values_list("segment_id", "is_active", "datetime")) == [
-        (7, False, at(10)), (8, False, at(10)), (9, False, at(2))
+        # 9 was left already: no change, but it keeps the opt-out's (later) datetime.
+        (7, False, at(10)), (8, False, at(10)), (9, False, at(10))
     ]
     assert (result.events, result.changes) == (1, 2)
     assert result.destination_ids == {destination.id}

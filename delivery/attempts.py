@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from delivery.http import HttpRequest, HttpResult, post_many
+from delivery.http import HttpRequest, HttpResult, post_many, unbuildable
 from delivery.models import Attempt, Delivery
 from delivery.tokens import TokenError, discard_token, get_access_token
 from destinations.models import AuthMode, Destination
@@ -47,13 +47,21 @@ def make_attempts(*, destination: Destination, sendings: list[Sending]) -> list[
         try:
             headers = _headers_for(destination=destination, sending=sending, started=started)
         except AuthFailure as failure:
-            results[index] = _token_failure(started_at=auth_started_at, error=str(failure), started=started)
+            results[index] = _failure(
+                started_at=auth_started_at, reason="token", error=str(failure), started=started
+            )
             continue
         # The token fetch counts against the attempt's deadline.
         timeout_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
-        requests[index] = HttpRequest(
-            url=destination.url, body=bytes(sending.delivery.body), headers=headers, timeout_ms=timeout_ms
-        )
+        try:
+            requests[index] = HttpRequest(
+                url=destination.url, body=bytes(sending.delivery.body), headers=headers, timeout_ms=timeout_ms
+            )
+        except (ValueError, UnicodeError) as error:
+            # This delivery fails its attempt; the others of the round still go.
+            results[index] = _failure(
+                started_at=auth_started_at, reason="connection", error=unbuildable(error), started=started
+            )
     for index, result in zip(requests, post_many(list(requests.values())), strict=True):
         results[index] = result
     return [results[index] for index in range(len(sendings))]
@@ -86,11 +94,11 @@ def auth_headers_for(*, destination: Destination, body: bytes, deadline_ms: int)
     return {"Authorization": f"Bearer {token}"}
 
 
-def _token_failure(*, started_at: dt.datetime, error: str, started: float) -> HttpResult:
+def _failure(*, started_at: dt.datetime, reason: str, error: str, started: float) -> HttpResult:
     return HttpResult(
         status_code=None,
         duration_ms=_elapsed_ms(started),
-        reason="token",
+        reason=reason,
         error=error,
         response_excerpt="",
         started_at=started_at,

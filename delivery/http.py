@@ -94,6 +94,13 @@ class HttpResult:
         return self.status_code == 200 and self.reason is None
 
 
+def unbuildable(error: ValueError | UnicodeError) -> str:
+    """The error of a request that could not be built; never a header value (headers hold secrets)."""
+    # HttpRequest's own ValueErrors name a header, never its value.
+    why = "its URL or a header has a non-ASCII character" if isinstance(error, UnicodeError) else str(error)
+    return f"not sent: the request could not be built: {why}"
+
+
 def post(request: HttpRequest) -> HttpResult:
     """Send one request and return what happened; never raises for network problems."""
     return post_many([request])[0]
@@ -116,7 +123,13 @@ def _transfer_all(transfers: list[_Transfer]) -> None:
     try:
         for transfer in transfers:
             transfer.handle = pool.take()
-            _configure(transfer)
+            try:
+                _configure(transfer)
+            except (ValueError, UnicodeError) as error:
+                # One request libcurl cannot take fails alone; the others still go.
+                transfer.is_clean = False
+                transfer.finish(status_code=None, reason="connection", error=unbuildable(error))
+                continue
             pool.multi.add_handle(transfer.handle)
             added.append(transfer)
         _drive(pool.multi, {id(transfer.handle): transfer for transfer in added})
@@ -183,6 +196,8 @@ def _resolve_all(transfers: list[_Transfer]) -> None:
             transfer.target = future.result(timeout=max(transfer.remaining_ms(), 0) / 1000)
         except AddressRefused as refused:
             transfer.finish(status_code=None, reason="connection", error=f"not sent: {refused}")
+        except (ValueError, UnicodeError) as error:
+            transfer.finish(status_code=None, reason="connection", error=unbuildable(error))
         except FutureTimeout:
             timeout_ms = transfer.request.timeout_ms
             transfer.finish(

@@ -23,6 +23,7 @@ import base64
 import functools
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -272,6 +273,10 @@ def _token_request(destination: Destination) -> tuple[bytes, dict[str, str]]:
     return urlencode(form).encode("ascii"), headers
 
 
+# RFC 6750 §2.1 b64token: the only characters a bearer token may have.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 def _parse_answer(result: HttpResult) -> tuple[str, int | None]:
     if not result.is_success:
         raise _failed(f"{result.error}{_oauth_error(result)}")
@@ -282,6 +287,9 @@ def _parse_answer(result: HttpResult) -> tuple[str, int | None]:
     token = answer.get("access_token") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
         raise _failed("the answer has no access_token")
+    if not _B64TOKEN.fullmatch(token):
+        # It goes into an Authorization header: never echo it.
+        raise _failed("the access_token is not a valid bearer token")
     token_type = answer.get("token_type", "bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise _failed(f"token_type {token_type!r} is not supported (only bearer)")

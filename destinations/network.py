@@ -143,6 +143,12 @@ def _split(url: str, *, allowed_schemes: tuple[str, ...]) -> SplitResult:
         raise NetworkPolicyError("the URL is empty")
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise NetworkPolicyError(f"{url!r} is not a valid URL: it contains spaces or control characters")
+    if not url.isascii():
+        raise NetworkPolicyError(
+            # The URL is not repeated: it may carry a password.
+            "the URL contains non-ASCII characters: give the host in its IDNA form (xn--...) "
+            "and percent-encode the path and query"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port

@@ -358,3 +358,18 @@ def test_a_malformed_request_is_refused_with_a_clear_message(changes, message):
 
     with pytest.raises(ValueError, match=message):
         HttpRequest(**(fields | changes))
+
+
+def test_a_request_libcurl_cannot_take_fails_alone_without_its_header_value(partner):
+    bad = request_to(partner.url, headers={"Authorization": "Bearer t\u00e9-secret"})
+    good = request_to(partner.url)
+
+    bad_result, good_result = post_many([bad, good])
+
+    assert (bad_result.status_code, bad_result.reason) == (None, "connection")
+    assert bad_result.error.startswith("not sent: the request could not be built: ")
+    assert "secret" not in bad_result.error
+    assert good_result.is_success
+    assert len(partner.requests) == 1
+    # The thread's pool is still usable afterwards.
+    assert post(request_to(partner.url)).is_success

@@ -335,6 +335,10 @@ FAILED = "token endpoint failed: "
         ),
         (Reply(body=b'{"token_type": "bearer"}'), "the answer has no access_token"),
         (Reply(body=b"<html>login</html>"), "the answer is not JSON: '<html>login</html>'"),
+        (token_reply("t\u00e9"), "the access_token is not a valid bearer token"),
+        (token_reply("tok\r\nX-Injected: 1"), "the access_token is not a valid bearer token"),
+        (token_reply("tok en"), "the access_token is not a valid bearer token"),
+        (token_reply("=tok"), "the access_token is not a valid bearer token"),
         (token_reply(expires_in="soon"), "expires_in 'soon' is not a positive number of seconds"),
         (token_reply(expires_in=0), "expires_in 0 is not a positive number of seconds"),
         (token_reply(token_type="mac"), "token_type 'mac' is not supported (only bearer)"),
@@ -345,6 +349,13 @@ def test_each_failure_says_the_token_endpoint_failed_and_why(destination, token_
 
     assert failure_of(destination) == FAILED + expected
     assert len(token_server.requests) == 1
+
+
+def test_a_bearer_token_may_use_every_b64token_character(destination, token_server):
+    token = "AZaz09-._~+/tok=="
+    token_server.script = [token_reply(token)]
+
+    assert get_access_token(destination=destination, deadline_ms=3000) == token
 
 
 def test_an_endpoint_echoing_the_secret_does_not_leak_it(destination, token_server):

@@ -252,6 +252,8 @@ def test_it_refuses_a_signing_header_that_is_not_a_usable_header_name(operator_c
         "https://[::ffff:10.0.0.1]/",
         "https://2130706433/",
         "not a url",
+        "https://partner.example.com/donn\u00e9es",
+        "https://b\u00fccher.example/aam",
     ],
 )
 def test_it_refuses_a_url_aamdest_may_not_send_to_on_create_and_on_update(operator_client, url):

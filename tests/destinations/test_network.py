@@ -69,6 +69,31 @@ def test_it_refuses_a_malformed_or_non_https_url_saying_why(url, expected):
     assert message.startswith("url: ")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://partner.example.com/donn\u00e9es",
+        "https://b\u00fccher.example/aam",
+        "https://partner.example.com/aam?q=\u00e9",
+        "https://user:hunter2@b\u00fccher.example/aam",
+    ],
+)
+def test_it_refuses_a_non_ascii_url_asking_for_the_encoded_form(url):
+    public = {"partner.example.com": ["93.184.216.34"], "xn--bcher-kva.example": ["93.184.216.34"]}
+    with use_resolver(resolver_of(public)):
+        message = refusal(url)
+
+    assert message.startswith("url: ")
+    assert "non-ASCII" in message and "IDNA" in message and "percent-encode" in message
+    assert "hunter2" not in message
+
+
+def test_it_accepts_the_idna_and_percent_encoded_form():
+    url = "https://xn--bcher-kva.example/donn%C3%A9es"
+    with use_resolver(resolver_of({"xn--bcher-kva.example": ["93.184.216.34"]})):
+        assert validate_url(url, field="url") == url
+
+
 def test_it_names_the_field_in_its_message():
     with pytest.raises(ValidationError) as caught:
         validate_url("http://partner.example.com/token", field="oauth_token_url")
@@ -189,6 +214,12 @@ def test_it_refuses_at_send_time_a_name_it_cannot_resolve():
 def test_it_refuses_at_send_time_a_scheme_that_is_not_allowed():
     with pytest.raises(AddressRefused, match="must start with https://"):
         resolve_target("http://partner.example.com/aam")
+
+
+def test_it_refuses_at_send_time_a_non_ascii_url():
+    refused = pytest.raises(AddressRefused, match="non-ASCII")
+    with use_resolver(resolver_of({"partner.example.com": ["93.184.216.34"]})), refused:
+        resolve_target("https://partner.example.com/donn\u00e9es")
 
 
 def test_address_refused_is_a_network_policy_error():

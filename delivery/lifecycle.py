@@ -12,11 +12,12 @@ the same rows and a sweep never waits for an ingestion. Running a sweep twice
 sends nothing twice: an ended membership is no longer active, so the second
 sweep does not find it.
 
-Locks: the TTL sweep only updates memberships that exist, so it locks them
-(skipping those an ingestion holds) without their device's lock; it takes the
-`DestinationDevice` locks after, in the order ingestion uses, and holds
-nothing an ingestion would wait on while waiting itself. The inactivity sweep
-locks devices first, as ingestion does.
+Locks: both sweeps lock devices first, as ingestion does (in `aam_uuid`
+order, skipping those an ingestion holds), then their memberships, then the
+`DestinationDevice` rows in the order ingestion uses. The device lock is what
+makes `mark_pending` safe: an ingestion creates or rewrites a device's
+`DestinationDevice` rows only under it, so without it a concurrent ingestion's
+upsert could overwrite the sweep's left segment and lose a "0".
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Subquery, Value
+from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Greatest, Trunc
 from django.utils import timezone
 
@@ -58,25 +59,47 @@ class LifecycleResult:
 def expire_memberships(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> LifecycleResult:
     """End every active membership whose `expires_at` is at or before `now`, at its `expires_at`.
 
+    Each chunk locks its memberships' devices first, in `aam_uuid` order and
+    skipping those an ingestion (or another sweep) holds, as every writer of
+    memberships and of `DestinationDevice` rows must (see
+    `delivery.membership`); then it re-reads the devices' memberships still
+    active and expired. A skipped device is left for the next run.
+
     Returns how many ended and the real-time destinations that got "0"s to send.
     """
     result = LifecycleResult()
+    after: tuple[dt.datetime, int] | None = None
     while True:
-        with transaction.atomic():
-            rows = list(
-                Membership.objects.filter(is_active=True, expires_at__lte=now)
-                .order_by("expires_at", "pk")
-                .select_for_update(skip_locked=True)
-                .values_list("pk", "device_id", "segment_id", "expires_at")[:chunk_size]
+        candidates = Membership.objects.filter(is_active=True, expires_at__lte=now)
+        if after is not None:
+            candidates = candidates.filter(
+                Q(expires_at__gt=after[0]) | Q(expires_at=after[0], pk__gt=after[1])
             )
+        with transaction.atomic():
+            rows = list(candidates.order_by("expires_at", "pk").values_list("pk", "device_id", "expires_at")
+                        [:chunk_size])
             if not rows:
                 return result
-            Membership.objects.filter(pk__in=[row[0] for row in rows]).update(
-                is_active=False, datetime=F("expires_at"), expires_at=None, updated_at=timezone.now()
+            after = (rows[-1][2], rows[-1][0])
+            devices = list(
+                Device.objects.filter(aam_uuid__in={row[1] for row in rows})
+                .order_by("aam_uuid")
+                .select_for_update(skip_locked=True)
+                .values_list("aam_uuid", flat=True)
             )
-            exits = [(device_id, segment_id, expires_at) for _, device_id, segment_id, expires_at in rows]
-            result.destination_ids |= record_exits(exits=exits, now=now)
-        result.memberships += len(rows)
+            expired = list(
+                Membership.objects.filter(device_id__in=devices, is_active=True, expires_at__lte=now)
+                .order_by("device_id", "segment_id")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", "device_id", "segment_id", "expires_at")
+            ) if devices else []
+            if expired:
+                Membership.objects.filter(pk__in=[row[0] for row in expired]).update(
+                    is_active=False, datetime=F("expires_at"), expires_at=None, updated_at=timezone.now()
+                )
+                exits = [(device_id, segment_id, ended_at) for _, device_id, segment_id, ended_at in expired]
+                result.destination_ids |= record_exits(exits=exits, now=now)
+        result.memberships += len(expired)
         if len(rows) < chunk_size:
             return result
 

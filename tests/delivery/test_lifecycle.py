@@ -172,6 +172,44 @@ def test_a_sweep_skips_the_memberships_another_sweep_holds(clock):
     assert list(Membership.objects.filter(is_active=True).values_list("device_id", flat=True)) == ["held"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_skips_a_device_an_ingestion_holds_and_expires_it_next_run(clock):
+    # Given two expired memberships, one device locked by another transaction (an ingestion)
+    destination = DestinationFactory(max_wait_ms=0)
+    map_segments(destination, SPORTS)
+    apply(qualify("held", SPORTS, at=T0), qualify("free", SPORTS, at=T0))
+    DestinationDevice.objects.update(pending_since=None, left_segment_ids=[])
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            list(Device.objects.select_for_update().filter(aam_uuid="held"))
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait(10)
+
+    # When this sweep runs, then again once the ingestion committed
+    later = T0 + dt.timedelta(days=130)
+    try:
+        first = expire_memberships(now=later)
+    finally:
+        release.set()
+        holder.join()
+    held_after_first = membership(SPORTS, "held").is_active
+    second = expire_memberships(now=later)
+
+    # Then the first ended only the free one, without waiting; the second the held one, with its "0"
+    assert (first.memberships, held_after_first, second.memberships) == (1, True, 1)
+    assert not Membership.objects.filter(is_active=True).exists()
+    assert sorted(DestinationDevice.objects.values_list("device_id", "left_segment_ids")) == [
+        ("free", [SPORTS]), ("held", [SPORTS])
+    ]
+
+
 # ---- a segment's TTL changes -------------------------------------------------------------
 
 

@@ -182,10 +182,21 @@ def _redact(parts: SplitResult) -> str:
 
 
 def _check_host(host: str) -> None:
-    """Refuse a literal address (in any of its spellings) that is not public."""
+    """Refuse a literal address (in any of its spellings) that is not public, and loopback names.
+
+    `localhost` and `*.localhost` (RFC 6761, trailing dot or not) always mean this
+    machine: refused by name, even where the resolver cannot answer for them.
+    """
     literal = parse_ip_literal(host)
     if literal is not None:
         _check_address(host, literal)
+        return
+    name = host.lower().rstrip(".")
+    if (name == "localhost" or name.endswith(".localhost")) and not settings.AAMDEST_ALLOW_PRIVATE_NETWORKS:
+        raise NetworkPolicyError(
+            f"host {host!r} is a loopback name; aamdest only sends to public addresses "
+            "(AAMDEST_ALLOW_PRIVATE_NETWORKS=1 lifts this in development)"
+        )
 
 
 def _lookup(parts: SplitResult) -> list[str]:

@@ -7,6 +7,7 @@ import socket
 import pytest
 from django.core.exceptions import ValidationError
 
+from destinations import network
 from destinations.network import (
     AddressRefused,
     NetworkPolicyError,
@@ -235,3 +236,19 @@ def test_use_resolver_restores_the_previous_resolver():
         assert resolve_host("localhost", 443) == ["192.0.2.1"]
 
     assert "127.0.0.1" in resolve_host("localhost", 443)
+
+
+@pytest.mark.parametrize("host", ["localhost", "loCalhost.", "api.localhost", "API.LOCALHOST."])
+def test_loopback_names_are_refused_by_name_even_when_they_do_not_resolve(settings, host):
+    # Given private networks are not allowed and a resolver that cannot answer
+    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = False
+
+    def unresolvable(name: str, port: int) -> list[str]:
+        raise OSError("no resolver here")
+
+    with network.use_resolver(unresolvable):
+        # Then configuration and send time both refuse the name
+        with pytest.raises(ValidationError, match="loopback name"):
+            network.validate_url(f"https://{host}/aam", field="url")
+        with pytest.raises(network.AddressRefused, match="loopback name"):
+            network.resolve_target(f"https://{host}/aam")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -194,7 +195,12 @@ def parse_arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs `finally`: the receiver it started stops too
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     arguments = parse_arguments()
     STATE.mkdir(parents=True, exist_ok=True)
     reset_database(arguments.database_url)

@@ -223,7 +223,7 @@ def main() -> int:
         first = report("first batch (every active membership)", child(["batch", destination_id], env=env),
                        devices=arguments.devices)
         child(["leave-all"], env=env)
-        changes = report("next batch (a million exits)", child(["batch", destination_id], env=env),
+        changes = report("next batch (every device leaves)", child(["batch", destination_id], env=env),
                          devices=arguments.devices)
         return 0 if first and changes else 1
     except (RuntimeError, subprocess.CalledProcessError) as exc:

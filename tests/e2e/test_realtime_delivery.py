@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 from django.conf import settings
@@ -22,34 +21,13 @@ from django.utils import timezone
 from delivery.documents import format_aam_time
 from delivery.models import Delivery, DeliveryStatus
 from tests.delivery.pending_work import map_segments
+from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
 from tests.partner import Received, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-SEGMENT = 14356
 ENDED = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)
-
-
-def wait_until(condition: Callable[[], object], *, timeout_s: float, interval_s: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
-
-
-def ingest(client, events: list[dict]) -> float:
-    """POST the events; return when they were accepted (monotonic clock)."""
-    response = client.post("/api/v1/events/", events, format="json")
-    assert response.status_code == 202, response.content
-    return time.monotonic()
-
-
-def qualify(aam_uuid: str, segment_id: int = SEGMENT, **fields) -> dict:
-    return {"type": "qualification", "aam_uuid": aam_uuid, "segment_id": segment_id, **fields}
 
 
 def id_sync(aam_uuid: str, dpid: int, dpuuid: str, **fields) -> dict:
@@ -64,10 +42,6 @@ def ended_deliveries(destination, count: int, timeout_s: float) -> list[Delivery
 
 def attempts_of(delivery: Delivery) -> list[tuple[int, int | None, str | None]]:
     return list(delivery.attempts.order_by("number").values_list("number", "status_code", "reason"))
-
-
-def user_ids(received: Received) -> list[str]:
-    return [user["AAM_UUID"] for user in json.loads(received.body)["Users"]]
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from django.db.models import Q
@@ -13,32 +11,12 @@ from django.db.models import Q
 from delivery.models import Delivery, DeliveryStatus, DestinationDevice
 from delivery.slots import slot_holders
 from tests.delivery.pending_work import map_segments
+from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
 from tests.partner import Received, Reply, start_partner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-SEGMENT = 14356
-
-
-def wait_until(condition: Callable[[], object], *, timeout_s: float, interval_s: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
-
-
-def ingest(client, events: list[dict]) -> float:
-    response = client.post("/api/v1/events/", events, format="json")
-    assert response.status_code == 202, response.content
-    return time.monotonic()
-
-
-def qualify(aam_uuid: str, segment_id: int = SEGMENT) -> dict:
-    return {"type": "qualification", "aam_uuid": aam_uuid, "segment_id": segment_id}
 
 
 def all_sent(destination, *, devices: int) -> bool:
@@ -46,10 +24,6 @@ def all_sent(destination, *, devices: int) -> bool:
     states = DestinationDevice.objects.filter(destination=destination)
     waiting = states.filter(Q(pending_since__isnull=False) | Q(in_flight_delivery__isnull=False))
     return states.count() == devices and not waiting.exists()
-
-
-def user_ids(received: Received) -> list[str]:
-    return [user["AAM_UUID"] for user in json.loads(received.body)["Users"]]
 
 
 def test_a_device_held_by_a_killed_worker_is_sent_again_within_60_s(celery_stack, operator_client, partner):

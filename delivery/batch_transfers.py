@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from delivery.batch_reading import BatchDevice, read_batch_devices
@@ -148,10 +148,7 @@ def _lock_batch_cut(destination_id: int) -> None:
 
 
 def _active_mappings(*, destination: Destination, today: dt.date) -> list[Mapping]:
-    mappings = Mapping.objects.filter(destination=destination, start_date__lte=today).filter(
-        Q(end_date__isnull=True) | Q(end_date__gte=today)
-    )
-    return list(mappings.order_by("segment_id"))
+    return list(Mapping.objects.filter(destination=destination).active_on(today).order_by("segment_id"))
 
 
 def _split_by_coverage(

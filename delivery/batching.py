@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Min, OuterRef, Q, Subquery
+from django.db.models import Min, OuterRef, Subquery
 
 from delivery.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject, build_document
 from delivery.models import (
@@ -70,9 +70,7 @@ def lease_until(*, destination: Destination, now: dt.datetime) -> dt.datetime:
 
 def active_mapping_values(*, destination: Destination, today: dt.date) -> dict[int, str]:
     """Return {segment ID: value sent as Segment_ID} for the mappings active on `today` (UTC)."""
-    mappings = Mapping.objects.filter(destination=destination, start_date__lte=today).filter(
-        Q(end_date__isnull=True) | Q(end_date__gte=today)
-    )
+    mappings = Mapping.objects.filter(destination=destination).active_on(today)
     return dict(mappings.values_list("segment_id", "value"))
 
 

@@ -496,8 +496,8 @@ def _forget_left_segment(pairs: list[_PairState], segment_id: int) -> None:
 def _realtime_destinations(segment_ids: set[int], *, today: dt.date) -> dict[int, list[int]]:
     """segment_id → the realtime destinations with a mapping of it active on `today`."""
     rows = (
-        Mapping.objects.filter(segment_id__in=segment_ids, destination__realtime=True, start_date__lte=today)
-        .filter(Q(end_date__isnull=True) | Q(end_date__gte=today))
+        Mapping.objects.filter(segment_id__in=segment_ids, destination__realtime=True)
+        .active_on(today)
         .order_by("segment_id", "destination_id")
         .values_list("segment_id", "destination_id")
     )

@@ -151,6 +151,12 @@ class Segment(models.Model):
         return f"{self.id} {self.name}".strip()
 
 
+class MappingQuerySet(models.QuerySet):
+    def active_on(self, day: dt.date) -> MappingQuerySet:
+        """The mappings whose dates include `day` (both ends inclusive; no end date: never ends)."""
+        return self.filter(start_date__lte=day).filter(Q(end_date__isnull=True) | Q(end_date__gte=day))
+
+
 class Mapping(models.Model):
     """One segment sent to one destination as `value`, between two UTC dates."""
 
@@ -162,6 +168,8 @@ class Mapping(models.Model):
     end_date = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MappingQuerySet.as_manager()
 
     class Meta:
         ordering = ["destination_id", "segment_id"]

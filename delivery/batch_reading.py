@@ -157,10 +157,7 @@ def _add_active(entries: Entries, *, uuids: list[str], segments: list[int]) -> N
 
 def _devices(uuids: list[str], *, entries: Entries, dpid: int) -> Iterator[BatchDevice]:
     regions = dict(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", "regions"))
-    partners: defaultdict[str, list[str]] = defaultdict(list)
-    rows = PartnerId.objects.filter(device_id__in=uuids, dpid=dpid).order_by("device_id", "id")
-    for uuid, dpuuid in rows.values_list("device_id", "dpuuid"):
-        partners[uuid].append(dpuuid)
+    partners = PartnerId.objects.dpuuids_by_device(device_ids=uuids, dpid=dpid)
     for uuid in uuids:
         yield BatchDevice(
             aam_uuid=uuid,

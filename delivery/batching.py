@@ -130,7 +130,7 @@ def build_user_objects(
     device_ids = [state.device_id for state in states]
     mapped = active_mapping_values(destination=destination, today=today)
     memberships = _memberships(device_ids=device_ids, segment_ids=list(mapped))
-    partner_ids = _partner_ids(device_ids=device_ids, dpid=destination.user_dpid)
+    partner_ids = PartnerId.objects.dpuuids_by_device(device_ids=device_ids, dpid=destination.user_dpid)
     users: dict[str, list[UserObject]] = {}
     for state in states:
         segments = _listed_segments(
@@ -162,14 +162,6 @@ def _memberships(
     )
     for device_id, segment_id, is_active, moment in rows:
         found[device_id][segment_id] = (is_active, moment)
-    return found
-
-
-def _partner_ids(*, device_ids: list[str], dpid: int) -> dict[str, list[str]]:
-    found: defaultdict[str, list[str]] = defaultdict(list)
-    rows = PartnerId.objects.filter(device_id__in=device_ids, dpid=dpid).order_by("device_id", "id")
-    for device_id, dpuuid in rows.values_list("device_id", "dpuuid"):
-        found[device_id].append(dpuuid)
     return found
 
 

@@ -203,7 +203,9 @@ def capture_batch_exits(uuids: list[str]) -> int:
         for uuid, segment_id, is_active, moment in changes.values_list("aam_uuid", "segment_id", "is_active",
                                                                      "datetime"):
             latest[uuid][segment_id] = (is_active, moment)
-        partner_uuids = _partner_uuids(uuids=list(latest), dpid=destination.user_dpid)
+        partner_uuids = PartnerId.objects.dpuuids_by_device(
+            device_ids=list(latest), dpid=destination.user_dpid
+        )
         exits = [
             BatchExit(
                 destination=destination,
@@ -217,14 +219,6 @@ def capture_batch_exits(uuids: list[str]) -> int:
         ]
         written += len(BatchExit.objects.bulk_create([exit_ for exit_ in exits if exit_.segments]))
     return written
-
-
-def _partner_uuids(*, uuids: list[str], dpid: int) -> dict[str, list[str]]:
-    found: defaultdict[str, list[str]] = defaultdict(list)
-    rows = PartnerId.objects.filter(device_id__in=uuids, dpid=dpid).order_by("device_id", "id")
-    for uuid, dpuuid in rows.values_list("device_id", "dpuuid"):
-        found[uuid].append(dpuuid)
-    return found
 
 
 # ---- stored documents ------------------------------------------------------------------

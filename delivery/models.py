@@ -29,6 +29,16 @@ class Device(models.Model):
         return self.aam_uuid
 
 
+class PartnerIdQuerySet(models.QuerySet):
+    def dpuuids_by_device(self, *, device_ids: list[str], dpid: int) -> dict[str, list[str]]:
+        """{aam_uuid: its partner IDs in the `dpid` namespace, oldest first}; devices with none are absent."""
+        found: dict[str, list[str]] = {}
+        rows = self.filter(device_id__in=device_ids, dpid=dpid).order_by("device_id", "id")
+        for device_id, dpuuid in rows.values_list("device_id", "dpuuid"):
+            found.setdefault(device_id, []).append(dpuuid)
+        return found
+
+
 class PartnerId(models.Model):
     """A partner's ID for a device in the `dpid` namespace (from id_sync events)."""
 
@@ -36,6 +46,8 @@ class PartnerId(models.Model):
     dpid = models.BigIntegerField()
     dpuuid = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PartnerIdQuerySet.as_manager()
 
     class Meta:
         ordering = ["device_id", "dpid", "id"]

@@ -11,7 +11,6 @@ import json
 import uuid
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -146,15 +145,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Redeliver selected", permissions=["redeliver"])
     def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from delivery import sending
-        from delivery.tasks import send_delivery_task
+        from delivery import sending, tasks
 
         for original in queryset:
             try:
-                with transaction.atomic():
-                    redelivery = sending.create_redelivery(delivery=original)
-                    # robust: should the broker be down, the redelivery's lease lets the reaper send it.
-                    transaction.on_commit(lambda pk=redelivery.id: send_delivery_task.delay(pk), robust=True)
+                redelivery = tasks.redeliver(delivery=original)
             except sending.RedeliveryConflict as error:
                 self.message_user(request, f"Delivery {original.pk}: {error}", messages.WARNING)
             else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -62,16 +61,11 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def redeliver(self, request: Request, pk: Any = None) -> Response:
         """Send the same document again as a new delivery of kind `redelivery`."""
-        from delivery import sending
-        from delivery.tasks import send_delivery_task
+        from delivery import sending, tasks
 
         original = self.get_object()
         try:
-            with transaction.atomic():
-                redelivery = sending.create_redelivery(delivery=original)
-                # robust: with the broker down the redelivery still stands; its lease
-                # lets the reaper send it (delivery.sending.create_redelivery).
-                transaction.on_commit(lambda: send_delivery_task.delay(redelivery.id), robust=True)
+            redelivery = tasks.redeliver(delivery=original)
         except sending.RedeliveryConflict as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(

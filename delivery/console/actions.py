@@ -111,13 +111,9 @@ def redeliver_now(delivery: Delivery) -> Delivery:
 
     Raises ImportError when the sender is missing, `RedeliveryConflict` while `delivery` is pending.
     """
-    from delivery import sending, tasks
+    from delivery import tasks
 
-    with transaction.atomic():
-        new = sending.create_redelivery(delivery=delivery)
-        # robust: a broker outage after the commit is logged; the pending delivery stays listed.
-        transaction.on_commit(lambda: tasks.send_delivery_task.delay(new.id), robust=True)
-    return new
+    return tasks.redeliver(delivery=delivery)
 
 
 def _parse_utc(raw: str) -> dt.datetime | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import redis
 from django.conf import settings
@@ -96,6 +98,27 @@ def renew_slot(*, destination_id: int, holder: str, expiry_ms: int) -> bool:
 def release_slot(*, destination_id: int, holder: str) -> None:
     """Give the slot back (nothing happens when it had expired)."""
     _script(_RELEASE)(keys=[_key(destination_id)], args=[holder])
+
+
+@contextmanager
+def holding_slot(*, destination_id: int, expiry_ms: int) -> Iterator[Callable[[], None] | None]:
+    """Hold one of the destination's slots for the block and release it after.
+
+    Yields a function that renews the slot, or None when every slot is held (the
+    block then must not send).
+    """
+    holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms)
+    if holder is None:
+        yield None
+        return
+
+    def renew() -> None:
+        renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
+
+    try:
+        yield renew
+    finally:
+        release_slot(destination_id=destination_id, holder=holder)
 
 
 def slot_holders(*, destination_id: int) -> int:

@@ -32,7 +32,7 @@ from kombu.exceptions import OperationalError
 from delivery.batching import find_due_destination_ids, next_due_at
 from delivery.models import Delivery
 from delivery.sending import create_redelivery, reap_expired_deliveries, send_delivery, send_due_requests
-from delivery.slots import acquire_slot, redis_client, release_slot, renew_slot
+from delivery.slots import holding_slot, redis_client
 from destinations.models import Destination
 
 logger = logging.getLogger("aamdest.delivery")
@@ -55,24 +55,20 @@ def flush_destination(destination_id: int) -> None:
     destination = Destination.objects.filter(pk=destination_id).first()
     if destination is None:
         return
-    expiry_ms = slot_expiry_ms(destination)
-    holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms)
-    if holder is None:
-        return  # every slot is held: the holders drain the destination and look again when done
+    with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
+        if renew is None:
+            return  # every slot is held: the holders drain the destination and look again when done
 
-    def keep_slot_and_call_help(deliveries: list[Delivery]) -> None:
-        renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
-        if len(deliveries) == CLAIM_MAX_REQUESTS:
-            # A full claim: more is probably due. Another flush may take a free slot
-            # and claim in parallel while this one waits for the partner.
-            schedule_flushes({destination_id})
+        def keep_slot_and_call_help(deliveries: list[Delivery]) -> None:
+            renew()
+            if len(deliveries) == CLAIM_MAX_REQUESTS:
+                # A full claim: more is probably due. Another flush may take a free slot
+                # and claim in parallel while this one waits for the partner.
+                schedule_flushes({destination_id})
 
-    try:
         send_due_requests(
             destination=destination, max_requests=CLAIM_MAX_REQUESTS, before_sending=keep_slot_and_call_help
         )
-    finally:
-        release_slot(destination_id=destination_id, holder=holder)
     _schedule_wakeup(destination_id)
 
 
@@ -237,18 +233,10 @@ def send_stored_batch(destination_id: int) -> None:
     destination = Destination.objects.filter(pk=destination_id).first()
     if destination is None:
         return
-    expiry_ms = slot_expiry_ms(destination)
-    holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms)
-    if holder is None:
-        return  # real-time flushes hold every slot: beat's next check sends them
-
-    def keep_slot() -> None:
-        renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
-
-    try:
-        send_batch_deliveries(destination=destination, after_each_claim=keep_slot)
-    finally:
-        release_slot(destination_id=destination_id, holder=holder)
+    with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
+        if renew is None:
+            return  # real-time flushes hold every slot: beat's next check sends them
+        send_batch_deliveries(destination=destination, after_each_claim=renew)
 
 
 @shared_task(ignore_result=True)

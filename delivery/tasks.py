@@ -69,7 +69,7 @@ def flush_destination(destination_id: int) -> None:
         send_due_requests(
             destination=destination, max_requests=CLAIM_MAX_REQUESTS, before_sending=keep_slot_and_call_help
         )
-    _schedule_wakeup(destination_id)
+    _schedule_wakeup(destination)
 
 
 @shared_task(ignore_result=True)
@@ -143,11 +143,11 @@ def _queue_flush(destination_id: int) -> None:
         logger.warning("could not queue a flush of destination %s: %s", destination_id, error)
 
 
-def _schedule_wakeup(destination_id: int) -> None:
+def _schedule_wakeup(destination: Destination) -> None:
     """Flush again when the destination's pending work falls due (one timer at a time)."""
-    destination = Destination.objects.filter(pk=destination_id).first()
-    if destination is None or flush_destination.app.conf.task_always_eager:
+    if flush_destination.app.conf.task_always_eager:
         return  # eager mode runs countdowns at once: beat's tick does the waiting there
+    destination_id = destination.pk
     now = timezone.now()
     due = next_due_at(destination=destination, now=now)
     if due is None:

@@ -157,15 +157,23 @@ def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[
     """Extend the lease of the deliveries this worker still owns; return those."""
     now = timezone.now()
     renewed = lease_until(destination=destination, now=now)
-    expected = {sending.delivery.pk: sending.lease for sending in sendings}
     with transaction.atomic():
-        current = Delivery.objects.select_for_update().filter(pk__in=expected, status=DeliveryStatus.PENDING)
-        owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == expected[pk]]
+        owned = _lock_owned(sendings)
         Delivery.objects.filter(pk__in=owned).update(lease_until=renewed)
     kept = [sending for sending in sendings if sending.delivery.pk in owned]
     for sending in kept:
         sending.lease = sending.delivery.lease_until = renewed
     return kept
+
+
+def _lock_owned(sendings: list[Sending]) -> list[int]:
+    """Lock the deliveries still pending with the lease this worker last wrote; return their ids.
+
+    Call inside a transaction: the locks hold until it ends.
+    """
+    leases = {sending.delivery.pk: sending.lease for sending in sendings}
+    current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
+    return [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
 
 
 def _end(*, destination: Destination, ended: list[tuple[Sending, DeliveryStatus]]) -> None:
@@ -242,9 +250,7 @@ def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.date
 def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.datetime) -> list[int]:
     if not sendings:
         return []
-    leases = {sending.delivery.pk: sending.lease for sending in sendings}
-    current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
-    owned = [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
+    owned = _lock_owned(sendings)
     Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
     # Locked in ingestion's order (destination, device), so that the two never deadlock.
     held_pks = (

@@ -8,6 +8,7 @@ so that the configuration API loads without the delivery machinery.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -117,17 +118,12 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         destination = self.get_object()
         payload = RotateSigningKeySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        before = snapshot(destination)
-        try:
-            with transaction.atomic():
-                signing.start_key_rotation(destination=destination, new_key=payload.validated_data["key"])
-                self._record(action=ChangeAction.START_KEY_ROTATION, destination=destination, before=before)
-        except signing.RotationRefused as error:
-            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
-        except signing.RotationConflict as error:
-            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
-        destination.refresh_from_db()
-        return Response(self.get_serializer(destination).data)
+        new_key = payload.validated_data["key"]
+        return self._rotate(
+            destination=destination,
+            action=ChangeAction.START_KEY_ROTATION,
+            change=lambda: signing.start_key_rotation(destination=destination, new_key=new_key),
+        )
 
     @extend_schema(
         request=None,
@@ -143,11 +139,21 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         from destinations import signing
 
         destination = self.get_object()
+        return self._rotate(
+            destination=destination,
+            action=ChangeAction.FINISH_KEY_ROTATION,
+            change=lambda: signing.finish_key_rotation(destination=destination),
+        )
+
+    def _rotate(self, *, destination: Destination, action: str, change: Callable[[], None]) -> Response:
+        """Apply a rotation step and record it in one transaction; 400/409 when refused (SPEC §3)."""
+        from destinations import signing
+
         before = snapshot(destination)
         try:
             with transaction.atomic():
-                signing.finish_key_rotation(destination=destination)
-                self._record(action=ChangeAction.FINISH_KEY_ROTATION, destination=destination, before=before)
+                change()
+                self._record(action=action, destination=destination, before=before)
         except signing.RotationRefused as error:
             return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
         except signing.RotationConflict as error:

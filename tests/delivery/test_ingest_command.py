@@ -11,7 +11,6 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
-import delivery.tasks
 from delivery.batch_transfers import cut_batch, send_batch_deliveries
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange
 from tests.delivery.lifecycle_events import documents, send_realtime
@@ -28,13 +27,6 @@ SPORTS, NEWS = 14356, 12176
 def clock():
     with time_machine.travel(NOW, tick=False) as traveller:
         yield traveller
-
-
-@pytest.fixture
-def woken(monkeypatch) -> list[set[int]]:
-    calls: list[set[int]] = []
-    monkeypatch.setattr(delivery.tasks, "schedule_flushes", calls.append)
-    return calls
 
 
 def write(tmp_path: Path, text: str, *, modified: dt.datetime = NOW - dt.timedelta(hours=1)) -> Path:

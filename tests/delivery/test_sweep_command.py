@@ -30,13 +30,6 @@ def clock():
         yield traveller
 
 
-@pytest.fixture
-def woken(monkeypatch) -> list[set[int]]:
-    calls: list[set[int]] = []
-    monkeypatch.setattr(delivery.tasks, "schedule_flushes", calls.append)
-    return calls
-
-
 def sweep() -> str:
     out = io.StringIO()
     call_command("sweep", stdout=out)

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "aamdest",
     "destinations",
     "delivery",
+    "partner",
 ]
 
 MIDDLEWARE = [
@@ -172,7 +173,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["aamdest.permissions.RolePermission"],
+    "DEFAULT_PERMISSION_CLASSES": ["destinations.permissions.RolePermission"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -186,7 +187,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and its page follow the API's rules: a token or an admin session, and a role.
-    "SERVE_PERMISSIONS": ["aamdest.permissions.RolePermission"],
+    "SERVE_PERMISSIONS": ["destinations.permissions.RolePermission"],
     # Swagger UI's files come from the drf-spectacular-sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -4,11 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from aamdest.health import healthz
-from aamdest.metrics import metrics
 from delivery.api.deliveries import DeliveryViewSet
 from delivery.api.events import EventsView
 from delivery.api.profiles import ProfileView
+from delivery.observability.health import healthz
+from delivery.observability.metrics import metrics
 from destinations.api import DestinationViewSet, MappingViewSet, SegmentViewSet
 
 router = DefaultRouter()

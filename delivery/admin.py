@@ -145,7 +145,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Redeliver selected", permissions=["redeliver"])
     def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from delivery import sending, tasks
+        from delivery import tasks
+        from delivery.sending import rounds as sending
 
         for original in queryset:
             try:
@@ -228,7 +229,7 @@ class DeliveryDeviceAdmin(ReadOnlyAdmin):
     search_fields = ["aam_uuid__exact"]
 
 
-# ---- lifecycle and batch mode (delivery.lifecycle, delivery.batch_transfers) ------------
+# ---- lifecycle and batch mode (delivery.lifecycle.expiry, delivery.batch.transfers) ------------
 
 
 @admin.register(DeviceErasure)

@@ -273,7 +273,7 @@ class BatchExit(models.Model):
     """The "0"s an erased device still owes a batch destination, captured before the erasure.
 
     The changes they come from were erased with the device, so its next batch
-    reads them here (delivery.batch_transfers). Removed, and the device taken
+    reads them here (delivery.batch.transfers). Removed, and the device taken
     out of the carrying document, once that delivery has ended.
     """
 

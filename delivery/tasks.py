@@ -29,10 +29,15 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from delivery.batching import find_due_destination_ids, next_due_at
 from delivery.models import Delivery
-from delivery.sending import create_redelivery, reap_expired_deliveries, send_delivery, send_due_requests
-from delivery.slots import holding_slot, redis_client
+from delivery.realtime.claiming import find_due_destination_ids, next_due_at
+from delivery.realtime.slots import holding_slot, redis_client
+from delivery.sending.rounds import (
+    create_redelivery,
+    reap_expired_deliveries,
+    send_delivery,
+    send_due_requests,
+)
 from destinations.models import Destination
 
 logger = logging.getLogger("aamdest.delivery")
@@ -173,7 +178,7 @@ def _timer_key(destination_id: int) -> str:
 
 
 # ---- lifecycle, retention and batch mode ---------------------------------------------------
-# (delivery.sweeping, delivery.erasure, delivery.pruning, delivery.batch_transfers)
+# (delivery.lifecycle and delivery.batch)
 
 # A scheduled batch or drain not started within this many seconds is dropped: beat's next check re-queues it.
 BATCH_TASK_EXPIRES_S = 50
@@ -182,7 +187,7 @@ BATCH_TASK_EXPIRES_S = 50
 @shared_task(ignore_result=True)
 def sweep() -> None:
     """Run by beat every minute, like `manage.py sweep`: TTL expiry, inactivity, erasures."""
-    from delivery.sweeping import sweep as run_sweep
+    from delivery.lifecycle.sweeping import sweep as run_sweep
 
     result = run_sweep(now=timezone.now())
     schedule_flushes(result.destination_ids)
@@ -191,7 +196,7 @@ def sweep() -> None:
 @shared_task(ignore_result=True)
 def erase_devices() -> None:
     """Run by beat every 10 seconds: forget the devices whose "0"s are out, soon after an opt-out."""
-    from delivery.erasure import erase_forgotten_devices
+    from delivery.lifecycle.erasure import erase_forgotten_devices
 
     result = erase_forgotten_devices(now=timezone.now())
     schedule_flushes(result.destination_ids)
@@ -202,7 +207,7 @@ def prune_deliveries() -> None:
     """Run by beat every 10 minutes: delete delivery records older than AAMDEST_DELIVERY_LOG_DAYS."""
     from django.conf import settings
 
-    from delivery.pruning import prune_delivery_log
+    from delivery.lifecycle.pruning import prune_delivery_log
 
     prune_delivery_log(now=timezone.now(), days=settings.AAMDEST_DELIVERY_LOG_DAYS)
 
@@ -210,7 +215,7 @@ def prune_deliveries() -> None:
 @shared_task(ignore_result=True)
 def send_batch_now(destination_id: int) -> None:
     """Cut the destination's batch now (the changes since its last cut-off) and send it (SPEC §5)."""
-    from delivery.batch_transfers import cut_batch
+    from delivery.batch.transfers import cut_batch
 
     cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=False)
     send_stored_batch(destination_id)
@@ -219,7 +224,7 @@ def send_batch_now(destination_id: int) -> None:
 @shared_task(ignore_result=True)
 def send_due_batch(destination_id: int) -> None:
     """Cut and send the destination's scheduled batch, unless another run already did."""
-    from delivery.batch_transfers import cut_batch
+    from delivery.batch.transfers import cut_batch
 
     cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=True)
     send_stored_batch(destination_id)
@@ -228,7 +233,7 @@ def send_due_batch(destination_id: int) -> None:
 @shared_task(ignore_result=True)
 def send_stored_batch(destination_id: int) -> None:
     """Send the destination's stored batch deliveries, within one of its concurrency slots."""
-    from delivery.batch_transfers import send_batch_deliveries
+    from delivery.batch.transfers import send_batch_deliveries
 
     destination = Destination.objects.filter(pk=destination_id).first()
     if destination is None:
@@ -242,7 +247,7 @@ def send_stored_batch(destination_id: int) -> None:
 @shared_task(ignore_result=True)
 def start_due_batches() -> None:
     """Run by beat every minute: start the batches due, and send stored batch deliveries left unsent."""
-    from delivery.batch_transfers import find_due_batch_destination_ids, find_unsent_batch_destination_ids
+    from delivery.batch.transfers import find_due_batch_destination_ids, find_unsent_batch_destination_ids
 
     due = find_due_batch_destination_ids(now=timezone.now())
     for destination_id in sorted(due):

@@ -174,7 +174,7 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
 
     @admin.action(description="Send test document", permissions=["change"])
     def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        from delivery.sending import send_test_document
+        from delivery.sending.rounds import send_test_document
 
         for destination in queryset:
             delivery = send_test_document(destination=destination)
@@ -231,7 +231,7 @@ class SegmentAdmin(RecordChangesMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "ttl_days" in form.changed_data:
             # SPEC §4: a new TTL applies to the segment's existing memberships, once saved.
-            from delivery.lifecycle import apply_segment_ttl
+            from delivery.lifecycle.expiry import apply_segment_ttl
 
             transaction.on_commit(lambda: apply_segment_ttl(segment=obj))
 

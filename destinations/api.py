@@ -2,7 +2,7 @@
 
 Plain CRUD through ModelViewSets; the destination actions translate the
 request and call the stage that does the work (`destinations.signing`,
-`delivery.sending`, `delivery.tasks`). Those are imported inside the actions,
+`delivery.sending.rounds`, `delivery.tasks`). Those are imported inside the actions,
 so that the configuration API loads without the delivery machinery.
 """
 
@@ -85,7 +85,7 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     queryset = Destination.objects.all()
     serializer_class = DestinationSerializer
     filterset_class = DestinationFilter
-    # The actions change a destination's state or send on its behalf (aamdest.permissions).
+    # The actions change a destination's state or send on its behalf (destinations.permissions).
     action_permissions = {
         "rotate_signing_key": _CHANGE_DESTINATION,
         "finish_key_rotation": _CHANGE_DESTINATION,
@@ -170,7 +170,7 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     def send_test(self, request: Request, pk: Any = None) -> Response:
         """Send one sample document now, signed or authenticated like real traffic (kind `test`)."""
         destination = self.get_object()
-        from delivery.sending import send_test_document
+        from delivery.sending.rounds import send_test_document
 
         delivery = send_test_document(destination=destination)
         last = delivery.attempts.order_by("number").last()
@@ -252,6 +252,6 @@ class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
         if serializer.instance.ttl_days != ttl_days_before:
             # SPEC §4: a new TTL applies to the segment's existing memberships.
-            from delivery.lifecycle import apply_segment_ttl
+            from delivery.lifecycle.expiry import apply_segment_ttl
 
             apply_segment_ttl(segment=serializer.instance)

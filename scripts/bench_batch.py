@@ -123,7 +123,7 @@ def run_batch(*, destination_id: int) -> dict[str, object]:
     from django.db.models import Sum
     from django.utils import timezone
 
-    from delivery.batch_transfers import cut_batch, send_batch_deliveries
+    from delivery.batch.transfers import cut_batch, send_batch_deliveries
     from delivery.models import Delivery
     from destinations.models import Destination
 

@@ -26,9 +26,9 @@ import requests
 from django.db import connections
 from django.utils import timezone
 
-from delivery.batching import claim_due_requests
 from delivery.models import Delivery
-from delivery.sending import send_deliveries, send_test_document
+from delivery.realtime.claiming import claim_due_requests
+from delivery.sending.rounds import send_deliveries, send_test_document
 from destinations.models import Destination
 from tests.delivery.pending_work import map_segments, pending_devices
 from tests.partner import Certificates, Partner, Received, Reply, StallingServer, start_partner

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from delivery import stats
 from delivery.models import DeliveryStatus, DestinationDevice, Device
+from delivery.observability import stats
 from tests.delivery.log_rows import TIMEOUT, Try, log_delivery, status
 from tests.factories import DestinationFactory
 

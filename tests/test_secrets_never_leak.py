@@ -30,10 +30,10 @@ from django.db import connection
 
 from aamdest.logging import JsonFormatter
 from delivery import tasks
-from delivery.management.commands.receiver import Command as ReceiverCommand
-from delivery.management.commands.receiver import ReceiverServer, build_server
 from delivery.models import Attempt, Delivery
 from destinations.models import ConfigChange, Destination
+from partner.management.commands.receiver import Command as ReceiverCommand
+from partner.management.commands.receiver import ReceiverServer, build_server
 
 SIGNING_KEY = "plain-signing-key-4e1f"
 NEW_SIGNING_KEY = "plain-new-signing-key-9a7c"

@@ -39,7 +39,7 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
         Prefetch("attempts", queryset=Attempt.objects.order_by("number"))
     )
     filterset_class = DeliveryFilter
-    # Redelivering creates a delivery (aamdest.permissions).
+    # Redelivering creates a delivery (destinations.permissions).
     action_permissions = {"redeliver": "delivery.add_delivery"}
 
     def get_queryset(self) -> QuerySet[Delivery]:
@@ -61,7 +61,8 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def redeliver(self, request: Request, pk: Any = None) -> Response:
         """Send the same document again as a new delivery of kind `redelivery`."""
-        from delivery import sending, tasks
+        from delivery import tasks
+        from delivery.sending import rounds as sending
 
         original = self.get_object()
         try:

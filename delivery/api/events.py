@@ -2,11 +2,11 @@
 
 The body is read here rather than by DRF's parsers: Django's `request.body`
 refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), less than 10,000
-events, and the gzip and NDJSON handling lives in `delivery.ingestion`.
-DRF still authenticates and checks `aamdest.permissions.RolePermission`.
+events, and the gzip and NDJSON handling lives in `delivery.intake.events`.
+DRF still authenticates and checks `destinations.permissions.RolePermission`.
 
 Answers: 202 `{"accepted": N}` once the events are committed; 400
-`{"errors": [{"index", "field", "message"}]}` (see `delivery.ingestion` for
+`{"errors": [{"index", "field", "message"}]}` (see `delivery.intake.events` for
 when `index` is null); 411, 413 and 415 `{"detail": "..."}`.
 After the commit, the destinations that got pending work are flushed
 (`delivery.tasks.schedule_flushes`) and the events are counted for /metrics.
@@ -22,8 +22,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from delivery.ingestion import MAX_BODY_BYTES, IngestionError, InvalidEvents, PayloadTooLarge, parse_events
-from delivery.membership import apply_events
+from delivery.intake.events import (
+    MAX_BODY_BYTES,
+    IngestionError,
+    InvalidEvents,
+    PayloadTooLarge,
+    parse_events,
+)
+from delivery.intake.membership import apply_events
 
 _ERRORS = inline_serializer(
     "EventErrors",
@@ -98,7 +104,7 @@ def _read_body(request: Request) -> bytes:
 def _after_commit(destination_ids: set[int], accepted: int) -> None:
     # Imported here: the tasks module pulls in Celery and the senders, which
     # this view needs only once something is stored.
-    from delivery.stats import count_events_ingested
+    from delivery.observability.stats import count_events_ingested
     from delivery.tasks import schedule_flushes
 
     count_events_ingested(accepted)

@@ -5,8 +5,8 @@ buttons that change something (test, pause, resume, send the batch, redeliver) a
 superusers, the `operator` group and staff holding the matching model permission.
 
 - `access`: who may read and who may press which button.
-- `pages`: the pages, reading through `delivery.stats` and `delivery.lookup`.
-- `actions`: the buttons, acting through `delivery.sending` and `delivery.tasks`, imported when a
+- `pages`: the pages, reading through `delivery.observability.stats` and `delivery.console.lookup`.
+- `actions`: the buttons, acting through `delivery.sending.rounds` and `delivery.tasks`, imported when a
   button is pressed, so that every page reads even where the sender is not installed.
 - `urls`: the routes, included by `aamdest.urls` under the `console` namespace.
 """

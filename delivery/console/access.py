@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
-from aamdest.permissions import can_read, is_operator
+from destinations.permissions import can_read, is_operator
 
 # The model permission a staff user needs for each kind of button (operators need none).
 CHANGE_DESTINATION = "destinations.change_destination"

@@ -1,6 +1,6 @@
 """The console's buttons: send a test document, pause, resume, send the batch now, redeliver.
 
-`delivery.sending` and `delivery.tasks` are imported when a button is pressed: a deployment
+`delivery.sending.rounds` and `delivery.tasks` are imported when a button is pressed: a deployment
 without the sender still reads every page, and a button says plainly that it is unavailable.
 """
 
@@ -14,11 +14,11 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 
-from delivery import lookup
+from delivery.console import lookup
 from delivery.console.access import CHANGE_DESTINATION, SEND_DELIVERY, actor
 from delivery.console.pages import render_delivery
 from delivery.models import Delivery, DeliveryStatus
-from delivery.stats import failure_label
+from delivery.observability.stats import failure_label
 from destinations.audit import record_change, snapshot
 from destinations.models import ChangeAction, ChangeSource, Destination
 
@@ -43,7 +43,7 @@ def _test_outcome(delivery: Delivery) -> tuple[bool, str]:
 def send_test(request: HttpRequest, pk: int) -> HttpResponse:
     destination = get_object_or_404(Destination, pk=pk)
     try:
-        from delivery.sending import send_test_document
+        from delivery.sending.rounds import send_test_document
     except ImportError:
         messages.error(request, UNAVAILABLE)
         return redirect("console:destination", pk=pk)
@@ -133,7 +133,7 @@ def redeliver_failed(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, "Give the time to redeliver from as YYYY-MM-DD HH:MM (UTC).")
         return redirect("console:destination", pk=pk)
     try:
-        from delivery.sending import RedeliveryConflict
+        from delivery.sending.rounds import RedeliveryConflict
         from delivery.tasks import send_delivery_task  # noqa: F401 - checks that the task is installed
     except ImportError:
         messages.error(request, UNAVAILABLE)
@@ -154,7 +154,7 @@ def redeliver_failed(request: HttpRequest, pk: int) -> HttpResponse:
 def redeliver(request: HttpRequest, pk: int) -> HttpResponse:
     delivery = get_object_or_404(Delivery.objects.select_related("destination", "redelivery_of"), pk=pk)
     try:
-        from delivery.sending import RedeliveryConflict
+        from delivery.sending.rounds import RedeliveryConflict
         from delivery.tasks import send_delivery_task  # noqa: F401 - checks that the task is installed
     except ImportError:
         messages.error(request, UNAVAILABLE)

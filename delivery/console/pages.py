@@ -11,10 +11,16 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from delivery import charts, lookup
+from delivery.console import charts, lookup
 from delivery.console.access import CHANGE_DESTINATION, SEND_DELIVERY, may_act, reader
 from delivery.models import Delivery, DeliveryStatus
-from delivery.stats import DEFAULT_HOURS, HOUR_CHOICES, DestinationStats, destination_stats, failure_label
+from delivery.observability.stats import (
+    DEFAULT_HOURS,
+    HOUR_CHOICES,
+    DestinationStats,
+    destination_stats,
+    failure_label,
+)
 from destinations.models import Destination, utc_today
 
 PAGE_SIZE = 25

@@ -1,6 +1,6 @@
 """Events and partner documents for the lifecycle, erasure and batch tests.
 
-Events go through `delivery.membership.apply_events`, as the API and the
+Events go through `delivery.intake.membership.apply_events`, as the API and the
 ingest command apply them; real-time sends go through the sender's claim and
 send, to a local HTTPS partner whose received documents are parsed here.
 """
@@ -12,9 +12,9 @@ import json
 
 from django.utils import timezone
 
-from delivery.ingestion import Event, EventType
-from delivery.membership import apply_events
-from delivery.sending import send_due_requests
+from delivery.intake.events import Event, EventType
+from delivery.intake.membership import apply_events
+from delivery.sending.rounds import send_due_requests
 from destinations.models import Destination
 from tests.partner import Partner
 

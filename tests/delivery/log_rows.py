@@ -6,8 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from delivery.documents import SegmentStatus, UserObject, build_document
 from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
+from delivery.sending.documents import SegmentStatus, UserObject, build_document
 from destinations.models import Destination
 
 

@@ -1,6 +1,6 @@
 """Rows for the sender's tests: devices with memberships, partner IDs and real-time pending marks.
 
-The sender's tests create these rows directly (as `delivery.membership` would)
+The sender's tests create these rows directly (as `delivery.intake.membership` would)
 so that claiming and sending are tested alone.
 """
 

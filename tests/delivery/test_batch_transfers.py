@@ -12,17 +12,17 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import delivery.tasks
-from delivery.batch_reading import read_portable, read_postgresql
-from delivery.batch_transfers import (
+from delivery.batch.reading import read_portable, read_postgresql
+from delivery.batch.transfers import (
     cut_batch,
     find_due_batch_destination_ids,
     find_unsent_batch_destination_ids,
     read_safe_cutoff,
     send_batch_deliveries,
 )
-from delivery.documents import format_aam_time
-from delivery.erasure import erase_forgotten_devices
+from delivery.lifecycle.erasure import erase_forgotten_devices
 from delivery.models import BatchExit, Delivery, DeliveryDevice, MembershipChange
+from delivery.sending.documents import format_aam_time
 from destinations.models import Destination, Mapping
 from tests.delivery.lifecycle_events import (
     apply,

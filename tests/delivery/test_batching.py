@@ -11,8 +11,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from delivery.batching import claim_due_requests, find_due_destination_ids, next_due_at
 from delivery.models import Delivery, DeliveryKind, DeliveryStatus, DestinationDevice
+from delivery.realtime.claiming import claim_due_requests, find_due_destination_ids, next_due_at
 from tests.delivery.pending_work import MOMENT, map_segments, pending_device, pending_devices
 from tests.factories import DestinationFactory
 

@@ -321,7 +321,7 @@ def test_sending_a_test_document_shows_its_outcome(operator, monkeypatch, now):
     sent = log_delivery(destination, created_at=now, kind=DeliveryKind.TEST, outcome=DeliveryStatus.FAILED,
                         tries=[status(401)])
     calls = []
-    monkeypatch.setattr("delivery.sending.send_test_document",
+    monkeypatch.setattr("delivery.sending.rounds.send_test_document",
                         lambda *, destination: calls.append(destination.pk) or sent)
 
     # When
@@ -339,7 +339,7 @@ def test_a_test_document_that_cannot_be_sent_reads_as_a_message_not_a_500(operat
     def refuse(*, destination):
         raise RuntimeError("address refused")
 
-    monkeypatch.setattr("delivery.sending.send_test_document", refuse)
+    monkeypatch.setattr("delivery.sending.rounds.send_test_document", refuse)
 
     response = operator.post(f"/dashboard/destinations/{destination.pk}/test/", follow=True)
 

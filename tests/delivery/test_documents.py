@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from delivery.documents import SegmentStatus, UserObject, build_document, format_aam_time
+from delivery.sending.documents import SegmentStatus, UserObject, build_document, format_aam_time
 
 SPEC_EXAMPLE = """
 {

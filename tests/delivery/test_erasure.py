@@ -1,4 +1,4 @@
-"""delivery.erasure: opt-outs and inactive devices are forgotten once their "0"s are out (SPEC §4)."""
+"""delivery.lifecycle.erasure: opt-outs and inactive devices are forgotten once their "0"s are out."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 
-from delivery.batching import claim_due_requests
-from delivery.documents import format_aam_time
-from delivery.erasure import ERASURE_DEADLINE, batch_cut_lock_key, erase_forgotten_devices
-from delivery.lifecycle import INACTIVITY, leave_inactive_devices
+from delivery.lifecycle.erasure import ERASURE_DEADLINE, batch_cut_lock_key, erase_forgotten_devices
+from delivery.lifecycle.expiry import INACTIVITY, leave_inactive_devices
 from delivery.models import (
     BatchExit,
     Delivery,
@@ -26,7 +24,9 @@ from delivery.models import (
     MembershipChange,
     PartnerId,
 )
-from delivery.sending import send_deliveries
+from delivery.realtime.claiming import claim_due_requests
+from delivery.sending.documents import format_aam_time
+from delivery.sending.rounds import send_deliveries
 from destinations.models import Destination
 from tests.delivery.lifecycle_events import (
     apply,

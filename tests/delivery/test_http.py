@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from delivery.http import BODY_CAP_BYTES, HttpRequest, _system_ca_file, ca_file, post, post_many
+from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, _system_ca_file, ca_file, post, post_many
 from destinations.network import use_resolver
 from tests.partner import Reply, make_certificates, start_partner
 
@@ -311,7 +311,7 @@ def test_a_body_that_is_not_utf8_gives_a_readable_excerpt(partner):
 
 
 def test_credentials_never_reach_the_log(partner, caplog):
-    caplog.set_level(logging.DEBUG, logger="delivery.http")
+    caplog.set_level(logging.DEBUG, logger="delivery.sending.http")
     headers = {"Authorization": "Bearer token-abc123", "X-Signature": "c2lnbmF0dXJlLXNlY3JldA=="}
 
     post(request_to(partner.url, headers=headers))

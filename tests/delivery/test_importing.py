@@ -1,4 +1,4 @@
-"""delivery.importing: NDJSON and Adobe's batch line format, line numbers, chunks, defaults."""
+"""delivery.intake.importing: NDJSON and Adobe's batch line format, line numbers, chunks, defaults."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from delivery.importing import Defaults, FileFormat, LineError, detect_format, import_events, parse_line
-from delivery.ingestion import Event, EventType, InvalidField
+from delivery.intake.events import Event, EventType, InvalidField
+from delivery.intake.importing import (
+    Defaults,
+    FileFormat,
+    LineError,
+    detect_format,
+    import_events,
+    parse_line,
+)
 from delivery.models import Device, Membership, MembershipChange, PartnerId
 
 AT = dt.datetime(2026, 4, 1, 12, 0, tzinfo=dt.UTC)

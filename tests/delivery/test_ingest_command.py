@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
-from delivery.batch_transfers import cut_batch, send_batch_deliveries
+from delivery.batch.transfers import cut_batch, send_batch_deliveries
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange
 from tests.delivery.lifecycle_events import documents, send_realtime
 from tests.delivery.pending_work import map_segments

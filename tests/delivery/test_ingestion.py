@@ -1,4 +1,4 @@
-"""delivery.ingestion: bodies decoded and events validated, all or nothing, without a database."""
+"""delivery.intake.events: bodies decoded and events validated, all or nothing, without a database."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gzip
 import orjson
 import pytest
 
-from delivery.ingestion import (
+from delivery.intake.events import (
     MAX_BODY_BYTES,
     Event,
     EventError,

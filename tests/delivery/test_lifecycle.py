@@ -1,4 +1,4 @@
-"""delivery.lifecycle: TTL expiry (the one-day rule included), segment TTL changes, inactivity."""
+"""delivery.lifecycle.expiry: TTL expiry (the one-day rule included), segment TTL changes, inactivity."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import time_machine
 from django.db import connection, transaction
 
-from delivery.documents import format_aam_time
-from delivery.lifecycle import apply_segment_ttl, expire_memberships, leave_inactive_devices
+from delivery.lifecycle.expiry import apply_segment_ttl, expire_memberships, leave_inactive_devices
 from delivery.models import DestinationDevice, Device, DeviceErasure, Membership, MembershipChange
+from delivery.sending.documents import format_aam_time
 from destinations.models import Segment
 from tests.delivery.lifecycle_events import apply, documents, qualify, send_realtime, statuses
 from tests.delivery.pending_work import map_segments

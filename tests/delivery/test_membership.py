@@ -1,4 +1,4 @@
-"""delivery.membership: events applied to devices, memberships, the change log and pending marks."""
+"""delivery.intake.membership: events applied to devices, memberships, the change log and pending marks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import time_machine
 from django.db import connection
 
-from delivery.ingestion import Event, EventType
-from delivery.membership import apply_events, apply_opt_outs, compute_expires_at
+from delivery.intake.events import Event, EventType
+from delivery.intake.membership import apply_events, apply_opt_outs, compute_expires_at
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
 from destinations.models import Segment
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory

@@ -1,4 +1,4 @@
-"""delivery.pruning: delivery records are kept AAMDEST_DELIVERY_LOG_DAYS days (SPEC §5)."""
+"""delivery.lifecycle.pruning: delivery records are kept AAMDEST_DELIVERY_LOG_DAYS days (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import delivery.tasks
+from delivery.lifecycle.pruning import prune_delivery_log
 from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryStatus
-from delivery.pruning import prune_delivery_log
 from tests.delivery.log_rows import TIMEOUT, log_delivery
 from tests.factories import DestinationFactory
 

@@ -30,7 +30,7 @@ import pytest
 import requests
 from django.core.management.base import CommandError
 
-from delivery.management.commands.receiver import (
+from partner.management.commands.receiver import (
     Command,
     ReceiverServer,
     build_server,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from delivery.retry import should_retry
+from delivery.sending.retry import should_retry
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ import pytest
 from django.utils import timezone
 
 from aamdest.logging import JsonFormatter
-from delivery import attempts, sending
-from delivery.attempts import Sending
-from delivery.batching import claim_due_requests
 from delivery.models import Attempt, Delivery, DeliveryKind, DeliveryStatus, DestinationDevice
-from delivery.sending import (
+from delivery.realtime.claiming import claim_due_requests
+from delivery.realtime.slots import redis_client
+from delivery.sending import attempts
+from delivery.sending import rounds as sending
+from delivery.sending.attempts import Sending
+from delivery.sending.rounds import (
     RedeliveryConflict,
     create_redelivery,
     reap_expired_deliveries,
@@ -24,7 +26,6 @@ from delivery.sending import (
     send_delivery,
     send_test_document,
 )
-from delivery.slots import redis_client
 from destinations.models import Destination
 from destinations.signing import sign_body
 from tests.delivery.pending_work import map_segments, pending_devices

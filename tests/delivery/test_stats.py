@@ -1,4 +1,4 @@
-"""delivery.stats: hourly buckets, success rate, latency percentiles, failures, backlog, counters."""
+"""delivery.observability.stats: hourly buckets, success rate, latency percentiles, failures, backlog."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from delivery import stats
 from delivery.models import DeliveryStatus, DestinationDevice, Device
+from delivery.observability import stats
 from tests.delivery.log_rows import OK, TIMEOUT, Try, log_delivery, status
 from tests.factories import DestinationFactory
 

@@ -11,8 +11,8 @@ from django.core.management import call_command
 
 import delivery.tasks
 from aamdest.celery import app
-from delivery.documents import format_aam_time
 from delivery.models import Device, Membership
+from delivery.sending.documents import format_aam_time
 from destinations.models import Segment
 from tests.delivery.lifecycle_events import apply, documents, id_sync, qualify, send_realtime, statuses
 from tests.delivery.pending_work import map_segments

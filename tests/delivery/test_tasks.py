@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from delivery import tasks
 from delivery.models import Delivery, DeliveryStatus
-from delivery.slots import acquire_slot, redis_client, release_slot, renew_slot, slot_holders
+from delivery.realtime.slots import acquire_slot, redis_client, release_slot, renew_slot, slot_holders
 from tests.delivery.pending_work import map_segments, pending_devices
 from tests.factories import DestinationFactory
 

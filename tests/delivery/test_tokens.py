@@ -17,7 +17,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from delivery.tokens import TokenError, discard_token, get_access_token
+from delivery.sending.tokens import TokenError, discard_token, get_access_token
 from destinations.secrets import decrypt_secret
 from tests.factories import DestinationFactory
 from tests.partner import Reply
@@ -220,7 +220,7 @@ SUBPROCESS = """
 import django, sys
 django.setup()
 from destinations.models import Destination
-from delivery.tokens import get_access_token
+from delivery.sending.tokens import get_access_token
 destination = Destination(
     pk=int(sys.argv[1]), auth_mode="oauth2", oauth_token_url=sys.argv[2],
     oauth_client_id=sys.argv[3], oauth_client_secret=sys.argv[4], oauth_scope=sys.argv[5],

@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from delivery.tokens import get_access_token
+from delivery.sending.tokens import get_access_token
 from destinations.models import Destination
 from tests.delivery.test_tokens import token_reply
 from tests.factories import DestinationFactory

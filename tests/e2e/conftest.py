@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from delivery.slots import redis_client
+from delivery.realtime.slots import redis_client
 from tests.partner import Certificates
 
 ROOT = Path(__file__).resolve().parents[2]

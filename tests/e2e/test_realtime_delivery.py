@@ -18,8 +18,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from delivery.documents import format_aam_time
 from delivery.models import Delivery, DeliveryStatus
+from delivery.sending.documents import format_aam_time
 from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory

@@ -9,7 +9,7 @@ import pytest
 from django.db.models import Q
 
 from delivery.models import Delivery, DeliveryStatus, DestinationDevice
-from delivery.slots import slot_holders
+from delivery.realtime.slots import slot_holders
 from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory

@@ -1,6 +1,6 @@
 """`manage.py ingest FILE [--onboarded] [--datetime ISO] [--skip-invalid] [--progress]` (SPEC §6).
 
-Loads NDJSON or Adobe's batch line format (`delivery.importing`). Invalid lines
+Loads NDJSON or Adobe's batch line format (`delivery.intake.importing`). Invalid lines
 are reported on stderr with their line numbers; then nothing is stored unless
 `--skip-invalid`, and the exit status is 1 either way. Events without a
 datetime take `--datetime`, or else the file's modification time: importing
@@ -18,8 +18,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
 
-from delivery.importing import Defaults, LineError, import_events
-from delivery.ingestion import InvalidField, validate_event
+from delivery.intake.events import InvalidField, validate_event
+from delivery.intake.importing import Defaults, LineError, import_events
 
 PROGRESS_INTERVAL_S = 0.2
 BAR_WIDTH = 30
@@ -112,6 +112,6 @@ def _wake(destination_ids: set[int]) -> None:
 
 
 def _count(events: int) -> None:
-    from delivery.stats import count_events_ingested
+    from delivery.observability.stats import count_events_ingested
 
     count_events_ingested(events)

@@ -2,7 +2,7 @@
 
 The same work as beat's `delivery.tasks.sweep`, every minute: end expired
 memberships, end the memberships of devices not seen for 120 days, forget the
-devices whose "0"s are out (`delivery.sweeping`), then wake the real-time
+devices whose "0"s are out (`delivery.lifecycle.sweeping`), then wake the real-time
 destinations given "0"s to send. Safe to run at any time, alongside the
 scheduler: a second sweep finds nothing the first one did.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from delivery.sweeping import sweep
+from delivery.lifecycle.sweeping import sweep
 
 
 class Command(BaseCommand):

@@ -2,9 +2,9 @@
 
 Every exit here is recorded as a disqualification would be: the membership is
 left (`datetime` = the moment it ended), a `MembershipChange` row is written
-(batch mode reads it) and `delivery.membership.mark_pending` queues the
+(batch mode reads it) and `delivery.intake.membership.mark_pending` queues the
 real-time "0"s. Forgetting devices (after inactivity or an opt-out) is
-`delivery.erasure`.
+`delivery.lifecycle.erasure`.
 
 Bounded work: memberships and devices are taken in chunks of `CHUNK_SIZE`, one
 transaction each, with `FOR UPDATE SKIP LOCKED`, so that two sweeps never take
@@ -30,7 +30,7 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.db.models.functions import Greatest, Trunc
 from django.utils import timezone
 
-from delivery.membership import Change, ChangeKind, mark_pending
+from delivery.intake.membership import Change, ChangeKind, mark_pending
 from delivery.models import Device, DeviceErasure, ErasureReason, Membership, MembershipChange
 from destinations.models import Segment
 
@@ -62,7 +62,7 @@ def expire_memberships(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> Lif
     Each chunk locks its memberships' devices first, in `aam_uuid` order and
     skipping those an ingestion (or another sweep) holds, as every writer of
     memberships and of `DestinationDevice` rows must (see
-    `delivery.membership`); then it re-reads the devices' memberships still
+    `delivery.intake.membership`); then it re-reads the devices' memberships still
     active and expired. A skipped device is left for the next run.
 
     Returns how many ended and the real-time destinations that got "0"s to send.
@@ -134,7 +134,7 @@ def apply_segment_ttl(*, segment: Segment, chunk_size: int = CHUNK_SIZE) -> int:
 
 
 def _expiry_expression(ttl_days: int) -> Value | ExpressionWrapper:
-    """`delivery.membership.compute_expires_at` as an SQL expression of `qualified_at`."""
+    """`delivery.intake.membership.compute_expires_at` as an SQL expression of `qualified_at`."""
     if ttl_days == 0:
         return Value(None, output_field=DateTimeField())
     if ttl_days == 1:
@@ -150,7 +150,7 @@ def _expiry_expression(ttl_days: int) -> Value | ExpressionWrapper:
 def leave_inactive_devices(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> LifecycleResult:
     """Devices not seen for 120 days leave every segment (at `last_seen` + 120 days) and are to be forgotten.
 
-    Each gets a `DeviceErasure` (reason `inactivity`); `delivery.erasure` erases
+    Each gets a `DeviceErasure` (reason `inactivity`); `delivery.lifecycle.erasure` erases
     it once its "0"s are out, unless it is seen again before.
     """
     result = LifecycleResult()

@@ -12,7 +12,7 @@ from typing import Protocol
 
 
 class Outcome(Protocol):
-    """What the policy needs to know of an attempt's result (`delivery.http.HttpResult` fits)."""
+    """What the policy needs to know of an attempt's result (`delivery.sending.http.HttpResult` fits)."""
 
     @property
     def is_success(self) -> bool: ...

@@ -2,7 +2,7 @@
 
 A batch is cut, then sent:
 - `cut_batch`, one transaction: fixes the new cut-off (`read_safe_cutoff`),
-  reads the batch (`delivery.batch_reading`), adds the exits of devices erased
+  reads the batch (`delivery.batch.reading`), adds the exits of devices erased
   since the last cut (`BatchExit`), packs the user objects into documents of
   `max_users_per_request` (one per partner ID, `""` when none) and stores them
   as pending deliveries of kind `batch`, a few at a time; then moves the
@@ -11,7 +11,7 @@ A batch is cut, then sent:
   it stores nothing, and still moves the cut-off and the schedule.
 - `send_batch_deliveries`: claims the stored batch deliveries a few at a time
   (a conditional lease, `SKIP LOCKED`) and sends them with
-  `delivery.sending.send_deliveries`. Failures stay `failed`, redeliverable; the
+  `delivery.sending.rounds.send_deliveries`. Failures stay `failed`, redeliverable; the
   cut-off has moved on regardless. A worker that dies mid-send leaves leased
   deliveries the reaper re-sends, and unleased ones the next drain takes.
 
@@ -33,13 +33,13 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from delivery.batch_reading import BatchDevice, read_batch_devices
-from delivery.batch_writing import BatchWriter
-from delivery.batching import lease_until
-from delivery.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
-from delivery.erasure import batch_cut_lock_key
+from delivery.batch.reading import BatchDevice, read_batch_devices
+from delivery.batch.writing import BatchWriter
+from delivery.lifecycle.erasure import batch_cut_lock_key
 from delivery.models import BatchCoverage, BatchExit, Delivery, DeliveryKind, DeliveryStatus, MembershipChange
-from delivery.sending import send_deliveries
+from delivery.realtime.claiming import lease_until
+from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
+from delivery.sending.rounds import send_deliveries
 from destinations.models import Destination, Mapping
 
 # User objects a drain round sends at once (≈ 10 MB of documents).

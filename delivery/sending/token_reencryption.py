@@ -1,14 +1,14 @@
 """Re-encrypting the cached OAuth tokens under the first of AAMDEST_ENCRYPTION_KEYS.
 
 The Redis half of `manage.py rotate_encryption_keys` (the database half is
-`destinations.reencryption`). `delivery.tokens` keeps each token in a hash
+`destinations.reencryption`). `delivery.sending.tokens` keeps each token in a hash
 `aamdest:oauth-token:<destination>:<fingerprint>` whose `token` field is
 Fernet ciphertext. Here each one is:
 
 - left alone when already under the first key (running again changes nothing);
 - rewritten under the first key when another configured key opens it; the
   hash keeps its expiry, and a token replaced meanwhile is not overwritten;
-- dropped when no configured key opens it: `delivery.tokens` could not read it
+- dropped when no configured key opens it: `delivery.sending.tokens` could not read it
   either, and fetches a new token at the next send.
 """
 
@@ -22,7 +22,7 @@ from django.conf import settings
 
 from destinations.secrets import fernet
 
-# delivery.tokens' cache keys; its lock and error keys are strings, not hashes.
+# delivery.sending.tokens' cache keys; its lock and error keys are strings, not hashes.
 TOKEN_KEYS = "aamdest:oauth-token:*"
 
 # Replace (or delete, when ARGV[2] is empty) the token only if it is still the one read.

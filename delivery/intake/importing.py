@@ -2,7 +2,7 @@
 
 The format is told by the content: a file whose first non-blank line starts
 with `{` is NDJSON (one event object per line, validated exactly as the API
-validates them, `delivery.ingestion.validate_event`); anything else is Adobe's
+validates them, `delivery.intake.events.validate_event`); anything else is Adobe's
 batch line format, `AAM_UUID<space>SEG,SEG<space>REMOVED,REMOVED`: one
 qualification per added segment and one disqualification per removed one. An
 empty column is nothing between the separators (`uuid  12`: nothing added, 12
@@ -14,7 +14,7 @@ Events without a `datetime` (every Adobe line) take `Defaults.datetime`, and
 
 `import_events` streams the file: it first checks every line (nothing is
 stored if one is invalid, unless `skip_invalid`), then applies the events in
-chunks of `CHUNK_EVENTS` with `delivery.membership.apply_events`, one
+chunks of `CHUNK_EVENTS` with `delivery.intake.membership.apply_events`, one
 transaction each. Memory stays bounded whatever the file's size.
 """
 
@@ -33,8 +33,8 @@ from typing import BinaryIO
 import orjson
 from django.utils import timezone
 
-from delivery.ingestion import Event, EventType, InvalidField, validate_event
-from delivery.membership import apply_events
+from delivery.intake.events import Event, EventType, InvalidField, validate_event
+from delivery.intake.membership import apply_events
 
 CHUNK_EVENTS = 10_000
 PROGRESS_EVERY_LINES = 1_000

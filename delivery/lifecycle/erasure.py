@@ -1,8 +1,8 @@
 """Forgetting devices (SPEC §4): after an opt-out, or 120 days without a sighting.
 
 A `DeviceErasure` row asks for it: ingestion writes one for each known device
-that opts out (`delivery.membership.apply_events`), the inactivity sweep one
-for each inactive device (`delivery.lifecycle`). Both have already ended the
+that opts out (`delivery.intake.membership.apply_events`), the inactivity sweep one
+for each inactive device (`delivery.lifecycle.expiry`). Both have already ended the
 device's memberships, logged the exits and queued the real-time "0"s.
 
 The "0"s need the device: a real-time claim builds them from its memberships,
@@ -13,7 +13,7 @@ partner IDs and regions. So erasure waits until they are built and sent:
 - no pending delivery carries it (its retries must send the same bytes).
 Batch destinations are not waited for: what their next batch needs (the
 device's exits since their cut-off, partner IDs, regions) is captured first as
-`BatchExit` rows, which `delivery.batch_transfers` sends.
+`BatchExit` rows, which `delivery.batch.transfers` sends.
 
 Erasing deletes the device, its memberships, partner IDs, real-time states and
 change log, and rewrites every ended delivery that carried it without its user
@@ -36,7 +36,7 @@ import orjson
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from delivery.lifecycle import INACTIVITY, end_active_memberships
+from delivery.lifecycle.expiry import INACTIVITY, end_active_memberships
 from delivery.models import (
     BatchExit,
     Delivery,
@@ -55,7 +55,7 @@ from destinations.models import Destination, Mapping
 CHUNK_SIZE = 500
 # GDPR's one month: past this, a device still pending at a paused destination is erased anyway.
 ERASURE_DEADLINE = dt.timedelta(days=30)
-# Advisory lock namespace shared with batch cuts (`delivery.batch_transfers.lock_batch_cut`).
+# Advisory lock namespace shared with batch cuts (`delivery.batch.transfers.lock_batch_cut`).
 BATCH_CUT_LOCK = 0x6161_6D64 << 32
 
 

@@ -20,7 +20,6 @@ from typing import NamedTuple
 from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
 
-from delivery.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject, build_document
 from delivery.models import (
     Delivery,
     DeliveryDevice,
@@ -30,6 +29,7 @@ from delivery.models import (
     Membership,
     PartnerId,
 )
+from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject, build_document
 from destinations.models import Destination, Mapping
 
 # A live worker renews its lease at every attempt round; this margin covers the

@@ -24,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from delivery import stats
 from delivery.models import Attempt, Delivery
+from delivery.observability import stats
 from destinations.models import Destination
 
 LABELS = ["destination_id", "destination"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from delivery.erasure import ErasureResult, erase_forgotten_devices
-from delivery.lifecycle import LifecycleResult, expire_memberships, leave_inactive_devices
+from delivery.lifecycle.erasure import ErasureResult, erase_forgotten_devices
+from delivery.lifecycle.expiry import LifecycleResult, expire_memberships, leave_inactive_devices
 
 
 @dataclass(frozen=True)

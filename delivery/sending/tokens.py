@@ -1,7 +1,7 @@
 """OAuth 2.0 client-credentials tokens, cached in Redis for every worker (SPEC §3).
 
 The token stage of delivery: it posts to the destination's token endpoint
-through `delivery.http.post` (same deadline, same address policy, no redirects)
+through `delivery.sending.http.post` (same deadline, same address policy, no redirects)
 and shares the answer with every worker, process and machine:
 
 - The cache is a Redis hash per destination and credentials fingerprint
@@ -33,8 +33,8 @@ import redis
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from delivery.http import HttpRequest, HttpResult, post
-from delivery.stats import count_token_fetch
+from delivery.observability.stats import count_token_fetch
+from delivery.sending.http import HttpRequest, HttpResult, post
 from destinations.models import AuthMode, Destination, OAuthClientAuth
 from destinations.secrets import SecretUnreadable, decrypt_secret, encrypt_secret
 

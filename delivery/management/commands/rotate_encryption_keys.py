@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from delivery.token_reencryption import reencrypt_cached_tokens
+from delivery.sending.token_reencryption import reencrypt_cached_tokens
 from destinations.reencryption import reencrypt_stored_secrets
 
 

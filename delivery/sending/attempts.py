@@ -1,6 +1,6 @@
 """One attempt round: headers (signature or bearer token), a concurrent post, `Attempt` rows, log lines.
 
-`delivery.sending` decides what happens next (retry, delivered, failed); this
+`delivery.sending.rounds` decides what happens next (retry, delivered, failed); this
 module makes the attempts and writes down what each one did. Log lines carry the
 outcome, never a header: headers hold signatures and tokens.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from delivery.http import HttpRequest, HttpResult, post_many, unbuildable
 from delivery.models import Attempt, Delivery
-from delivery.tokens import TokenError, discard_token, get_access_token
+from delivery.sending.http import HttpRequest, HttpResult, post_many, unbuildable
+from delivery.sending.tokens import TokenError, discard_token, get_access_token
 from destinations.models import AuthMode, Destination
 from destinations.signing import signature_headers
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from delivery.stats import Bucket
+from delivery.observability.stats import Bucket
 
 _WIDTH = 640
 _LEFT = 44  # room for the y-axis labels

@@ -1,8 +1,8 @@
 """Sending: sign → post → log, with one retry (SPEC §2, §3).
 
-A document is built once (by `delivery.batching` or a redelivery) and every
+A document is built once (by `delivery.realtime.claiming` or a redelivery) and every
 attempt sends the same bytes, signed afresh with the keys in force. Each attempt
-round (`delivery.attempts`) posts all of a claim's deliveries concurrently and
+round (`delivery.sending.attempts`) posts all of a claim's deliveries concurrently and
 writes their `Attempt` rows in bulk; then this module ends the successes and the
 last failures, sleeps `retry_delay_ms` once and retries the others.
 
@@ -22,11 +22,16 @@ from collections.abc import Callable
 from django.db import connection, transaction
 from django.utils import timezone
 
-from delivery.attempts import Sending, make_attempts, record_attempts
-from delivery.batching import RETRY_WAIT_SLICE_MS, active_mapping_values, claim_due_requests, lease_until
-from delivery.documents import ACTIVE, SegmentStatus, UserObject, build_document
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
-from delivery.retry import should_retry
+from delivery.realtime.claiming import (
+    RETRY_WAIT_SLICE_MS,
+    active_mapping_values,
+    claim_due_requests,
+    lease_until,
+)
+from delivery.sending.attempts import Sending, make_attempts, record_attempts
+from delivery.sending.documents import ACTIVE, SegmentStatus, UserObject, build_document
+from delivery.sending.retry import should_retry
 from destinations.models import Destination
 
 # Re-read before each retry, so that a retry is signed with the keys in force.

@@ -41,7 +41,7 @@ from django.db import connection, transaction
 from django.db.models import Field, Model, Q
 from django.utils import timezone
 
-from delivery.ingestion import Event, EventType
+from delivery.intake.events import Event, EventType
 from delivery.models import (
     DestinationDevice,
     Device,
@@ -145,7 +145,7 @@ def apply_opt_outs(*, events: list[Event], now: dt.datetime) -> ApplyResult:
     qualifications obeys "the latest `datetime` wins".
 
     Each opting-out device also gets a `DeviceErasure` request:
-    `delivery.erasure` erases it, its memberships and partner IDs once its
+    `delivery.lifecycle.erasure` erases it, its memberships and partner IDs once its
     "0"s are out, and removes it from stored documents (SPEC §4).
     """
     return apply_events(events=[event for event in events if event.type is EventType.OPT_OUT], now=now)
@@ -235,7 +235,7 @@ def _opt_outs_as_disqualifications(
 
 
 def _request_erasures(events: list[Event], *, now: dt.datetime) -> None:
-    """Ask `delivery.erasure` to forget each (known) opting-out device once its "0"s are out."""
+    """Ask `delivery.lifecycle.erasure` to forget each (known) opting-out device once its "0"s are out."""
     uuids = sorted({event.aam_uuid for event in events if event.type is EventType.OPT_OUT})
     if uuids:
         DeviceErasure.objects.bulk_create(

@@ -4,7 +4,7 @@ A device's user objects stay in one document unless they alone exceed
 `max_users_per_request`. Documents are written a few at a time
 (`FLUSH_DOCUMENTS`, or `FLUSH_BYTES` of them), with their `DeliveryDevice`
 rows, so that a batch of any size holds little in memory. They are stored
-without a lease: `delivery.batch_transfers.send_batch_deliveries` leases them
+without a lease: `delivery.batch.transfers.send_batch_deliveries` leases them
 as it sends.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from django.db import connection
 from django.utils import timezone
 
-from delivery.documents import UserObject, build_document
 from delivery.models import BatchExit, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
+from delivery.sending.documents import UserObject, build_document
 from destinations.models import Destination
 
 FLUSH_DOCUMENTS = 100

@@ -290,6 +290,8 @@ if AAMDEST_EVENTS_THROTTLE_RATE and not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|
     raise ImproperlyConfigured(
         f"AAMDEST_EVENTS_THROTTLE_RATE={AAMDEST_EVENTS_THROTTLE_RATE!r} must be N/s, N/min, N/hour or N/day."
     )
+# When set, GET /metrics needs `Authorization: Bearer <this token>`.
+AAMDEST_METRICS_TOKEN = os.environ.get("AAMDEST_METRICS_TOKEN", "").strip() or None
 # How many requests one destination may have in flight at once, over all workers.
 AAMDEST_DESTINATION_CONCURRENCY = env_int("AAMDEST_DESTINATION_CONCURRENCY", 4, minimum=1, maximum=256)
 

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from delivery.api.throttling import EventsThrottle
 from delivery.intake.events import (
     MAX_BODY_BYTES,
     IngestionError,
@@ -47,6 +48,7 @@ class EventsView(APIView):
 
     required_permission = "delivery.add_device"
     parser_classes: list = []  # the body is read by `_read_body`
+    throttle_classes = [EventsThrottle]
 
     @extend_schema(
         request={"application/json": {"type": "array", "items": {"type": "object"}},

@@ -22,7 +22,9 @@ from destinations.rotation_admin import finish_key_rotation, start_key_rotation
 
 SECRET_FIELDS = ("signing_key", "oauth_client_secret")
 # The settings find_configuration_errors reads.
-_RULE_FIELDS = ("auth_mode", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret")
+_RULE_FIELDS = (
+    "auth_mode", "url", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret",
+)
 
 
 def _secret_input(label: str) -> forms.CharField:
@@ -63,6 +65,7 @@ class DestinationForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        given = [name for name in SECRET_FIELDS if cleaned.get(name) and not cleaned.get(f"clear_{name}")]
         for name in SECRET_FIELDS:
             if cleaned.get(f"clear_{name}"):
                 cleaned[name] = ""
@@ -70,7 +73,8 @@ class DestinationForm(forms.ModelForm):
                 cleaned[name] = getattr(self.instance, name) if self.instance.pk else ""
         current = self.instance if self.instance.pk else None
         changes = {name: cleaned[name] for name in _RULE_FIELDS if name in cleaned}
-        for field, message in find_configuration_errors(current=current, changes=changes).items():
+        errors = find_configuration_errors(current=current, changes=changes, given_secrets=given)
+        for field, message in errors.items():
             self.add_error(field if field in self.fields else None, message)
         return cleaned
 

@@ -72,7 +72,8 @@ class DestinationSerializer(serializers.ModelSerializer):
         return check_url(value, field="oauth_token_url") if value else value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        errors = find_configuration_errors(current=self.instance, changes=attrs)
+        given = [name for name in ("signing_key", "oauth_client_secret") if attrs.get(name)]
+        errors = find_configuration_errors(current=self.instance, changes=attrs, given_secrets=given)
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

@@ -101,9 +101,16 @@ class MappingForm(forms.ModelForm):
         start, end = cleaned.get("start_date"), cleaned.get("end_date")
         if start and end and end < start:
             self.add_error("end_date", f"end_date must not be before start_date ({start}).")
-        if not cleaned.get("value") and cleaned.get("segment"):
-            cleaned["value"] = str(cleaned["segment"].pk)
+        segment = cleaned.get("segment")
+        if segment and (not cleaned.get("value") or self._value_follows(segment)):
+            cleaned["value"] = str(segment.pk)
         return cleaned
+
+    def _value_follows(self, segment: Segment) -> bool:
+        # A default value (the old segment's ID) left as it was follows the new segment (CONTRACT §4).
+        instance = self.instance
+        return (bool(instance.pk) and segment.pk != instance.segment_id and instance.has_default_value()
+                and self.cleaned_data.get("value") == instance.value)
 
 
 class MappingInline(admin.TabularInline):

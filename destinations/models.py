@@ -184,6 +184,13 @@ class Mapping(models.Model):
     def __str__(self) -> str:
         return f"{self.segment_id} → {self.destination_id} as {self.value}"
 
+    def has_default_value(self) -> bool:
+        """True when `value` is the segment ID: the default, which follows a change of segment.
+
+        A value set explicitly to the segment ID reads the same and follows too.
+        """
+        return self.value == str(self.segment_id)
+
     def is_active_on(self, day: dt.date) -> bool:
         return self.start_date <= day and (self.end_date is None or day <= self.end_date)
 

@@ -133,6 +133,8 @@ class MappingSerializer(serializers.ModelSerializer):
         if current is None:
             attrs.setdefault("value", str(segment_id))
             attrs.setdefault("start_date", start)
+        elif "value" not in attrs and current.has_default_value():
+            attrs["value"] = str(segment_id)  # the default follows a change of segment (CONTRACT §4)
         return attrs
 
 

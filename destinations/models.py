@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from destinations.secrets import EncryptedTextField
 
+MAX_TTL_DAYS = 3650
+
 
 def utc_today() -> dt.date:
     return timezone.now().astimezone(dt.UTC).date()
@@ -140,7 +142,10 @@ class Segment(models.Model):
 
     id = models.PositiveBigIntegerField(primary_key=True)
     name = models.CharField(max_length=255, blank=True, default="")
-    ttl_days = models.PositiveIntegerField(default=120, help_text="0 = memberships never expire.")
+    # CONTRACT §4: 0..3650; far larger values overflow the expiry date (year 9999).
+    ttl_days = models.PositiveIntegerField(
+        default=120, validators=[MaxValueValidator(MAX_TTL_DAYS)], help_text="0 = never expires (0..3650)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -29,7 +29,7 @@ class DocumentError(ValueError):
 def parse_document(body: bytes) -> dict[str, Any]:
     """Return the document in `body`, or raise DocumentError naming the first problem."""
     try:
-        document = json.loads(body.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+        document: dict[str, Any] = json.loads(body.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DocumentError(f"the body is not UTF-8 JSON: {exc}") from None
     _check_keys(document, DOCUMENT_KEYS, where="the document")

@@ -95,6 +95,8 @@ class Receiver:
 
 
 class ReceiverRequestHandler(BaseHTTPRequestHandler):
+    """One connection: POSTs go to the token endpoint or the document check, GETs get the count."""
+
     protocol_version = "HTTP/1.1"  # keep-alive: the benchmark reuses its connections
     server_version = "aamdest-receiver"
     timeout = 60  # seconds an idle kept-alive connection may hold its thread
@@ -141,6 +143,8 @@ class ReceiverRequestHandler(BaseHTTPRequestHandler):
 
 
 class ReceiverServer(ThreadingHTTPServer):
+    """The bound server for one `Receiver`: a thread per connection, TLS when `tls` is given."""
+
     daemon_threads = True
     request_queue_size = 256
 
@@ -168,7 +172,8 @@ class ReceiverServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        """Where it listens, e.g. https://127.0.0.1:8443/ or http://[::1]:8080/."""
+        host, port = self.socket.getsockname()[:2]  # what server_address holds, typed as (str, int)
         shown = f"[{host}]" if ":" in host else host
         return f"{'https' if self.tls else 'http'}://{shown}:{port}/"
 

@@ -32,6 +32,7 @@ class Signing:
     header: str
 
     def is_signed(self, *, headers: Any, body: bytes) -> bool:
+        """Whether either header holds the signature of `body` made with any of the keys."""
         values = (headers.get(self.header), headers.get(f"{self.header}-New"))
         given = [value.encode() for value in values if value]
         for key in self.keys:
@@ -69,6 +70,7 @@ class TokenIssuer:
         return 200, answer
 
     def is_valid(self, authorization: str | None) -> bool:
+        """Whether `authorization` is "Bearer <token>" with a token issued here and not yet expired."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False

@@ -97,6 +97,7 @@ def build_server(options: dict[str, Any], *, emit: Callable[[str], None]) -> Rec
 
 
 def describe(*, server: ReceiverServer, options: dict[str, Any]) -> list[str]:
+    """The lines printed under the banner: where the CA is, what it verifies, where tokens are issued."""
     lines = []
     if server.tls and not options["cert"]:
         cert_dir = options["cert_dir"]

@@ -13,7 +13,7 @@ from delivery.realtime.slots import slot_holders
 from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
-from tests.partner import Received, Reply, start_partner
+from tests.local_partner import Received, Reply, start_partner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -295,6 +295,34 @@ AAMDEST_METRICS_TOKEN = os.environ.get("AAMDEST_METRICS_TOKEN", "").strip() or N
 # How many requests one destination may have in flight at once, over all workers.
 AAMDEST_DESTINATION_CONCURRENCY = env_int("AAMDEST_DESTINATION_CONCURRENCY", 4, minimum=1, maximum=256)
 
+# --- Workers: a bare `celery -A aamdest worker` is right (CONTRACT §2 isolation, §6) ---------
+# Sending is I/O-bound (a 3 s deadline, retry waits), so workers run threads. Each destination
+# holds at most AAMDEST_DESTINATION_CONCURRENCY of them; twice that plus room for the other queues
+# means a partner timing out on every request never starves the other destinations.
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = env_int(
+    "AAMDEST_WORKER_THREADS", max(16, 2 * AAMDEST_DESTINATION_CONCURRENCY + 8), minimum=1, maximum=1024
+)
+if CELERY_WORKER_CONCURRENCY < 2 * AAMDEST_DESTINATION_CONCURRENCY:
+    raise ImproperlyConfigured(
+        f"AAMDEST_WORKER_THREADS={CELERY_WORKER_CONCURRENCY} is below twice AAMDEST_DESTINATION_CONCURRENCY "
+        f"({AAMDEST_DESTINATION_CONCURRENCY}): one partner timing out could hold every thread."
+    )
+# Three queues (CONTRACT §6); a worker without -Q consumes all three.
+CELERY_TASK_DEFAULT_QUEUE = "realtime"
+CELERY_TASK_ROUTES = {
+    "delivery.tasks.flush_destination": {"queue": "realtime"},
+    "delivery.tasks.send_delivery_task": {"queue": "realtime"},
+    "delivery.tasks.tick": {"queue": "realtime"},
+    "delivery.tasks.start_due_batches": {"queue": "batch"},
+    "delivery.tasks.send_batch_now": {"queue": "batch"},
+    "delivery.tasks.send_due_batch": {"queue": "batch"},
+    "delivery.tasks.send_stored_batch": {"queue": "batch"},
+    "delivery.tasks.sweep": {"queue": "maintenance"},
+    "delivery.tasks.erase_devices": {"queue": "maintenance"},
+    "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
+}
+
 _encryption_keys = env_list("AAMDEST_ENCRYPTION_KEYS", [])
 if not _encryption_keys:
     if not DEBUG:

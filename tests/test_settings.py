@@ -57,6 +57,7 @@ def test_good_production_settings_start():
         ),
         ({"AAMDEST_REDIS_URL": "memcached://127.0.0.1"}, "AAMDEST_REDIS_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        ({"AAMDEST_WORKER_THREADS": "4"}, "AAMDEST_WORKER_THREADS"),
         ({"AAMDEST_EVENTS_THROTTLE_RATE": "fast"}, "AAMDEST_EVENTS_THROTTLE_RATE"),
         ({"AAMDEST_EVENTS_THROTTLE_RATE": "0/s"}, "AAMDEST_EVENTS_THROTTLE_RATE"),
         ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "DJANGO_SECURE_PROXY_SSL_HEADER"),

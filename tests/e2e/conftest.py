@@ -50,9 +50,13 @@ class CeleryStack:
     directory: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker", *, wait: bool = True) -> subprocess.Popen:
+    def start_worker(
+        self, name: str = "worker", *, wait: bool = True, plain: bool = False
+    ) -> subprocess.Popen:
+        """A worker; `plain` starts it as an operator would, with no pool, concurrency or queue flag."""
+        pool = [] if plain else ["--pool", "threads", "--concurrency", "8"]
         args = [
-            "worker", "--pool", "threads", "--concurrency", "8", "--hostname", f"{name}@e2e",
+            "worker", *pool, "--hostname", f"{name}@e2e",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
         ]
         process = self._start(name, args)

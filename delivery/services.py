@@ -46,7 +46,7 @@ def redeliver(*, delivery: Delivery) -> Delivery:
     """
     with transaction.atomic():
         new = create_redelivery(delivery=delivery)
-        transaction.on_commit(lambda: tasks.send_delivery_task.delay(new.id), robust=True)
+        transaction.on_commit(lambda: tasks.send_delivery_task.delay(new.pk), robust=True)
     return new
 
 

@@ -25,7 +25,6 @@ import logging
 
 import redis
 from celery import shared_task
-from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -33,7 +32,6 @@ from delivery.models import Delivery
 from delivery.realtime.claiming import find_due_destination_ids, next_due_at
 from delivery.realtime.slots import holding_slot, redis_client
 from delivery.sending.rounds import (
-    create_redelivery,
     reap_expired_deliveries,
     send_delivery,
     send_due_requests,
@@ -95,18 +93,6 @@ def send_delivery_task(delivery_id: int) -> None:
         redis_client().delete(guard)
     # Its devices are free again: changes that waited for it may now go.
     schedule_flushes({destination_id})
-
-
-def redeliver(*, delivery: Delivery) -> Delivery:
-    """Create a redelivery of `delivery` and queue its sending once committed (API, admin, console).
-
-    Raises `RedeliveryConflict` while `delivery` is pending. The enqueue is robust: with the
-    broker down the redelivery still stands, and its lease lets the reaper send it.
-    """
-    with transaction.atomic():
-        new = create_redelivery(delivery=delivery)
-        transaction.on_commit(lambda: send_delivery_task.delay(new.id), robust=True)
-    return new
 
 
 @shared_task(ignore_result=True)

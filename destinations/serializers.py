@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
 from destinations.models import Destination, Mapping, Segment, utc_today
+from destinations.network import validate_url
 
 _SECRET_MAX_LENGTH = 4096
 _BIGINT_MAX = 2**63 - 1
@@ -30,8 +31,6 @@ def _secret_field() -> serializers.CharField:
 
 def check_url(value: str, *, field: str) -> str:
     """Return `value` when aamdest may send there; raise a DRF error naming `field` otherwise."""
-    from destinations.network import validate_url
-
     try:
         validate_url(value, field=field)
     except DjangoValidationError as error:

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from delivery import tasks
 from delivery.api.throttling import EventsThrottle
 from delivery.intake.events import (
     MAX_BODY_BYTES,
@@ -31,6 +32,7 @@ from delivery.intake.events import (
     parse_events,
 )
 from delivery.intake.membership import apply_events
+from delivery.observability.stats import count_events_ingested
 
 _ERRORS = inline_serializer(
     "EventErrors",
@@ -104,11 +106,6 @@ def _read_body(request: Request) -> bytes:
 
 
 def _after_commit(destination_ids: set[int], accepted: int) -> None:
-    # Imported here: the tasks module pulls in Celery and the senders, which
-    # this view needs only once something is stored.
-    from delivery.observability.stats import count_events_ingested
-    from delivery.tasks import schedule_flushes
-
     count_events_ingested(accepted)
     if destination_ids:
-        schedule_flushes(destination_ids)
+        tasks.schedule_flushes(destination_ids)

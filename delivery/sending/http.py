@@ -42,7 +42,8 @@ import certifi
 import pycurl
 from django.conf import settings
 
-from destinations.network import AddressRefused, Target, parse_ip_literal, resolve_target
+from destinations.addresses import parse_ip_literal
+from destinations.network import AddressRefused, Target, resolve_target
 
 logger = logging.getLogger(__name__)
 

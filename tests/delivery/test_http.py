@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, _system_ca_file, ca_file, post, post_many
+from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, ca_file, post, post_many
+from delivery.sending.http.trust import _system_ca_file
 from tests.dns import use_resolver
 from tests.partner import Reply, make_certificates, start_partner
 

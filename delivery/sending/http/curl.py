@@ -50,7 +50,6 @@ def transfer_all(transfers: list[Transfer]) -> None:
                 pool.give_back(transfer.handle, is_clean=transfer.is_clean and transfer.result is not None)
 
 
-
 # --- Handles and connections ---------------------------------------------------
 
 

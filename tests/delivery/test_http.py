@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, _system_ca_file, ca_file, post, post_many
-from destinations.network import use_resolver
+from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, ca_file, post, post_many
+from delivery.sending.http.trust import _system_ca_file
 from partner.certificates import write_certificates
+from tests.dns import use_resolver
 from tests.local_partner import Reply, start_partner
 
 

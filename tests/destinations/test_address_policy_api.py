@@ -14,7 +14,7 @@ import pytest
 
 from delivery.models import Attempt
 from destinations.models import Destination
-from destinations.network import use_resolver
+from tests.dns import use_resolver
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db

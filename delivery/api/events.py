@@ -22,20 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-<<<<<<< HEAD
 from delivery import tasks
 from delivery.api.throttling import EventsThrottle
-from delivery.intake.events import (
-    MAX_BODY_BYTES,
-    IngestionError,
-    InvalidEvents,
-    PayloadTooLarge,
-    parse_events,
-)
-=======
 from delivery.intake.bodies import MAX_BODY_BYTES, PayloadTooLarge, parse_events
 from delivery.intake.events import IngestionError, InvalidEvents
->>>>>>> shape
 from delivery.intake.membership import apply_events
 from delivery.observability.stats import count_events_ingested
 

@@ -8,7 +8,7 @@ import pytest
 
 from delivery.models import DeliveryStatus, DestinationDevice, Device
 from delivery.observability import stats
-from tests.delivery.log_rows import OK, TIMEOUT, Try, log_delivery, status
+from tests.delivery.log_rows import OK, TIMEOUT, TOKEN_FAILED, Try, log_delivery, status
 from tests.factories import DestinationFactory
 
 NOW = dt.datetime(2024, 5, 6, 14, 35, tzinfo=dt.UTC)
@@ -98,7 +98,7 @@ def test_failed_attempts_are_counted_by_reason_and_by_status_code():
     destination = DestinationFactory()
     log_delivery(destination, created_at=NOW, outcome=DeliveryStatus.FAILED, tries=[TIMEOUT, status(503)])
     log_delivery(destination, created_at=NOW, outcome=DeliveryStatus.FAILED, tries=[status(503), status(503)])
-    log_delivery(destination, created_at=NOW, tries=[Try(status_code=None, reason="token"), OK])
+    log_delivery(destination, created_at=NOW, tries=[TOKEN_FAILED, OK])
     log_delivery(destination, created_at=NOW, tries=[status(204), OK])
 
     # When

@@ -28,6 +28,8 @@ DPUUID = "4250948725049857"
 PASSWORD = "correct horse battery staple"
 
 pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/ensure_chromium.sh"),
     pytest.mark.django_db(transaction=True),
 ]

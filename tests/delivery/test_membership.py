@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import pytest
 import time_machine
@@ -429,20 +428,19 @@ def make_events(count: int, *, devices: int, start: dt.datetime) -> list[Event]:
     return events
 
 
-def test_ten_thousand_events_apply_in_well_under_a_second():
+def test_ten_thousand_events_apply_in_a_few_queries_whatever_their_number(django_assert_max_num_queries):
+    # Speed is measured by `make bench`; what a test can hold is that the work is set-based:
+    # 10,000 events, half of them for known devices, cost about ten queries (no query per event).
     destinations = DestinationFactory.create_batch(2)
     for segment_id in range(1000, 1020):
         for destination in destinations:
             MappingFactory(segment=SegmentFactory(id=segment_id), destination=destination)
-    # Half the devices are known already, in some of the segments.
     apply_events(events=make_events(3_000, devices=3_000, start=at(0)), now=NOW)
     events = make_events(10_000, devices=6_000, start=at(10))
 
-    started = time.perf_counter()
-    result = apply_events(events=events, now=NOW)
-    elapsed = time.perf_counter() - started
+    with django_assert_max_num_queries(15):
+        result = apply_events(events=events, now=NOW)
 
-    print(f"\napply_events: 10,000 events in {elapsed * 1000:.0f} ms on {connection.vendor}")
     assert result.events == 10_000
     assert Device.objects.count() == 6_000
     assert result.destination_ids == {destination.id for destination in destinations}

@@ -30,8 +30,8 @@ class Try:
 OK = Try()
 TIMEOUT = Try(duration_ms=3000, status_code=None, reason="timeout",
               error="no complete answer within 3000 ms (waiting for the status line)", response_excerpt="")
-TOKEN_FAILED = Try(duration_ms=150, status_code=None, reason="token",
-                   error="token endpoint failed: partner answered 500 Internal Server Error", response_excerpt="")
+TOKEN_FAILED = Try(duration_ms=150, status_code=None, reason="token", response_excerpt="",
+                   error="token endpoint failed: partner answered 500 Internal Server Error")
 
 
 def status(code: int, *, duration_ms: int = 120, excerpt: str = "") -> Try:

@@ -7,7 +7,6 @@ import json
 import threading
 
 import pytest
-import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -34,25 +33,20 @@ from tests.delivery.lifecycle_events import (
     send_realtime,
     statuses,
 )
-from tests.delivery.pending_work import map_segments
+from tests.delivery.pending_work import NEWS, OLD, SPORTS, map_segments
 from tests.factories import DestinationFactory
 from tests.partner import Reply
 
 pytestmark = pytest.mark.django_db
 
 T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
-SPORTS, NEWS, GAMES = 14356, 12176, 10329
+GAMES = OLD
 DPID = 20914
 
 
 @pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def destination(partner, clock):
+def batch_destination(partner, clock):
+    """A batch-only destination at the local partner, cut daily, 3 users a request; GAMES is not mapped."""
     destination = DestinationFactory(url=partner.url, realtime=False, batch_interval_hours=24,
                                      max_users_per_request=3, max_wait_ms=0)
     map_segments(destination, SPORTS, NEWS)
@@ -87,7 +81,7 @@ def when(moment: dt.datetime) -> str:
 # ---- what a batch carries ----------------------------------------------------------------
 
 
-def test_the_first_batch_carries_every_active_membership_of_the_mapped_segments(partner, destination):
+def test_the_first_batch_carries_every_active_membership_of_the_mapped_segments(partner, batch_destination):
     # Given devices in and out of the mapped segments, onboarded data and partner IDs among them
     apply(id_sync("a", DPID, "a-1", at=T0), id_sync("a", DPID, "a-2", at=T0),
           id_sync("a", 99, "other", at=T0),
@@ -97,7 +91,7 @@ def test_the_first_batch_carries_every_active_membership_of_the_mapped_segments(
           qualify("d", GAMES, at=T0))
 
     # When the first batch runs
-    sent = run_batch(destination)
+    sent = run_batch(batch_destination)
 
     # Then every active membership went, one user object per partner ID, at most 3 a request
     assert sent == 1
@@ -111,13 +105,13 @@ def test_the_first_batch_carries_every_active_membership_of_the_mapped_segments(
     assert list(Delivery.objects.values_list("kind", "status", "user_count")) == [("batch", "delivered", 3)]
 
 
-def test_the_first_batch_splits_requests_without_splitting_devices(partner, destination):
+def test_the_first_batch_splits_requests_without_splitting_devices(partner, batch_destination):
     # Given a device with two partner IDs, after two devices without
     apply(qualify("a", SPORTS, at=T0), qualify("b", SPORTS, at=T0),
           id_sync("c", DPID, "c-1", at=T0), id_sync("c", DPID, "c-2", at=T0), qualify("c", SPORTS, at=T0))
 
     # When the batch runs (3 user objects a request)
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # Then c's two user objects travel together in the second request
     stored = stored_documents()
@@ -130,11 +124,13 @@ def test_the_first_batch_splits_requests_without_splitting_devices(partner, dest
     assert list(rows) == ["a", "b", "c"]
 
 
-def test_a_later_batch_carries_each_changed_membership_once_in_its_latest_state(partner, destination, clock):
+def test_a_later_batch_carries_each_changed_membership_once_in_its_latest_state(
+    partner, batch_destination, clock
+):
     # Given a first batch
     apply(id_sync("a", DPID, "a-1", at=T0), qualify("a", SPORTS, at=T0), qualify("a", NEWS, at=T0),
           qualify("b", SPORTS, at=T0), qualify("quiet", SPORTS, at=T0))
-    run_batch(destination)
+    run_batch(batch_destination)
     before = len(partner.requests)
 
     # When, a day later, a leaves NEWS, b enters then leaves NEWS, c arrives onboarded, GAMES (unmapped) moves
@@ -143,7 +139,7 @@ def test_a_later_batch_carries_each_changed_membership_once_in_its_latest_state(
     apply(qualify("b", NEWS, at=later(hours=21)))
     apply(disqualify("b", NEWS, at=later(hours=22)))
     apply(qualify("c", SPORTS, at=later(hours=23), onboarded=True), qualify("a", GAMES, at=later(hours=23)))
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # Then each changed (device, segment) goes once, latest state, devices in the order of their last change
     assert users_of(partner, before) == [
@@ -153,45 +149,45 @@ def test_a_later_batch_carries_each_changed_membership_once_in_its_latest_state(
     ]
 
 
-def test_a_refresh_within_the_batch_carries_the_new_datetime(partner, destination, clock):
+def test_a_refresh_within_the_batch_carries_the_new_datetime(partner, batch_destination, clock):
     apply(qualify("a", SPORTS, at=T0))
-    run_batch(destination)
+    run_batch(batch_destination)
     clock.move_to(later(days=1))
     apply(qualify("a", SPORTS, at=later(hours=12)))
 
-    run_batch(destination)
+    run_batch(batch_destination)
 
     assert users_of(partner, 1) == [("a", "", [(str(SPORTS), "1", when(later(hours=12)))])]
 
 
-def test_a_batch_with_nothing_changed_sends_nothing_and_moves_the_schedule(partner, destination, clock):
+def test_a_batch_with_nothing_changed_sends_nothing_and_moves_the_schedule(partner, batch_destination, clock):
     # Given a first batch
     apply(qualify("a", SPORTS, at=T0))
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # When the next one finds nothing new
     clock.move_to(later(days=1))
-    sent = run_batch(destination)
+    sent = run_batch(batch_destination)
 
     # Then nothing is sent, and the next is due a day later
-    destination.refresh_from_db()
+    batch_destination.refresh_from_db()
     assert (sent, len(partner.requests)) == (0, 1)
-    assert destination.last_batch_at == later(days=1)
+    assert batch_destination.last_batch_at == later(days=1)
     assert find_due_batch_destination_ids(now=later(days=2) - dt.timedelta(seconds=1)) == set()
-    assert find_due_batch_destination_ids(now=later(days=2)) == {destination.pk}
+    assert find_due_batch_destination_ids(now=later(days=2)) == {batch_destination.pk}
 
 
-def test_the_cutoff_moves_on_when_requests_fail(partner, destination, clock):
+def test_the_cutoff_moves_on_when_requests_fail(partner, batch_destination, clock):
     # Given a batch the partner refuses (500, then 500 on the retry)
     partner.script = [Reply(status=500)]
     apply(qualify("a", SPORTS, at=T0))
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # When the next batch runs after the partner recovered
     partner.script = [Reply()]
     clock.move_to(later(days=1))
     apply(qualify("b", SPORTS, at=later(hours=1)))
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # Then the failed request stays failed (redeliverable) and the new batch carries only b
     failed, delivered = Delivery.objects.order_by("pk")
@@ -200,17 +196,17 @@ def test_the_cutoff_moves_on_when_requests_fail(partner, destination, clock):
     assert failed.attempts.count() == 2
 
 
-def test_a_newly_mapped_segment_is_carried_in_full_by_the_next_batch(partner, destination, clock):
+def test_a_newly_mapped_segment_is_carried_in_full_by_the_next_batch(partner, batch_destination, clock):
     # Given a first batch, then GAMES mapped, with members from before and a change of SPORTS
     apply(qualify("a", SPORTS, at=T0), qualify("a", GAMES, at=T0), qualify("b", GAMES, at=T0),
           qualify("gone", GAMES, at=T0), disqualify("gone", GAMES, at=later(seconds=1)))
-    run_batch(destination)
+    run_batch(batch_destination)
     clock.move_to(later(days=1))
-    map_segments(destination, GAMES, start_date=later(days=1).date())
+    map_segments(batch_destination, GAMES, start_date=later(days=1).date())
     apply(qualify("c", SPORTS, at=later(hours=2)))
 
     # When the next batch runs
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # Then it carries SPORTS's change, and every active GAMES membership, each device once
     assert users_of(partner, 1) == [
@@ -220,46 +216,48 @@ def test_a_newly_mapped_segment_is_carried_in_full_by_the_next_batch(partner, de
     ]
 
 
-def test_a_mapping_that_missed_a_batch_is_carried_in_full_when_it_starts_again(partner, destination, clock):
+def test_a_mapping_that_missed_a_batch_is_carried_in_full_when_it_starts_again(
+    partner, batch_destination, clock
+):
     # Given NEWS's mapping ended before the second batch and restarted before the third
     apply(qualify("a", NEWS, at=T0))
-    run_batch(destination)
-    mapping = Mapping.objects.get(destination=destination, segment_id=NEWS)
+    run_batch(batch_destination)
+    mapping = Mapping.objects.get(destination=batch_destination, segment_id=NEWS)
     Mapping.objects.filter(pk=mapping.pk).update(end_date=T0.date())
     clock.move_to(later(days=1))
-    run_batch(destination)
+    run_batch(batch_destination)
     Mapping.objects.filter(pk=mapping.pk).update(end_date=None)
     clock.move_to(later(days=2))
 
     # When the third batch runs
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # Then it carries NEWS's active members again
     assert users_of(partner, 1) == [("a", "", [(str(NEWS), "1", when(T0))])]
 
 
-def test_onboarded_data_goes_only_in_batches_when_real_time_is_on_too(partner, destination, clock):
+def test_onboarded_data_goes_only_in_batches_when_real_time_is_on_too(partner, batch_destination, clock):
     # Given a destination in both modes
-    Destination.objects.filter(pk=destination.pk).update(realtime=True)
+    Destination.objects.filter(pk=batch_destination.pk).update(realtime=True)
     apply(qualify("live", SPORTS, at=T0), qualify("file", SPORTS, at=T0, onboarded=True))
 
     # When real time and the batch both run
-    send_realtime(destination)
+    send_realtime(batch_destination)
     realtime = users_of(partner)
-    run_batch(destination)
+    run_batch(batch_destination)
 
     # Then the onboarded device went only in the batch
     assert [user[0] for user in realtime] == ["live"]
     assert [user[0] for user in users_of(partner, 1)] == ["file", "live"]  # a first batch: by AAM UUID
 
 
-def test_a_paused_destination_cuts_no_batch_and_catches_up_after_resuming(partner, destination, clock):
+def test_a_paused_destination_cuts_no_batch_and_catches_up_after_resuming(partner, batch_destination, clock):
     apply(qualify("a", SPORTS, at=T0))
-    Destination.objects.filter(pk=destination.pk).update(enabled=False)
+    Destination.objects.filter(pk=batch_destination.pk).update(enabled=False)
 
-    paused = cut_batch(destination_id=destination.pk, now=T0, only_if_due=False)
-    Destination.objects.filter(pk=destination.pk).update(enabled=True)
-    run_batch(destination)
+    paused = cut_batch(destination_id=batch_destination.pk, now=T0, only_if_due=False)
+    Destination.objects.filter(pk=batch_destination.pk).update(enabled=True)
+    run_batch(batch_destination)
 
     assert paused.skipped == "paused"
     assert [user[0] for user in users_of(partner)] == ["a"]
@@ -269,19 +267,19 @@ def test_a_paused_destination_cuts_no_batch_and_catches_up_after_resuming(partne
 
 
 def test_an_erased_devices_exits_go_in_the_next_batch_then_leave_the_stored_document(
-    partner, destination, clock
+    partner, batch_destination, clock
 ):
     # Given a device sent in a batch, then opted out and erased before the next batch
     apply(id_sync("a", DPID, "a-1", at=T0), qualify("a", SPORTS, at=T0, regions=[7]),
           qualify("b", SPORTS, at=T0))
-    run_batch(destination)
+    run_batch(batch_destination)
     clock.move_to(later(hours=1))
     apply(opt_out("a", at=later(hours=1)))
     erased = erase_forgotten_devices(now=later(hours=1))
 
     # When the next batch runs, then the erasure again
     clock.move_to(later(days=1))
-    run_batch(destination)
+    run_batch(batch_destination)
     erase_forgotten_devices(now=later(days=1))
 
     # Then the partner got a's "0" under its partner ID, and no stored document holds a any more
@@ -297,50 +295,50 @@ def test_an_erased_devices_exits_go_in_the_next_batch_then_leave_the_stored_docu
 # ---- schedule and tasks ---------------------------------------------------------------------
 
 
-def test_batches_fall_due_on_their_interval_for_enabled_batch_destinations(destination, clock):
+def test_batches_fall_due_on_their_interval_for_enabled_batch_destinations(batch_destination, clock):
     # Given a batch destination, a paused one and a real-time-only one, none batched yet
     paused = DestinationFactory(batch_interval_hours=48, enabled=False)
     DestinationFactory(batch_interval_hours=None)
 
     # When a batch runs at T0
     first_due = find_due_batch_destination_ids(now=T0)
-    cut_batch(destination_id=destination.pk, now=T0, only_if_due=True)
-    again = cut_batch(destination_id=destination.pk, now=later(hours=23), only_if_due=True)
+    cut_batch(destination_id=batch_destination.pk, now=T0, only_if_due=True)
+    again = cut_batch(destination_id=batch_destination.pk, now=later(hours=23), only_if_due=True)
 
     # Then only the enabled batch destination was due, and is again 24 hours later
-    assert first_due == {destination.pk}
+    assert first_due == {batch_destination.pk}
     assert again.skipped == "not due"
-    assert find_due_batch_destination_ids(now=later(hours=24)) == {destination.pk}
+    assert find_due_batch_destination_ids(now=later(hours=24)) == {batch_destination.pk}
     assert paused.pk not in find_due_batch_destination_ids(now=later(days=9))
 
 
-def test_send_batch_now_cuts_and_sends_whatever_the_schedule(partner, destination, clock):
+def test_send_batch_now_cuts_and_sends_whatever_the_schedule(partner, batch_destination, clock):
     # Given a batch sent an hour ago, and a change since
     apply(qualify("a", SPORTS, at=T0))
-    run_batch(destination)
+    run_batch(batch_destination)
     clock.move_to(later(hours=1))
     apply(qualify("b", SPORTS, at=later(hours=1)))
 
     # When the operator sends the batch now (the task the API and console queue)
-    delivery.tasks.send_batch_now(destination.pk)
+    delivery.tasks.send_batch_now(batch_destination.pk)
 
     # Then b went out at once, and nothing is left unsent
     assert [user[0] for user in users_of(partner, 1)] == ["b"]
     assert find_unsent_batch_destination_ids() == set()
 
 
-def test_stored_batch_deliveries_wait_for_a_paused_destination(partner, destination, clock):
+def test_stored_batch_deliveries_wait_for_a_paused_destination(partner, batch_destination, clock):
     # Given a batch cut, then the destination paused before it was sent
     apply(qualify("a", SPORTS, at=T0))
-    cut_batch(destination_id=destination.pk, now=T0, only_if_due=False)
-    Destination.objects.filter(pk=destination.pk).update(enabled=False)
-    destination.refresh_from_db()
+    cut_batch(destination_id=batch_destination.pk, now=T0, only_if_due=False)
+    Destination.objects.filter(pk=batch_destination.pk).update(enabled=False)
+    batch_destination.refresh_from_db()
 
     # When the drain runs while paused, then after resuming
-    while_paused = send_batch_deliveries(destination=destination)
+    while_paused = send_batch_deliveries(destination=batch_destination)
     unsent_while_paused = find_unsent_batch_destination_ids()
-    Destination.objects.filter(pk=destination.pk).update(enabled=True)
-    delivery.tasks.send_stored_batch(destination.pk)
+    Destination.objects.filter(pk=batch_destination.pk).update(enabled=True)
+    delivery.tasks.send_stored_batch(batch_destination.pk)
 
     # Then it went out only after
     assert (while_paused, unsent_while_paused) == (0, set())
@@ -350,7 +348,7 @@ def test_stored_batch_deliveries_wait_for_a_paused_destination(partner, destinat
 # ---- reading -------------------------------------------------------------------------------
 
 
-def test_both_readers_yield_the_same_devices(destination, clock):
+def test_both_readers_yield_the_same_devices(batch_destination, clock):
     # Given changes after a cut-off, in covered segments, and members of a newly mapped one
     apply(id_sync("a", DPID, "a-1", at=T0), qualify("a", SPORTS, at=T0), qualify("z", GAMES, at=T0),
           qualify("m", GAMES, at=T0))
@@ -407,7 +405,9 @@ def test_the_cutoff_waits_for_ingestions_still_writing_changes(clock):
     assert cutoffs == [MembershipChange.objects.order_by("id").last().id]
 
 
-def test_the_scheduler_starts_due_batches_and_sends_stored_ones_left_unsent(destination, clock, monkeypatch):
+def test_the_scheduler_starts_due_batches_and_sends_stored_ones_left_unsent(
+    batch_destination, clock, monkeypatch
+):
     # Given a due destination, and another not due whose stored batch nobody is sending
     left_over = DestinationFactory(realtime=False, batch_interval_hours=24, last_batch_at=T0)
     map_segments(left_over, SPORTS)
@@ -423,6 +423,6 @@ def test_the_scheduler_starts_due_batches_and_sends_stored_ones_left_unsent(dest
 
     # Then each is queued once, to be dropped if not started before the next check
     assert queued == [
-        ("delivery.tasks.send_due_batch", (destination.pk,), {"expires": 50}),
+        ("delivery.tasks.send_due_batch", (batch_destination.pk,), {"expires": 50}),
         ("delivery.tasks.send_stored_batch", (left_over.pk,), {"expires": 50}),
     ]

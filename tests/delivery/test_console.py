@@ -330,7 +330,9 @@ def test_sending_a_test_document_shows_its_outcome(operator, monkeypatch, now):
     # Then the operator lands on the test delivery with the partner's answer
     assert calls == [destination.pk]
     assert response.redirect_chain[-1][0] == f"/dashboard/deliveries/{sent.pk}/"
-    assert _messages(response) == ["Test document failed after 1 attempt(s): HTTP 401. partner answered 401 Unauthorized"]
+    assert _messages(response) == [
+        "Test document failed after 1 attempt(s): HTTP 401. partner answered 401 Unauthorized"
+    ]
 
 
 def test_a_test_document_that_cannot_be_sent_reads_as_a_message_not_a_500(operator, monkeypatch):

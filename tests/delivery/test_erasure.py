@@ -7,7 +7,6 @@ import json
 import threading
 
 import pytest
-import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -38,7 +37,7 @@ from tests.delivery.lifecycle_events import (
     send_realtime,
     statuses,
 )
-from tests.delivery.pending_work import map_segments
+from tests.delivery.pending_work import NEWS, OLD, SPORTS, map_segments
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
@@ -46,20 +45,6 @@ pytestmark = pytest.mark.django_db
 T0 = dt.datetime(2026, 2, 2, 9, 0, tzinfo=dt.UTC)
 UUID = "19393572368547369350319949416899715727"
 OTHER = "0578240750487542456854736923319946899715232"
-SPORTS, NEWS, OLD = 14356, 12176, 10329
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def destination(partner, clock):
-    destination = DestinationFactory(url=partner.url, max_wait_ms=0, aam_destination_id=423)
-    map_segments(destination, SPORTS, NEWS, OLD)
-    return destination
 
 
 def later(**delta: float) -> dt.datetime:
@@ -117,7 +102,7 @@ def test_an_opt_out_sends_zeros_per_partner_id_then_erases_the_device_everywhere
     # Then the partner got one user object per partner ID listing each active segment as "0", once
     assert (waiting.erased, waiting.waiting) == (0, 1)
     [document] = documents(partner, before)
-    assert document["AAM_Destination_Id"] == "423"
+    assert document["AAM_Destination_Id"] == str(destination.aam_destination_id)
     when = format_aam_time(later(minutes=2))
     zeros = [(str(NEWS), "0", when), (str(SPORTS), "0", when)]
     assert statuses(document) == [(UUID, "dp-1", zeros), (UUID, "dp-2", zeros)]

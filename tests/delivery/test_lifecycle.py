@@ -6,7 +6,6 @@ import datetime as dt
 import threading
 
 import pytest
-import time_machine
 from django.db import connection, transaction
 
 from delivery.lifecycle.expiry import apply_segment_ttl, expire_memberships, leave_inactive_devices
@@ -14,27 +13,13 @@ from delivery.models import DestinationDevice, Device, DeviceErasure, Membership
 from delivery.sending.documents import format_aam_time
 from destinations.models import Segment
 from tests.delivery.lifecycle_events import apply, documents, qualify, send_realtime, statuses
-from tests.delivery.pending_work import map_segments
+from tests.delivery.pending_work import NEWS, SPORTS, map_segments
 from tests.factories import DestinationFactory, SegmentFactory
 
 pytestmark = pytest.mark.django_db
 
 T0 = dt.datetime(2026, 1, 10, 15, 30, tzinfo=dt.UTC)
 UUID = "19393572368547369350319949416899715727"
-SPORTS, NEWS = 14356, 12176
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def destination(partner, clock):
-    destination = DestinationFactory(url=partner.url, max_wait_ms=0)
-    map_segments(destination, SPORTS, NEWS)
-    return destination
 
 
 def set_ttl(segment_id: int, ttl_days: int) -> None:

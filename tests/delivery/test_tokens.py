@@ -21,35 +21,20 @@ from delivery.sending.tokens import TokenError, discard_token, get_access_token
 from destinations.secrets import decrypt_secret
 from tests.factories import DestinationFactory
 from tests.partner import Reply
+from tests.token_endpoint import token_reply
 
 SECRET = "s3cr:t&/+ é"
 CLIENT_ID = "aam client"
 
 
-def token_reply(token: str = "tok-1", *, expires_in: object = 3600, delay_s: float = 0.0, **extra) -> Reply:
-    answer = {"access_token": token, "token_type": "Bearer", **extra}
-    if expires_in is not None:
-        answer["expires_in"] = expires_in
-    headers = (("Content-Type", "application/json"),)
-    return Reply(body=json.dumps(answer).encode(), delay_s=delay_s, headers=headers)
-
-
 @pytest.fixture
-def cache() -> redis.Redis:
-    client = redis.Redis.from_url(django_settings.AAMDEST_REDIS_URL)
-    for key in client.scan_iter("aamdest:oauth-token:*"):
-        client.delete(key)
-    return client
-
-
-@pytest.fixture
-def token_server(partner, cache):
+def token_server(partner, token_cache):
     partner.script = [token_reply()]
     return partner
 
 
 @pytest.fixture
-def destination(db, token_server):
+def oauth_destination(db, token_server):
     return DestinationFactory(
         auth_mode="oauth2",
         oauth_token_url=token_server.url,
@@ -72,8 +57,8 @@ def failure_of(destination, *, deadline_ms: int = 3000) -> str:
     return message
 
 
-def test_it_sends_basic_credentials_form_urlencoded_and_nothing_else(destination, token_server):
-    token = get_access_token(destination=destination, deadline_ms=3000)
+def test_it_sends_basic_credentials_form_urlencoded_and_nothing_else(oauth_destination, token_server):
+    token = get_access_token(destination=oauth_destination, deadline_ms=3000)
 
     assert token == "tok-1"
     (received,) = token_server.requests
@@ -83,11 +68,11 @@ def test_it_sends_basic_credentials_form_urlencoded_and_nothing_else(destination
     assert received.body == b"grant_type=client_credentials&scope=segments%3Awrite"
 
 
-def test_it_sends_body_credentials_as_form_fields_without_basic_auth(destination, token_server):
-    destination.oauth_client_auth = "body"
-    destination.oauth_scope = ""
+def test_it_sends_body_credentials_as_form_fields_without_basic_auth(oauth_destination, token_server):
+    oauth_destination.oauth_client_auth = "body"
+    oauth_destination.oauth_scope = ""
 
-    get_access_token(destination=destination, deadline_ms=3000)
+    get_access_token(destination=oauth_destination, deadline_ms=3000)
 
     (received,) = token_server.requests
     assert "Authorization" not in received.headers
@@ -96,18 +81,18 @@ def test_it_sends_body_credentials_as_form_fields_without_basic_auth(destination
     )
 
 
-def test_it_caches_the_token_across_calls(destination, token_server):
-    first = get_access_token(destination=destination, deadline_ms=3000)
-    second = get_access_token(destination=destination, deadline_ms=3000)
+def test_it_caches_the_token_across_calls(oauth_destination, token_server):
+    first = get_access_token(destination=oauth_destination, deadline_ms=3000)
+    second = get_access_token(destination=oauth_destination, deadline_ms=3000)
 
     assert first == second == "tok-1"
     assert len(token_server.requests) == 1
 
 
-def test_the_cache_expires_with_the_token(destination, cache):
-    get_access_token(destination=destination, deadline_ms=3000)
+def test_the_cache_expires_with_the_token(oauth_destination, token_cache):
+    get_access_token(destination=oauth_destination, deadline_ms=3000)
 
-    assert 3_590_000 < cache.pttl(cache_key(cache)) <= 3_600_000
+    assert 3_590_000 < token_cache.pttl(cache_key(token_cache)) <= 3_600_000
 
 
 @pytest.mark.parametrize(
@@ -120,83 +105,83 @@ def test_the_cache_expires_with_the_token(destination, cache):
     ],
 )
 def test_it_renews_the_token_when_less_than_min_60s_or_10_percent_remains(
-    destination, token_server, cache, expires_in, remaining_ms, renewed
+    oauth_destination, token_server, token_cache, expires_in, remaining_ms, renewed
 ):
     # Given a cached token with `remaining_ms` left
     token_server.script = [token_reply(token, expires_in=expires_in) for token in ("old", "new")]
-    get_access_token(destination=destination, deadline_ms=3000)
-    cache.pexpire(cache_key(cache), remaining_ms)
+    get_access_token(destination=oauth_destination, deadline_ms=3000)
+    token_cache.pexpire(cache_key(token_cache), remaining_ms)
 
     # When a token is needed
-    token = get_access_token(destination=destination, deadline_ms=3000)
+    token = get_access_token(destination=oauth_destination, deadline_ms=3000)
 
     # Then it is renewed only inside the renewal window
     assert token == ("new" if renewed else "old")
     assert len(token_server.requests) == (2 if renewed else 1)
 
 
-def test_a_failed_renewal_keeps_using_the_still_valid_token(destination, token_server, cache):
+def test_a_failed_renewal_keeps_using_the_still_valid_token(oauth_destination, token_server, token_cache):
     token_server.script = [token_reply("old"), Reply(status=503, body=b"down")]
-    get_access_token(destination=destination, deadline_ms=3000)
-    cache.pexpire(cache_key(cache), 30_000)
+    get_access_token(destination=oauth_destination, deadline_ms=3000)
+    token_cache.pexpire(cache_key(token_cache), 30_000)
 
-    assert get_access_token(destination=destination, deadline_ms=3000) == "old"
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "old"
     assert len(token_server.requests) == 2
 
 
-def test_a_token_without_expires_in_is_kept_until_discarded(destination, token_server, cache):
+def test_a_token_without_expires_in_is_kept_until_discarded(oauth_destination, token_server, token_cache):
     # Given a token endpoint that gives no expires_in
     token_server.script = [token_reply("forever", expires_in=None), token_reply("next", expires_in=None)]
-    assert get_access_token(destination=destination, deadline_ms=3000) == "forever"
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "forever"
 
     # Then it has no expiry and is reused
-    assert cache.pttl(cache_key(cache)) == -1
-    assert get_access_token(destination=destination, deadline_ms=3000) == "forever"
+    assert token_cache.pttl(cache_key(token_cache)) == -1
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "forever"
 
     # When the partner answers 401 with it
-    discard_token(destination=destination, token="forever")
+    discard_token(destination=oauth_destination, token="forever")
 
     # Then the next call fetches a new one
-    assert get_access_token(destination=destination, deadline_ms=3000) == "next"
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "next"
     assert len(token_server.requests) == 2
 
 
-def test_discarding_an_old_token_keeps_a_newer_one(destination, token_server):
+def test_discarding_an_old_token_keeps_a_newer_one(oauth_destination, token_server):
     token_server.script = [token_reply("first"), token_reply("second")]
-    get_access_token(destination=destination, deadline_ms=3000)
-    discard_token(destination=destination, token="first")
-    assert get_access_token(destination=destination, deadline_ms=3000) == "second"
+    get_access_token(destination=oauth_destination, deadline_ms=3000)
+    discard_token(destination=oauth_destination, token="first")
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "second"
 
     # A late 401 for the first token must not throw away the second
-    discard_token(destination=destination, token="first")
+    discard_token(destination=oauth_destination, token="first")
 
-    assert get_access_token(destination=destination, deadline_ms=3000) == "second"
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "second"
     assert len(token_server.requests) == 2
 
 
-def test_new_credentials_fetch_a_new_token(destination, token_server):
+def test_new_credentials_fetch_a_new_token(oauth_destination, token_server):
     token_server.script = [token_reply("for-old-secret"), token_reply("for-new-secret")]
-    get_access_token(destination=destination, deadline_ms=3000)
+    get_access_token(destination=oauth_destination, deadline_ms=3000)
 
-    destination.oauth_client_secret = "rotated-secret"
+    oauth_destination.oauth_client_secret = "rotated-secret"
 
-    assert get_access_token(destination=destination, deadline_ms=3000) == "for-new-secret"
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == "for-new-secret"
 
 
-def test_neither_the_secret_nor_the_token_is_in_redis_in_clear(destination, cache):
-    token = get_access_token(destination=destination, deadline_ms=3000)
+def test_neither_the_secret_nor_the_token_is_in_redis_in_clear(oauth_destination, token_cache):
+    token = get_access_token(destination=oauth_destination, deadline_ms=3000)
 
     dump = b""
-    for key in cache.scan_iter("*"):
-        kind = cache.type(key)
+    for key in token_cache.scan_iter("*"):
+        kind = token_cache.type(key)
         if kind == b"hash":
-            dump += b"".join(k + v for k, v in cache.hgetall(key).items())
+            dump += b"".join(k + v for k, v in token_cache.hgetall(key).items())
         elif kind == b"string":
-            dump += cache.get(key) or b""
+            dump += token_cache.get(key) or b""
         dump += key
     assert SECRET.encode() not in dump and b"s3cr" not in dump
     assert token.encode() not in dump
-    assert decrypt_secret(cache.hget(cache_key(cache), "token").decode()) == token
+    assert decrypt_secret(token_cache.hget(cache_key(token_cache), "token").decode()) == token
 
 
 def _need_token_in_threads(destination, count: int, barrier: threading.Barrier) -> tuple[list, list]:
@@ -232,7 +217,7 @@ print(get_access_token(destination=destination, deadline_ms=5000), flush=True)
 
 
 def test_ten_callers_in_two_processes_and_eight_threads_cause_one_token_request(
-    destination, token_server, local_network
+    oauth_destination, token_server, local_network
 ):
     # Given a slow token endpoint and two other processes ready to need a token
     token_server.script = [token_reply("shared", delay_s=1.0), token_reply("second")]
@@ -243,6 +228,7 @@ def test_ten_callers_in_two_processes_and_eight_threads_cause_one_token_request(
         "AAMDEST_REDIS_URL": django_settings.AAMDEST_REDIS_URL,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
+    destination = oauth_destination
     args = [str(destination.pk), destination.oauth_token_url, CLIENT_ID, SECRET, destination.oauth_scope]
     command = [sys.executable, "-c", SUBPROCESS, *args]
     workers = [
@@ -254,7 +240,7 @@ def test_ten_callers_in_two_processes_and_eight_threads_cause_one_token_request(
 
     # When all ten need a token at the same moment
     barrier = threading.Barrier(9)
-    threads, (tokens, errors) = _need_token_in_threads(destination, 8, barrier)
+    threads, (tokens, errors) = _need_token_in_threads(oauth_destination, 8, barrier)
     for worker in workers:
         worker.stdin.write("go\n")
         worker.stdin.flush()
@@ -270,11 +256,13 @@ def test_ten_callers_in_two_processes_and_eight_threads_cause_one_token_request(
     assert len(token_server.requests) == 1
 
 
-def test_callers_waiting_on_a_failing_fetch_share_its_error_without_asking_again(destination, token_server):
+def test_callers_waiting_on_a_failing_fetch_share_its_error_without_asking_again(
+    oauth_destination, token_server
+):
     token_server.script = [Reply(status=500, body=b"boom", delay_s=0.5)]
     barrier = threading.Barrier(4)
 
-    threads, (tokens, errors) = _need_token_in_threads(destination, 3, barrier)
+    threads, (tokens, errors) = _need_token_in_threads(oauth_destination, 3, barrier)
     barrier.wait()
     for thread in threads:
         thread.join(timeout=10)
@@ -284,7 +272,7 @@ def test_callers_waiting_on_a_failing_fetch_share_its_error_without_asking_again
     assert len(token_server.requests) == 1
 
 
-def test_a_stalled_token_endpoint_fails_within_the_deadline(db, cache, stalling_server):
+def test_a_stalled_token_endpoint_fails_within_the_deadline(db, token_cache, stalling_server):
     destination = DestinationFactory(
         auth_mode="oauth2", oauth_token_url=stalling_server.url, oauth_client_id="id",
         oauth_client_secret=SECRET,
@@ -299,18 +287,18 @@ def test_a_stalled_token_endpoint_fails_within_the_deadline(db, cache, stalling_
     assert re.fullmatch(FAILED + pattern, message)
 
 
-def test_a_refused_connection_says_the_token_endpoint_failed(destination, local_network):
+def test_a_refused_connection_says_the_token_endpoint_failed(oauth_destination, local_network):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        destination.oauth_token_url = f"https://localhost:{probe.getsockname()[1]}/token"
+        oauth_destination.oauth_token_url = f"https://localhost:{probe.getsockname()[1]}/token"
 
-    assert failure_of(destination).startswith("token endpoint failed: connection failed: ")
+    assert failure_of(oauth_destination).startswith("token endpoint failed: connection failed: ")
 
 
-def test_a_private_token_url_is_refused_by_the_address_policy(destination, settings):
+def test_a_private_token_url_is_refused_by_the_address_policy(oauth_destination, settings):
     settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = False
 
-    message = failure_of(destination)
+    message = failure_of(oauth_destination)
 
     assert message.startswith("token endpoint failed: not sent: host 'localhost' is a loopback name")
 
@@ -344,36 +332,38 @@ FAILED = "token endpoint failed: "
         (token_reply(token_type="mac"), "token_type 'mac' is not supported (only bearer)"),
     ],
 )
-def test_each_failure_says_the_token_endpoint_failed_and_why(destination, token_server, reply, expected):
+def test_each_failure_says_the_token_endpoint_failed_and_why(
+    oauth_destination, token_server, reply, expected
+):
     token_server.script = [reply]
 
-    assert failure_of(destination) == FAILED + expected
+    assert failure_of(oauth_destination) == FAILED + expected
     assert len(token_server.requests) == 1
 
 
-def test_a_bearer_token_may_use_every_b64token_character(destination, token_server):
+def test_a_bearer_token_may_use_every_b64token_character(oauth_destination, token_server):
     token = "AZaz09-._~+/tok=="
     token_server.script = [token_reply(token)]
 
-    assert get_access_token(destination=destination, deadline_ms=3000) == token
+    assert get_access_token(destination=oauth_destination, deadline_ms=3000) == token
 
 
-def test_an_endpoint_echoing_the_secret_does_not_leak_it(destination, token_server):
+def test_an_endpoint_echoing_the_secret_does_not_leak_it(oauth_destination, token_server):
     answer = {"error": "invalid_client", "error_description": f"bad secret {SECRET}"}
     token_server.script = [Reply(status=401, body=json.dumps(answer).encode())]
 
-    message = failure_of(destination)
+    message = failure_of(oauth_destination)
 
     assert message.endswith("(invalid_client: bad secret ***)")
 
 
-def test_a_destination_not_using_oauth_is_refused(db, cache):
+def test_a_destination_not_using_oauth_is_refused(db, token_cache):
     destination = DestinationFactory(auth_mode="hmac", signing_key="k")
 
     assert "does not use OAuth 2.0" in failure_of(destination)
 
 
-def test_a_destination_missing_oauth_settings_says_which(db, cache):
+def test_a_destination_missing_oauth_settings_says_which(db, token_cache):
     destination = DestinationFactory(auth_mode="oauth2", oauth_token_url="https://auth.example.com/token")
 
     assert failure_of(destination) == (

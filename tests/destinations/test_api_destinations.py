@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from unittest import mock
 
 import pytest
 from rest_framework.validators import UniqueValidator
 
 from destinations.models import LIMITS, Destination
-from destinations.network import use_resolver
 from tests.factories import DestinationFactory
+
+pytestmark = pytest.mark.usefixtures("dns")  # partner.example.com is public, internal.example.com private
 
 URL = "/api/v1/destinations/"
 SECRET = "s3cr3t-signing-key-value"
-
-
-@pytest.fixture(autouse=True)
-def dns(settings):
-    """No DNS here: partner.example.com is public, internal.example.com private."""
-    settings.AAMDEST_ALLOW_HTTP = False
-    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = False
-    table = {"partner.example.com": ["93.184.216.34"], "internal.example.com": ["10.0.0.7"]}
-
-    def resolve(host: str, port: int) -> list[str]:
-        if host not in table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return table[host]
-
-    with use_resolver(resolve):
-        yield
 
 
 def payload(**overrides):

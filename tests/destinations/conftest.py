@@ -1,0 +1,27 @@
+"""Fixtures shared by the destinations tests: a destination, a made-up DNS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from destinations.models import Destination
+from destinations.network import use_resolver
+from tests.destinations.resolver import Resolver
+from tests.factories import DestinationFactory
+
+
+@pytest.fixture
+def dns(settings) -> Iterator[Resolver]:
+    """HTTPS and public addresses only, resolved by `Resolver`'s table instead of real DNS."""
+    settings.AAMDEST_ALLOW_HTTP = False
+    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = False
+    resolver = Resolver()
+    with use_resolver(resolver):
+        yield resolver
+
+
+@pytest.fixture
+def destination(db) -> Destination:
+    return DestinationFactory()

@@ -15,14 +15,6 @@ NOW = dt.datetime(2024, 5, 6, 14, 35, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def clean_counters(settings):
-    client = stats._redis(settings.AAMDEST_REDIS_URL)
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
-    yield client
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
-
-
 def test_it_counts_requests_per_hour_and_the_users_of_the_delivered_ones():
     # Given two delivered requests and a failed one last hour, a pending one now, one before the window
     destination = DestinationFactory()

@@ -226,7 +226,7 @@ def test_ten_callers_in_two_processes_and_eight_threads_cause_one_token_request(
         "AAMDEST_ALLOW_PRIVATE_NETWORKS": "1",
         "AAMDEST_CA_BUNDLE": str(local_network.ca_file),
         "AAMDEST_REDIS_URL": django_settings.AAMDEST_REDIS_URL,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
     }
     destination = oauth_destination
     args = [str(destination.pk), destination.oauth_token_url, CLIENT_ID, SECRET, destination.oauth_scope]

@@ -1,28 +1,28 @@
-"""Batch mode (SPEC §2): cut-offs, first batches, changes, schedules, failures, erased devices."""
+"""Batch mode (SPEC §2): what a batch carries (first batches, changes, new mappings) and erased devices."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 
 import pytest
-from django.db import connection, transaction
-from django.utils import timezone
 
-import delivery.tasks
-from delivery.batch.reading import read_portable, read_postgresql
 from delivery.batch.transfers import (
     cut_batch,
     find_due_batch_destination_ids,
-    find_unsent_batch_destination_ids,
-    read_safe_cutoff,
-    send_batch_deliveries,
 )
 from delivery.lifecycle.erasure import erase_forgotten_devices
-from delivery.models import BatchExit, Delivery, DeliveryDevice, MembershipChange
-from delivery.sending.documents import format_aam_time
+from delivery.models import BatchExit, Delivery, DeliveryDevice
 from destinations.models import Destination, Mapping
+from tests.delivery.batch.batch_runs import (
+    DPID,
+    GAMES,
+    T0,
+    later,
+    run_batch,
+    stored_documents,
+    users_of,
+    when,
+)
 from tests.delivery.lifecycle_events import (
     apply,
     disqualify,
@@ -33,49 +33,10 @@ from tests.delivery.lifecycle_events import (
     send_realtime,
     statuses,
 )
-from tests.delivery.pending_work import NEWS, OLD, SPORTS, map_segments
-from tests.factories import DestinationFactory
+from tests.delivery.pending_work import NEWS, SPORTS, map_segments
 from tests.partner import Reply
 
 pytestmark = pytest.mark.django_db
-
-T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
-GAMES = OLD
-DPID = 20914
-
-
-@pytest.fixture
-def batch_destination(partner, clock):
-    """A batch-only destination at the local partner, cut daily, 3 users a request; GAMES is not mapped."""
-    destination = DestinationFactory(url=partner.url, realtime=False, batch_interval_hours=24,
-                                     max_users_per_request=3, max_wait_ms=0)
-    map_segments(destination, SPORTS, NEWS)
-    return destination
-
-
-def later(**delta: float) -> dt.datetime:
-    return T0 + dt.timedelta(**delta)
-
-
-def run_batch(destination: Destination) -> int:
-    """Cut the batch now and send it; return the number of requests sent."""
-    cut_batch(destination_id=destination.pk, now=timezone.now(), only_if_due=False)
-    destination.refresh_from_db()
-    return send_batch_deliveries(destination=destination)
-
-
-def users_of(partner, start: int = 0) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    return [user for document in documents(partner, start) for user in statuses(document)]
-
-
-def stored_documents() -> list[dict]:
-    """The stored deliveries' documents, in the order they were cut."""
-    bodies = Delivery.objects.order_by("pk").values_list("body", flat=True)
-    return [json.loads(bytes(body)) for body in bodies]
-
-
-def when(moment: dt.datetime) -> str:
-    return format_aam_time(moment)
 
 
 # ---- what a batch carries ----------------------------------------------------------------
@@ -290,139 +251,3 @@ def test_an_erased_devices_exits_go_in_the_next_batch_then_leave_the_stored_docu
     assert not BatchExit.objects.exists()
     assert not DeliveryDevice.objects.filter(aam_uuid="a").exists()
     assert [[user["AAM_UUID"] for user in body["Users"]] for body in stored_documents()] == [["b"], []]
-
-
-# ---- schedule and tasks ---------------------------------------------------------------------
-
-
-def test_batches_fall_due_on_their_interval_for_enabled_batch_destinations(batch_destination, clock):
-    # Given a batch destination, a paused one and a real-time-only one, none batched yet
-    paused = DestinationFactory(batch_interval_hours=48, enabled=False)
-    DestinationFactory(batch_interval_hours=None)
-
-    # When a batch runs at T0
-    first_due = find_due_batch_destination_ids(now=T0)
-    cut_batch(destination_id=batch_destination.pk, now=T0, only_if_due=True)
-    again = cut_batch(destination_id=batch_destination.pk, now=later(hours=23), only_if_due=True)
-
-    # Then only the enabled batch destination was due, and is again 24 hours later
-    assert first_due == {batch_destination.pk}
-    assert again.skipped == "not due"
-    assert find_due_batch_destination_ids(now=later(hours=24)) == {batch_destination.pk}
-    assert paused.pk not in find_due_batch_destination_ids(now=later(days=9))
-
-
-def test_send_batch_now_cuts_and_sends_whatever_the_schedule(partner, batch_destination, clock):
-    # Given a batch sent an hour ago, and a change since
-    apply(qualify("a", SPORTS, at=T0))
-    run_batch(batch_destination)
-    clock.move_to(later(hours=1))
-    apply(qualify("b", SPORTS, at=later(hours=1)))
-
-    # When the operator sends the batch now (the task the API and console queue)
-    delivery.tasks.send_batch_now(batch_destination.pk)
-
-    # Then b went out at once, and nothing is left unsent
-    assert [user[0] for user in users_of(partner, 1)] == ["b"]
-    assert find_unsent_batch_destination_ids() == set()
-
-
-def test_stored_batch_deliveries_wait_for_a_paused_destination(partner, batch_destination, clock):
-    # Given a batch cut, then the destination paused before it was sent
-    apply(qualify("a", SPORTS, at=T0))
-    cut_batch(destination_id=batch_destination.pk, now=T0, only_if_due=False)
-    Destination.objects.filter(pk=batch_destination.pk).update(enabled=False)
-    batch_destination.refresh_from_db()
-
-    # When the drain runs while paused, then after resuming
-    while_paused = send_batch_deliveries(destination=batch_destination)
-    unsent_while_paused = find_unsent_batch_destination_ids()
-    Destination.objects.filter(pk=batch_destination.pk).update(enabled=True)
-    delivery.tasks.send_stored_batch(batch_destination.pk)
-
-    # Then it went out only after
-    assert (while_paused, unsent_while_paused) == (0, set())
-    assert [user[0] for user in users_of(partner)] == ["a"]
-
-
-# ---- reading -------------------------------------------------------------------------------
-
-
-def test_both_readers_yield_the_same_devices(batch_destination, clock):
-    # Given changes after a cut-off, in covered segments, and members of a newly mapped one
-    apply(id_sync("a", DPID, "a-1", at=T0), qualify("a", SPORTS, at=T0), qualify("z", GAMES, at=T0),
-          qualify("m", GAMES, at=T0))
-    after = MembershipChange.objects.order_by("id").last().id
-    apply(qualify("b", NEWS, at=later(seconds=1)), qualify("m", SPORTS, at=later(seconds=2)),
-          qualify("a", NEWS, at=later(seconds=3)), disqualify("a", SPORTS, at=later(seconds=3)))
-    query = {"after": after, "until": read_safe_cutoff(), "changed_segments": [SPORTS, NEWS],
-             "full_segments": [GAMES], "dpid": DPID}
-
-    # When both read
-    fast = list(read_postgresql(**query, chunk_size=2))
-    portable = list(read_portable(**query, chunk_size=2))
-
-    # Then they agree: changed devices by latest change (with their new segment's members), then the rest
-    assert fast == portable
-    assert [(device.aam_uuid, [(e.segment_id, e.is_active) for e in device.entries], device.partner_uuids)
-            for device in fast] == [
-        ("b", [(NEWS, True)], []),
-        ("m", [(GAMES, True), (SPORTS, True)], []),
-        ("a", [(NEWS, True), (SPORTS, False)], ["a-1"]),
-        ("z", [(GAMES, True)], []),
-    ]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_cutoff_waits_for_ingestions_still_writing_changes(clock):
-    # Given an ingestion whose change is written but not committed
-    apply(qualify("a", SPORTS, at=T0))
-    written, commit = threading.Event(), threading.Event()
-
-    def ingest() -> None:
-        with transaction.atomic():
-            apply(qualify("b", SPORTS, at=T0))
-            written.set()
-            commit.wait(10)
-        connection.close()
-
-    ingestion = threading.Thread(target=ingest)
-    ingestion.start()
-    written.wait(10)
-    cutoffs: list[int] = []
-    reader = threading.Thread(target=lambda: (cutoffs.append(read_safe_cutoff()), connection.close()))
-
-    # When the cut-off is read meanwhile
-    reader.start()
-    reader.join(0.5)
-    waited = reader.is_alive()
-    commit.set()
-    ingestion.join()
-    reader.join(10)
-
-    # Then it waited for the commit and includes that change
-    assert waited
-    assert cutoffs == [MembershipChange.objects.order_by("id").last().id]
-
-
-def test_the_scheduler_starts_due_batches_and_sends_stored_ones_left_unsent(
-    batch_destination, clock, monkeypatch
-):
-    # Given a due destination, and another not due whose stored batch nobody is sending
-    left_over = DestinationFactory(realtime=False, batch_interval_hours=24, last_batch_at=T0)
-    map_segments(left_over, SPORTS)
-    apply(qualify("a", SPORTS, at=T0))
-    cut_batch(destination_id=left_over.pk, now=T0, only_if_due=False)
-    queued: list[tuple[str, tuple, dict]] = []
-    for task in (delivery.tasks.send_due_batch, delivery.tasks.send_stored_batch):
-        monkeypatch.setattr(task, "apply_async",
-                            lambda args, name=task.name, **options: queued.append((name, args, options)))
-
-    # When beat's check runs
-    delivery.tasks.start_due_batches()
-
-    # Then each is queued once, to be dropped if not started before the next check
-    assert queued == [
-        ("delivery.tasks.send_due_batch", (batch_destination.pk,), {"expires": 50}),
-        ("delivery.tasks.send_stored_batch", (left_over.pk,), {"expires": 50}),
-    ]

@@ -1,66 +1,30 @@
-"""delivery.intake.membership: events applied to devices, memberships, the change log and pending marks."""
+"""delivery.intake.membership: events applied to devices, memberships and the change log; opt-outs."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
-import time_machine
-from django.db import connection
 
-from delivery.intake.events import Event, EventType
 from delivery.intake.membership import apply_events, apply_opt_outs, compute_expires_at
-from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
+from delivery.models import DestinationDevice, Device, Membership, PartnerId
 from destinations.models import Segment
-from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
+from tests.delivery.intake.membership_events import (
+    NOW,
+    UUID,
+    at,
+    changes,
+    disqualify,
+    id_sync,
+    membership,
+    opt_out,
+    pair,
+    qualify,
+)
+from tests.factories import MappingFactory, SegmentFactory
 
-NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
-UUID = "19393572368547369350319949416899715727"
-
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def frozen_clock():
-    # Factories default mapping dates to "today": make that NOW's date.
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-def at(minutes: float) -> dt.datetime:
-    return NOW - dt.timedelta(hours=1) + dt.timedelta(minutes=minutes)
-
-
-def qualify(segment_id: int, *, when: dt.datetime, uuid: str = UUID, regions=(), onboarded=False) -> Event:
-    return Event(type=EventType.QUALIFICATION, aam_uuid=uuid, datetime=when, segment_id=segment_id,
-                 regions=tuple(regions), onboarded=onboarded)
-
-
-def disqualify(segment_id: int, *, when: dt.datetime, uuid: str = UUID, onboarded=False) -> Event:
-    return Event(type=EventType.DISQUALIFICATION, aam_uuid=uuid, datetime=when, segment_id=segment_id,
-                 onboarded=onboarded)
-
-
-def opt_out(*, when: dt.datetime, uuid: str = UUID) -> Event:
-    return Event(type=EventType.OPT_OUT, aam_uuid=uuid, datetime=when)
-
-
-def id_sync(dpid: int, dpuuid: str, *, when: dt.datetime, uuid: str = UUID) -> Event:
-    return Event(type=EventType.ID_SYNC, aam_uuid=uuid, datetime=when, dpid=dpid, dpuuid=dpuuid)
-
-
-def membership(segment_id: int, uuid: str = UUID) -> Membership:
-    return Membership.objects.get(device_id=uuid, segment_id=segment_id)
-
-
-def pair(destination, uuid: str = UUID) -> DestinationDevice:
-    return DestinationDevice.objects.get(destination=destination, device_id=uuid)
-
-
-def changes() -> list[tuple[str, int, bool, dt.datetime, bool]]:
-    return list(MembershipChange.objects.values_list("aam_uuid", "segment_id", "is_active", "datetime",
-                                                     "is_onboarded"))
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
+T0 = NOW  # where the clock stands: factories date mappings then
 
 
 # ---- TTL -------------------------------------------------------------------------------
@@ -251,130 +215,6 @@ def test_a_disqualification_ends_the_membership_and_its_expiry():
     assert changes()[-1] == (UUID, 7, False, at(20), True)
 
 
-# ---- real-time pending marks ------------------------------------------------------------
-
-
-def test_a_new_qualification_marks_the_device_pending_for_each_realtime_mapping():
-    mapping = MappingFactory(segment=SegmentFactory(id=7))
-    other = MappingFactory(segment=mapping.segment)
-    MappingFactory(segment=SegmentFactory(id=8))  # another segment: not concerned
-
-    result = apply_events(events=[qualify(7, when=at(1))], now=NOW)
-
-    assert result.destination_ids == {mapping.destination_id, other.destination_id}
-    assert DestinationDevice.objects.count() == 2
-    state = pair(mapping.destination)
-    assert (state.pending_since, state.left_segment_ids, state.last_sent_at) == (NOW, [], None)
-
-
-def test_a_segment_entered_and_left_before_the_claim_stays_pending_with_the_left_segment():
-    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-
-    apply_events(events=[qualify(7, when=at(1))], now=NOW)
-    result = apply_events(events=[disqualify(7, when=at(2))], now=NOW + dt.timedelta(milliseconds=300))
-
-    assert result.destination_ids == {destination.id}
-    state = pair(destination)
-    assert (state.pending_since, state.left_segment_ids) == (NOW, [7])
-
-
-def test_a_left_segment_is_listed_once_and_forgotten_when_entered_again():
-    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-
-    apply_events(events=[qualify(7, when=at(1)), disqualify(7, when=at(2)), qualify(7, when=at(3)),
-                         disqualify(7, when=at(4))], now=NOW)
-    assert pair(destination).left_segment_ids == [7]
-
-    apply_events(events=[qualify(7, when=at(5))], now=NOW)
-    assert pair(destination).left_segment_ids == []
-
-
-def test_pending_since_keeps_its_first_value_and_the_in_flight_delivery_is_untouched():
-    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-    MappingFactory(segment=SegmentFactory(id=8), destination=destination)
-    apply_events(events=[qualify(7, when=at(1))], now=NOW - dt.timedelta(seconds=5))
-    DestinationDevice.objects.update(last_sent_at=NOW - dt.timedelta(days=1))
-
-    apply_events(events=[qualify(8, when=at(2))], now=NOW)
-
-    state = pair(destination)
-    assert state.pending_since == NOW - dt.timedelta(seconds=5)
-    assert state.last_sent_at == NOW - dt.timedelta(days=1)
-    assert state.in_flight_delivery_id is None
-
-
-@pytest.mark.parametrize(
-    ("last_sent_days_ago", "is_sent"), [(None, True), (2.9, False), (3, True), (10, True)]
-)
-def test_a_requalification_sends_only_three_days_after_the_last_send(last_sent_days_ago, is_sent):
-    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-    apply_events(events=[qualify(7, when=at(1))], now=NOW)
-    assert DestinationDevice.objects.filter(destination=destination).exists()
-    last_sent_at = None if last_sent_days_ago is None else NOW - dt.timedelta(days=last_sent_days_ago)
-    DestinationDevice.objects.update(pending_since=None, last_sent_at=last_sent_at)
-
-    result = apply_events(events=[qualify(7, when=at(2))], now=NOW)
-
-    assert (pair(destination).pending_since == NOW) is is_sent
-    assert result.destination_ids == ({destination.id} if is_sent else set())
-    assert membership(7).datetime == at(2)
-
-
-def test_onboarded_events_never_mark_a_device_pending():
-    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-
-    result = apply_events(events=[qualify(7, when=at(1), onboarded=True)], now=NOW)
-    apply_events(events=[disqualify(7, when=at(2), onboarded=True)], now=NOW)
-
-    assert result.destination_ids == set()
-    assert not DestinationDevice.objects.filter(destination=destination).exists()
-    assert [change[4] for change in changes()] == [True, True]
-
-
-def test_an_onboarded_entry_takes_a_waiting_zero_back():
-    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-    apply_events(events=[qualify(7, when=at(1)), disqualify(7, when=at(2))], now=NOW)
-
-    apply_events(events=[qualify(7, when=at(3), onboarded=True)], now=NOW)
-
-    assert pair(destination).left_segment_ids == []
-
-
-@pytest.mark.parametrize(
-    ("start", "end", "is_marked"),
-    [(-1, None, True), (0, 0, True), (-5, -1, False), (1, None, False), (-3, 3, True)],
-)
-def test_only_mappings_active_today_mark_devices(start, end, is_marked):
-    today = NOW.date()
-    mapping = MappingFactory(
-        segment=SegmentFactory(id=7), start_date=today + dt.timedelta(days=start),
-        end_date=None if end is None else today + dt.timedelta(days=end),
-    )
-
-    result = apply_events(events=[qualify(7, when=at(1))], now=NOW)
-
-    assert DestinationDevice.objects.filter(destination=mapping.destination).exists() is is_marked
-    assert result.destination_ids == ({mapping.destination_id} if is_marked else set())
-
-
-def test_a_destination_without_realtime_is_not_marked():
-    MappingFactory(segment=SegmentFactory(id=7), destination=DestinationFactory(realtime=False))
-
-    result = apply_events(events=[qualify(7, when=at(1))], now=NOW)
-
-    assert result.destination_ids == set()
-    assert not DestinationDevice.objects.exists()
-
-
-def test_a_paused_destination_still_accumulates_pending_work():
-    destination = DestinationFactory(enabled=False)
-    MappingFactory(segment=SegmentFactory(id=7), destination=destination)
-
-    apply_events(events=[qualify(7, when=at(1))], now=NOW)
-
-    assert pair(destination).pending_since == NOW
-
-
 # ---- opt-outs ----------------------------------------------------------------------------
 
 
@@ -407,66 +247,3 @@ def test_an_opt_out_of_an_unknown_device_stores_nothing():
 
     assert (result.devices, result.changes) == (0, 0)
     assert not Device.objects.exists()
-
-
-# ---- scale and concurrency ------------------------------------------------------------
-
-
-def make_events(count: int, *, devices: int, start: dt.datetime) -> list[Event]:
-    """Mostly qualifications of 50 segments, a tenth disqualifications, a tenth ID syncs."""
-    events = []
-    for index in range(count):
-        uuid = f"{index % devices:038d}"
-        segment_id = 1000 + index * 7 % 50
-        when = start + dt.timedelta(milliseconds=index)
-        if index % 10 == 9:
-            events.append(disqualify(segment_id, when=when, uuid=uuid))
-        elif index % 10 == 8:
-            events.append(id_sync(20914, f"gaid-{index}", when=when, uuid=uuid))
-        else:
-            events.append(qualify(segment_id, when=when, uuid=uuid, regions=[index % 12 + 1]))
-    return events
-
-
-def test_ten_thousand_events_apply_in_a_few_queries_whatever_their_number(django_assert_max_num_queries):
-    # Speed is measured by `make bench`; what a test can hold is that the work is set-based:
-    # 10,000 events, half of them for known devices, cost about ten queries (no query per event).
-    destinations = DestinationFactory.create_batch(2)
-    for segment_id in range(1000, 1020):
-        for destination in destinations:
-            MappingFactory(segment=SegmentFactory(id=segment_id), destination=destination)
-    apply_events(events=make_events(3_000, devices=3_000, start=at(0)), now=NOW)
-    events = make_events(10_000, devices=6_000, start=at(10))
-
-    with django_assert_max_num_queries(15):
-        result = apply_events(events=events, now=NOW)
-
-    assert result.events == 10_000
-    assert Device.objects.count() == 6_000
-    assert result.destination_ids == {destination.id for destination in destinations}
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_ingests_of_the_same_devices_neither_deadlock_nor_lose_regions():
-    errors: list[BaseException] = []
-
-    def ingest(region: int, order: int) -> None:
-        try:
-            uuids = [f"{index:038d}" for index in range(300)][::order]
-            events = [qualify(1 + index % 5, when=at(region), uuid=uuid, regions=[region])
-                      for index, uuid in enumerate(uuids)]
-            apply_events(events=events, now=NOW)
-        except BaseException as exc:  # reported to the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=ingest, args=(region, 1 if region % 2 else -1))
-               for region in (3, 6, 9, 11)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert errors == []
-    assert set(map(tuple, Device.objects.values_list("regions", flat=True))) == {(3, 6, 9, 11)}

@@ -8,17 +8,10 @@ import pytest
 from django.db import connection, transaction
 
 from delivery.batch.reading import read_portable, read_postgresql
-from delivery.batch.transfers import (
-    read_safe_cutoff,
-)
+from delivery.batch.transfers import read_safe_cutoff
 from delivery.models import MembershipChange
 from tests.delivery.batch.batch_runs import DPID, GAMES, T0, later
-from tests.delivery.lifecycle_events import (
-    apply,
-    disqualify,
-    id_sync,
-    qualify,
-)
+from tests.delivery.lifecycle_events import apply, disqualify, id_sync, qualify
 from tests.delivery.pending_work import NEWS, SPORTS
 
 pytestmark = pytest.mark.django_db

@@ -13,10 +13,7 @@ from delivery.batch.transfers import (
 )
 from destinations.models import Destination
 from tests.delivery.batch.batch_runs import T0, later, run_batch, users_of
-from tests.delivery.lifecycle_events import (
-    apply,
-    qualify,
-)
+from tests.delivery.lifecycle_events import apply, qualify
 from tests.delivery.pending_work import SPORTS, map_segments
 from tests.factories import DestinationFactory
 

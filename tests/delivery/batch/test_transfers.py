@@ -6,10 +6,7 @@ import datetime as dt
 
 import pytest
 
-from delivery.batch.transfers import (
-    cut_batch,
-    find_due_batch_destination_ids,
-)
+from delivery.batch.transfers import cut_batch, find_due_batch_destination_ids
 from delivery.lifecycle.erasure import erase_forgotten_devices
 from delivery.models import BatchExit, Delivery, DeliveryDevice
 from destinations.models import Destination, Mapping

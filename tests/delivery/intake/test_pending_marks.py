@@ -8,15 +8,7 @@ import pytest
 
 from delivery.intake.membership import apply_events
 from delivery.models import DestinationDevice
-from tests.delivery.intake.membership_events import (
-    NOW,
-    at,
-    changes,
-    disqualify,
-    membership,
-    pair,
-    qualify,
-)
+from tests.delivery.intake.membership_events import NOW, at, changes, disqualify, membership, pair, qualify
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]

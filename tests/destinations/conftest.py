@@ -1,4 +1,4 @@
-"""Fixtures shared by the destinations tests: a destination, a made-up DNS."""
+"""Fixtures shared by the destinations tests: a destination, made-up DNS answers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def dns(settings) -> Iterator[Resolver]:
     resolver = Resolver()
     with use_resolver(resolver):
         yield resolver
+
+
+@pytest.fixture
+def public_dns(settings) -> Iterator[None]:
+    """Every host name resolves to a public address (there is no DNS here); private ones are refused."""
+    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = False
+    with use_resolver(lambda host, port: ["93.184.216.34"]):
+        yield
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Shared fixtures: API clients with roles, local HTTPS partners with a throwaway CA."""
+"""Shared fixtures: API clients with roles, local HTTPS partners with a throwaway CA, the token cache."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -32,6 +33,17 @@ def partner(local_network: CertificateFiles) -> Iterator[Partner]:
     running = start_partner(local_network)
     yield running
     running.stop()
+
+
+@pytest.fixture
+def token_cache(settings) -> Iterator[redis.Redis]:
+    """The Redis holding OAuth tokens, without any (an earlier test's destination may share an id)."""
+    client = redis.Redis.from_url(settings.AAMDEST_REDIS_URL)
+    for key in client.scan_iter("aamdest:oauth-token:*"):
+        client.delete(key)
+    yield client
+    for key in client.scan_iter("aamdest:oauth-token:*"):
+        client.delete(key)
 
 
 @pytest.fixture

@@ -16,14 +16,6 @@ from tests.factories import DestinationFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def clean_counters(settings):
-    client = stats._redis(settings.AAMDEST_REDIS_URL)
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
-    yield
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
-
-
 def _scrape(client) -> dict[tuple[str, frozenset], float]:
     response = client.get("/metrics")
     assert response.status_code == 200

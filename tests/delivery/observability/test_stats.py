@@ -8,19 +8,11 @@ import pytest
 
 from delivery.models import DeliveryStatus, DestinationDevice, Device
 from delivery.observability import stats
-from tests.delivery.log_rows import OK, TIMEOUT, Try, log_delivery, status
+from tests.delivery.log_rows import OK, TIMEOUT, TOKEN_FAILED, Try, log_delivery, status
 from tests.factories import DestinationFactory
 
 NOW = dt.datetime(2024, 5, 6, 14, 35, tzinfo=dt.UTC)
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def clean_counters(settings):
-    client = stats._redis(settings.AAMDEST_REDIS_URL)
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
-    yield client
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
 
 
 def test_it_counts_requests_per_hour_and_the_users_of_the_delivered_ones():
@@ -98,7 +90,7 @@ def test_failed_attempts_are_counted_by_reason_and_by_status_code():
     destination = DestinationFactory()
     log_delivery(destination, created_at=NOW, outcome=DeliveryStatus.FAILED, tries=[TIMEOUT, status(503)])
     log_delivery(destination, created_at=NOW, outcome=DeliveryStatus.FAILED, tries=[status(503), status(503)])
-    log_delivery(destination, created_at=NOW, tries=[Try(status_code=None, reason="token"), OK])
+    log_delivery(destination, created_at=NOW, tries=[TOKEN_FAILED, OK])
     log_delivery(destination, created_at=NOW, tries=[status(204), OK])
 
     # When

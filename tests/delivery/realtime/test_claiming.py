@@ -22,12 +22,8 @@ SEGMENT = 14356
 
 
 @pytest.fixture
-def now() -> dt.datetime:
-    return timezone.now()
-
-
-@pytest.fixture
 def destination():
+    """Overrides the partner destination: here pending devices wait up to 1 s for a request of 10 to fill."""
     destination = DestinationFactory(
         max_users_per_request=10, max_wait_ms=1000, timeout_ms=3000, retry_delay_ms=1000
     )

@@ -5,15 +5,14 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
-import redis
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from delivery.sending.tokens import get_access_token
 from destinations.models import Destination
-from tests.delivery.test_tokens import token_reply
 from tests.factories import DestinationFactory
+from tests.token_endpoint import token_reply
 
 pytestmark = pytest.mark.django_db
 
@@ -32,16 +31,6 @@ def keys(settings):
 
     use(OLD)
     return use
-
-
-@pytest.fixture
-def cache(settings):
-    client = redis.Redis.from_url(settings.AAMDEST_REDIS_URL)
-    for key in client.scan_iter("aamdest:oauth-token:*"):
-        client.delete(key)
-    yield client
-    for key in client.scan_iter("aamdest:oauth-token:*"):
-        client.delete(key)
 
 
 def raw_secrets(destination: Destination) -> tuple[str, ...]:
@@ -70,7 +59,7 @@ def secret_destination(**overrides) -> Destination:
     return DestinationFactory(**values)
 
 
-def test_it_re_encrypts_every_secret_under_the_first_key_and_keeps_their_values(keys, cache):
+def test_it_re_encrypts_every_secret_under_the_first_key_and_keeps_their_values(keys, token_cache):
     # Given secrets written under the old key, then the new key put first
     destination = secret_destination()
     empty = DestinationFactory()  # no secrets: nothing to do
@@ -88,7 +77,7 @@ def test_it_re_encrypts_every_secret_under_the_first_key_and_keeps_their_values(
     assert "stored secrets: 3 re-encrypted, 0 already under the first key" in output
 
 
-def test_running_it_again_changes_nothing(keys, cache):
+def test_running_it_again_changes_nothing(keys, token_cache):
     destination = secret_destination()
     keys(NEW, OLD)
     rotate()
@@ -100,7 +89,7 @@ def test_running_it_again_changes_nothing(keys, cache):
     assert "stored secrets: 0 re-encrypted, 3 already under the first key" in output
 
 
-def test_it_goes_through_the_rows_in_batches(keys, cache):
+def test_it_goes_through_the_rows_in_batches(keys, token_cache):
     destinations = [secret_destination(new_signing_key="") for _ in range(5)]
     keys(NEW, OLD)
 
@@ -110,7 +99,9 @@ def test_it_goes_through_the_rows_in_batches(keys, cache):
     assert all(opens(NEW, value) for d in destinations for value in raw_secrets(d) if value)
 
 
-def test_a_secret_no_key_opens_is_reported_by_destination_left_untouched_and_fails_the_command(keys, cache):
+def test_a_secret_no_key_opens_is_reported_by_destination_left_untouched_and_fails_the_command(
+    keys, token_cache
+):
     # Given one destination whose signing key was written under a key since removed
     keys(RETIRED)
     lost = secret_destination(name="Lost Partner", new_signing_key="", oauth_client_secret="")
@@ -131,23 +122,23 @@ def test_a_secret_no_key_opens_is_reported_by_destination_left_untouched_and_fai
     assert all(opens(NEW, value) for value in raw_secrets(fine))
 
 
-def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, cache, partner):
+def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, token_cache, partner):
     # Given a token cached under the old key
     partner.script = [token_reply("tok-cached", expires_in=3600)]
     destination = DestinationFactory(
         auth_mode="oauth2", oauth_token_url=partner.url, oauth_client_id="me", oauth_client_secret="cs"
     )
     assert get_access_token(destination=destination, deadline_ms=3000) == "tok-cached"
-    [key] = [k for k in cache.scan_iter("aamdest:oauth-token:*") if cache.type(k) == b"hash"]
+    [key] = [k for k in token_cache.scan_iter("aamdest:oauth-token:*") if token_cache.type(k) == b"hash"]
     keys(NEW, OLD)
 
     # When
     output = rotate()
 
     # Then
-    stored = cache.hget(key, "token")
+    stored = token_cache.hget(key, "token")
     assert opens(NEW, stored) and not opens(OLD, stored)
-    assert 3_500_000 < cache.pttl(key) <= 3_600_000
+    assert 3_500_000 < token_cache.pttl(key) <= 3_600_000
     keys(NEW)
     assert get_access_token(destination=destination, deadline_ms=3000) == "tok-cached"
     assert len(partner.requests) == 1  # still cached: no new token request
@@ -155,15 +146,16 @@ def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, cac
     assert "tok-cached" not in output
 
 
-def test_a_cached_token_no_key_opens_is_dropped(keys, cache):
-    cache.hset("aamdest:oauth-token:9:abc", mapping={"token": Fernet(RETIRED).encrypt(b"t"), "digest": "d"})
-    cache.set("aamdest:oauth-token:9:abc:lock", "owner")  # a lock is not a token
+def test_a_cached_token_no_key_opens_is_dropped(keys, token_cache):
+    retired_token = Fernet(RETIRED).encrypt(b"t")
+    token_cache.hset("aamdest:oauth-token:9:abc", mapping={"token": retired_token, "digest": "d"})
+    token_cache.set("aamdest:oauth-token:9:abc:lock", "owner")  # a lock is not a token
     keys(NEW, OLD)
 
     output = rotate()
 
-    assert not cache.exists("aamdest:oauth-token:9:abc")
-    assert cache.exists("aamdest:oauth-token:9:abc:lock")
+    assert not token_cache.exists("aamdest:oauth-token:9:abc")
+    assert token_cache.exists("aamdest:oauth-token:9:abc:lock")
     assert "0 re-encrypted, 0 already under the first key, 1 dropped" in output
 
 

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 
 import pytest
-import time_machine
-from django.db import connection, transaction
 from django.utils import timezone
 
-from delivery.lifecycle.erasure import ERASURE_DEADLINE, batch_cut_lock_key, erase_forgotten_devices
+from delivery.lifecycle.erasure import ERASURE_DEADLINE, erase_forgotten_devices
 from delivery.lifecycle.expiry import INACTIVITY, leave_inactive_devices
 from delivery.models import (
-    BatchExit,
     Delivery,
     DeliveryDevice,
     DestinationDevice,
@@ -38,7 +34,7 @@ from tests.delivery.lifecycle_events import (
     send_realtime,
     statuses,
 )
-from tests.delivery.pending_work import map_segments
+from tests.delivery.pending_work import NEWS, OLD, SPORTS, map_segments
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
@@ -46,20 +42,6 @@ pytestmark = pytest.mark.django_db
 T0 = dt.datetime(2026, 2, 2, 9, 0, tzinfo=dt.UTC)
 UUID = "19393572368547369350319949416899715727"
 OTHER = "0578240750487542456854736923319946899715232"
-SPORTS, NEWS, OLD = 14356, 12176, 10329
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def destination(partner, clock):
-    destination = DestinationFactory(url=partner.url, max_wait_ms=0, aam_destination_id=423)
-    map_segments(destination, SPORTS, NEWS, OLD)
-    return destination
 
 
 def later(**delta: float) -> dt.datetime:
@@ -88,10 +70,11 @@ NOTHING = dict.fromkeys(
 )
 
 
-def test_an_opt_out_sends_zeros_per_partner_id_then_erases_the_device_everywhere(
-    partner, destination, clock, viewer_client
-):
-    # Given a device with two partner IDs, active in SPORTS and NEWS, having left OLD, sent beside another
+def sent_with_two_partner_ids(partner, destination: Destination, clock) -> Destination:
+    """UUID with two partner IDs, active in SPORTS and NEWS, having left OLD, sent beside OTHER.
+
+    Returns a second destination whose mapping of SPORTS ended yesterday.
+    """
     unmapped = DestinationFactory(url=partner.url, max_wait_ms=0, aam_destination_id=999)
     yesterday = T0.date() - dt.timedelta(days=1)
     map_segments(unmapped, SPORTS, start_date=yesterday - dt.timedelta(days=9), end_date=yesterday)
@@ -104,6 +87,14 @@ def test_an_opt_out_sends_zeros_per_partner_id_then_erases_the_device_everywhere
     apply(disqualify(UUID, OLD, at=later(minutes=1)))
     send_realtime(destination)
     send_realtime(unmapped)
+    return unmapped
+
+
+def test_an_opt_out_sends_zeros_per_partner_id_then_erases_the_device_everywhere(
+    partner, destination, clock, viewer_client
+):
+    # Given a device with two partner IDs, active in SPORTS and NEWS, having left OLD, sent beside another
+    unmapped = sent_with_two_partner_ids(partner, destination, clock)
     before = len(partner.requests)
 
     # When the device opts out, its "0"s go out, and the erasure runs
@@ -117,7 +108,7 @@ def test_an_opt_out_sends_zeros_per_partner_id_then_erases_the_device_everywhere
     # Then the partner got one user object per partner ID listing each active segment as "0", once
     assert (waiting.erased, waiting.waiting) == (0, 1)
     [document] = documents(partner, before)
-    assert document["AAM_Destination_Id"] == "423"
+    assert document["AAM_Destination_Id"] == str(destination.aam_destination_id)
     when = format_aam_time(later(minutes=2))
     zeros = [(str(NEWS), "0", when), (str(SPORTS), "0", when)]
     assert statuses(document) == [(UUID, "dp-1", zeros), (UUID, "dp-2", zeros)]
@@ -259,55 +250,3 @@ def test_an_opt_out_of_an_unknown_device_stores_nothing(clock):
     apply(opt_out(UUID, at=T0))
 
     assert known() == NOTHING
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_erasure_waits_while_a_batch_is_being_cut(clock):
-    # Given a device that opted out, and a batch destination whose batch is being cut by another process
-    batch = DestinationFactory(realtime=False, batch_interval_hours=24, batch_cutoff_seq=0)
-    map_segments(batch, SPORTS)
-    apply(qualify(UUID, SPORTS, at=T0))
-    apply(opt_out(UUID, at=later(seconds=1)))
-    cutting, done = threading.Event(), threading.Event()
-
-    def cut() -> None:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [batch_cut_lock_key(batch.pk)])
-            cutting.set()
-            done.wait(10)
-        connection.close()
-
-    cutter = threading.Thread(target=cut)
-    cutter.start()
-    cutting.wait(10)
-
-    # When the erasure runs during the cut, then after it
-    try:
-        during = erase_forgotten_devices(now=later(seconds=2))
-    finally:
-        done.set()
-        cutter.join()
-    after = erase_forgotten_devices(now=later(seconds=2))
-
-    # Then it waited, then captured the device's exit for the next batch and erased it
-    assert (during.erased, during.waiting) == (0, 1)
-    assert after.erased == 1
-    assert list(BatchExit.objects.values_list("aam_uuid", "segments")) == [
-        (UUID, [[SPORTS, later(seconds=1).isoformat()]])]
-
-
-def test_exits_owed_to_a_destination_whose_batch_mode_was_turned_off_are_dropped(clock):
-    # Given an erased device whose exits wait for a batch destination's next batch
-    batch = DestinationFactory(realtime=False, batch_interval_hours=24, batch_cutoff_seq=0)
-    map_segments(batch, SPORTS)
-    apply(qualify(UUID, SPORTS, at=T0))
-    apply(opt_out(UUID, at=later(seconds=1)))
-    erase_forgotten_devices(now=later(seconds=1))
-    waiting = BatchExit.objects.count()
-
-    # When its batch mode is turned off and the erasure runs again
-    Destination.objects.filter(pk=batch.pk).update(batch_interval_hours=None)
-    erase_forgotten_devices(now=later(seconds=2))
-
-    # Then nothing of the device is kept for it
-    assert (waiting, BatchExit.objects.count()) == (1, 0)

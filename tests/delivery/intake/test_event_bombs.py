@@ -18,7 +18,7 @@ import pytest
 from delivery.intake import bodies
 from delivery.intake.bodies import PayloadTooLarge, parse_events
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
 ELEMENTS = 20_000_000  # 60 MB of "[],", under the 64 MiB body limit
 

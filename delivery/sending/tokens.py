@@ -35,6 +35,7 @@ from django.utils.crypto import salted_hmac
 
 from delivery.observability.stats import count_token_fetch
 from delivery.sending.http import HttpRequest, HttpResult, post
+from delivery.sending.redaction import redact_credentials
 from destinations.models import AuthMode, Destination, OAuthClientAuth
 from destinations.secrets import SecretUnreadable, decrypt_secret, encrypt_secret
 
@@ -325,9 +326,10 @@ def _oauth_error(result: HttpResult) -> str:
 
 
 def _redact(message: str, destination: Destination) -> str:
-    # An endpoint could echo the secret back in its error; never pass it on.
-    secret = destination.oauth_client_secret
-    for form in {secret, quote_plus(secret, safe=""), base64.b64encode(secret.encode()).decode()}:
-        if form:
-            message = message.replace(form, "***")
-    return message
+    # An endpoint could echo the request back in its error (the Basic credential, the form's
+    # client_secret); never pass on any spelling of what authenticated it.
+    _, headers = _token_request(destination)
+    basic = headers.get("Authorization", "")
+    pair = base64.b64decode(basic.removeprefix("Basic ")).decode() if basic else ""
+    credentials = (destination.oauth_client_secret, basic, basic.removeprefix("Basic "), pair)
+    return redact_credentials(message, credentials)

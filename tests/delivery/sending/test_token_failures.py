@@ -98,7 +98,7 @@ def test_an_endpoint_echoing_the_secret_does_not_leak_it(oauth_destination, toke
 
     message = failure_of(oauth_destination)
 
-    assert message.endswith("(invalid_client: bad secret ***)")
+    assert message.endswith("(invalid_client: bad secret [redacted])")  # the mark the logs use too
 
 
 def test_a_destination_not_using_oauth_is_refused(db, token_cache):

@@ -202,7 +202,7 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
         try:
             for destination in queryset:
                 services.start_batch_now(destination=destination)
-        except services.BatchNotQueued as error:
+        except (services.DestinationPaused, services.BatchNotQueued) as error:
             self.message_user(request, str(error), messages.ERROR)
             return
         self.message_user(

@@ -61,6 +61,10 @@ Actor = AbstractBaseUser | AnonymousUser | None
 BROKER_UNAVAILABLE = "The task broker is unavailable; try again shortly."
 
 
+class DestinationPaused(Exception):
+    """The destination is paused: nothing is sent to it, a batch included (CONTRACT §2; HTTP 409)."""
+
+
 class BatchNotQueued(Exception):
     """The batch task could not be queued: the broker does not answer (nothing was started)."""
 
@@ -167,8 +171,11 @@ def send_test(*, destination: Destination) -> TestOutcome:
 def start_batch_now(*, destination: Destination) -> None:
     """Queue the destination's batch now: the changes since its last cut-off, as kind `batch`.
 
-    Raises BatchNotQueued when the broker does not answer; nothing is started then.
+    Raises DestinationPaused when it is paused, BatchNotQueued when the broker does not answer;
+    nothing is started then.
     """
+    if not Destination.objects.filter(pk=destination.pk, enabled=True).exists():
+        raise DestinationPaused(f"{destination.name} is paused: resume it to send its batch.")
     try:
         tasks.send_batch_now.delay(destination.pk)
     except OperationalError as error:

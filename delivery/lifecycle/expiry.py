@@ -2,7 +2,7 @@
 
 Every exit here is recorded as a disqualification would be: the membership is
 left (`datetime` = the moment it ended), a `MembershipChange` row is written
-(batch mode reads it) and `delivery.intake.membership.mark_pending` queues the
+(batch mode reads it) and `delivery.intake.pending_marks.mark_pending` queues the
 real-time "0"s. Forgetting devices (after inactivity or an opt-out) is
 `delivery.lifecycle.erasure`.
 
@@ -30,7 +30,8 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.db.models.functions import Greatest, Trunc
 from django.utils import timezone
 
-from delivery.intake.membership import Change, ChangeKind, mark_pending
+from delivery.intake.merging import Change, ChangeKind
+from delivery.intake.pending_marks import mark_pending
 from delivery.models import Device, DeviceErasure, ErasureReason, Membership, MembershipChange
 from destinations.models import Segment
 
@@ -62,7 +63,7 @@ def expire_memberships(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> Lif
     Each chunk locks its memberships' devices first, in `aam_uuid` order and
     skipping those an ingestion (or another sweep) holds, as every writer of
     memberships and of `DestinationDevice` rows must (see
-    `delivery.intake.membership`); then it re-reads the devices' memberships still
+    `delivery.intake.storage`); then it re-reads the devices' memberships still
     active and expired. A skipped device is left for the next run.
 
     Returns how many ended and the real-time destinations that got "0"s to send.
@@ -134,7 +135,7 @@ def apply_segment_ttl(*, segment: Segment, chunk_size: int = CHUNK_SIZE) -> int:
 
 
 def _expiry_expression(ttl_days: int) -> Value | ExpressionWrapper:
-    """`delivery.intake.membership.compute_expires_at` as an SQL expression of `qualified_at`."""
+    """`delivery.intake.merging.compute_expires_at` as an SQL expression of `qualified_at`."""
     if ttl_days == 0:
         return Value(None, output_field=DateTimeField())
     if ttl_days == 1:

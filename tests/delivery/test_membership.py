@@ -11,7 +11,8 @@ import time_machine
 from django.db import connection
 
 from delivery.intake.events import Event, EventType
-from delivery.intake.membership import apply_events, apply_opt_outs, compute_expires_at
+from delivery.intake.membership import apply_events, apply_opt_outs
+from delivery.intake.merging import compute_expires_at
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
 from destinations.models import Segment
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory

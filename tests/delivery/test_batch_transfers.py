@@ -350,6 +350,7 @@ def test_stored_batch_deliveries_wait_for_a_paused_destination(partner, destinat
 # ---- reading -------------------------------------------------------------------------------
 
 
+@pytest.mark.postgresql_only
 def test_both_readers_yield_the_same_devices(destination, clock):
     # Given changes after a cut-off, in covered segments, and members of a newly mapped one
     apply(id_sync("a", DPID, "a-1", at=T0), qualify("a", SPORTS, at=T0), qualify("z", GAMES, at=T0),

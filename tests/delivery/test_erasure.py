@@ -261,6 +261,7 @@ def test_an_opt_out_of_an_unknown_device_stores_nothing(clock):
     assert known() == NOTHING
 
 
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_the_erasure_waits_while_a_batch_is_being_cut(clock):
     # Given a device that opted out, and a batch destination whose batch is being cut by another process

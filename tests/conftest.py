@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from partner.certificates import CertificateFiles, write_certificates
 from tests.local_partner import Partner, StallingServer, start_partner
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """On SQLite, test in a file beside DATABASE_URL's, as `make run` does: WAL, and writers that wait.
+
+    Django's default, a shared in-memory database, fails concurrent writers at once instead.
+    """
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = f"{database['NAME']}.test"
 
 
 @pytest.fixture(scope="session")

@@ -29,10 +29,11 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from delivery import dialect
 from delivery.batch.reading import BatchDevice, read_batch_devices
 from delivery.batch.writing import BatchWriter
 from delivery.lifecycle.erasure import batch_cut_lock_key
@@ -95,11 +96,7 @@ def read_safe_cutoff() -> int:
     to it, and holds new writers back for the instant of the read.
     """
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            table = connection.ops.quote_name(MembershipChange._meta.db_table)
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL lock_timeout = '{CUTOFF_LOCK_TIMEOUT}'")
-                cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+        dialect.lock_table_against_writers(MembershipChange, lock_timeout=CUTOFF_LOCK_TIMEOUT)
         return MembershipChange.objects.aggregate(last=Max("id"))["last"] or 0
 
 
@@ -142,9 +139,7 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
 
 def _lock_batch_cut(destination_id: int) -> None:
     # Held until commit; erasures share it, so that they see this cut-off before capturing exits.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [batch_cut_lock_key(destination_id)])
+    dialect.advisory_xact_lock(batch_cut_lock_key(destination_id))
 
 
 def _active_mappings(*, destination: Destination, today: dt.date) -> list[Mapping]:

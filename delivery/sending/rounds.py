@@ -22,6 +22,7 @@ from collections.abc import Callable
 from django.db import connection, transaction
 from django.utils import timezone
 
+from delivery import dialect
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.realtime.claiming import (
     RETRY_WAIT_SLICE_MS,
@@ -194,7 +195,7 @@ def _end(*, destination: Destination, ended: list[tuple[Sending, DeliveryStatus]
     now = timezone.now()
     # Inside the round's transaction (no savepoint needed), or a transaction of its own.
     with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
+        if dialect.is_postgresql():
             owned = _end_postgresql(ended=ended, now=now)
         else:
             owned = {}

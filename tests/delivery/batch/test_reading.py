@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db
 # ---- reading -------------------------------------------------------------------------------
 
 
+@pytest.mark.postgresql_only
 def test_both_readers_yield_the_same_devices(batch_destination, clock):
     # Given changes after a cut-off, in covered segments, and members of a newly mapped one
     apply(id_sync("a", DPID, "a-1", at=T0), qualify("a", SPORTS, at=T0), qualify("z", GAMES, at=T0),

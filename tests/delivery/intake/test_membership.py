@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from delivery.intake.membership import apply_events, apply_opt_outs, compute_expires_at
+from delivery.intake.membership import apply_events, apply_opt_outs
+from delivery.intake.merging import compute_expires_at
 from delivery.models import DestinationDevice, Device, Membership, PartnerId
 from destinations.models import Segment
 from tests.delivery.intake.membership_events import (

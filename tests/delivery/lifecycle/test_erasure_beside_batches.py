@@ -25,6 +25,7 @@ def later(**delta: float) -> dt.datetime:
     return T0 + dt.timedelta(**delta)
 
 
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_the_erasure_waits_while_a_batch_is_being_cut(clock):
     # Given a device that opted out, and a batch destination whose batch is being cut by another process

@@ -111,6 +111,7 @@ def test_the_sweep_works_in_chunks_until_every_expired_membership_is_ended(clock
     assert MembershipChange.objects.filter(is_active=False).count() == 12
 
 
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_skips_the_memberships_another_sweep_holds(clock):
     # Given two expired memberships, one of them locked by another transaction (another sweep)
@@ -140,6 +141,7 @@ def test_a_sweep_skips_the_memberships_another_sweep_holds(clock):
     assert list(Membership.objects.filter(is_active=True).values_list("device_id", flat=True)) == ["held"]
 
 
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_skips_a_device_an_ingestion_holds_and_expires_it_next_run(clock):
     # Given two expired memberships, one device locked by another transaction (an ingestion)

@@ -215,6 +215,7 @@ def test_a_device_with_more_user_objects_than_the_limit_is_split(destination, no
     assert DestinationDevice.objects.get(device_id="many").in_flight_delivery_id == deliveries[-1].pk
 
 
+@pytest.mark.postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_claims_never_take_the_same_device(destination):
     now = timezone.now()

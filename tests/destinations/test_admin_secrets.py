@@ -68,7 +68,8 @@ def user_with_role(role: str) -> User:
              "staff_with_view_only": ("destinations.view_destination",)}.get(role, ())
     for name in names:
         app_label, codename = name.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        user.user_permissions.add(permission)
     return User.objects.get(pk=user.pk)  # a fresh copy: no stale permission cache
 
 
@@ -92,7 +93,9 @@ def world(settings) -> Iterator[World]:
     # What a worker caches after a token request: a page must not reach it either.
     cache_key = tokens._cache_key(secret)
     tokens._store(cache_key, token=CACHED_TOKEN, expires_in=3600)
-    yield World(secret=secret, bare=bare, config_change=change, delivery_id=delivery.pk, mapping_id=mapping.pk)
+    yield World(
+        secret=secret, bare=bare, config_change=change, delivery_id=delivery.pk, mapping_id=mapping.pk
+    )
     tokens._client().delete(cache_key)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -79,8 +80,9 @@ def client_for(role: str) -> Client:
     return client
 
 
-@pytest.fixture
-def world(settings) -> Iterator[World]:
+@contextmanager
+def secret_world() -> Iterator[World]:
+    """Build the World (a database is needed); remove the cached token afterwards."""
     secret = DestinationFactory(
         name="secretive partner", auth_mode="hmac", signing_key=SIGNING_KEY, new_signing_key=NEW_SIGNING_KEY,
         key_rotation_started_at=ROTATION_STARTED, oauth_token_url="https://partner.example.com/token",
@@ -97,6 +99,12 @@ def world(settings) -> Iterator[World]:
         secret=secret, bare=bare, config_change=change, delivery_id=delivery.pk, mapping_id=mapping.pk
     )
     tokens._client().delete(cache_key)
+
+
+@pytest.fixture
+def world(db) -> Iterator[World]:
+    with secret_world() as built:
+        yield built
 
 
 # --- The pages ----------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
-# `make run` falls back to SQLite, so `make test` runs the delivery tests there too, after the whole
+# `make run` falls back to SQLite, so `make test` runs the delivery and destinations tests there too, after the whole
 # suite on PostgreSQL (pytest-django tests in this file + ".test"). SQLITE_TESTS= skips that run.
 SQLITE_TEST_DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3-test
-SQLITE_TESTS ?= tests/delivery
+SQLITE_TESTS ?= tests/delivery tests/destinations
 SQLITE_PYTEST_ARGS ?= -q -m "not postgresql_only and not e2e"
 
 .PHONY: run test bench lint clean

@@ -14,12 +14,14 @@ query of its own beside a portable one (`delivery.intake.storage`, `delivery.bat
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.apps import apps
+from django.db import IntegrityError, connection
 from django.db.models import Aggregate, Count, Field, FloatField, Model, QuerySet
 from django.utils import timezone
 
@@ -28,6 +30,48 @@ Percentiles = tuple[int, list[float | None]]  # (count of values, one percentile
 
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
+
+
+# ---- reading a refused write -------------------------------------------------------------------
+
+_SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\w+)")
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w., ]+)")
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The PostgreSQL name of the constraint `error` broke (SQLite's message mapped to it), or None."""
+    name = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
+    if name is not None:
+        return str(name)
+    message = str(error)
+    if match := _SQLITE_CHECK.search(message):
+        return match["name"]
+    if match := _SQLITE_UNIQUE.search(message):
+        table, columns = _table_and_columns(match["columns"])
+        return _unique_constraint_names().get((table, columns))
+    return None
+
+
+def _table_and_columns(listed: str) -> tuple[str, tuple[str, ...]]:
+    qualified = [part.strip() for part in listed.split(",")]
+    return qualified[0].rpartition(".")[0], tuple(sorted(part.rpartition(".")[2] for part in qualified))
+
+
+def _unique_constraint_names() -> dict[tuple[str, tuple[str, ...]], str]:
+    """(table, sorted columns) → the name PostgreSQL gives that unique constraint, for every model."""
+    names: dict[tuple[str, tuple[str, ...]], str] = {}
+    for model in apps.get_models():
+        table, meta = model._meta.db_table, model._meta
+        for field in meta.concrete_fields:
+            if field.primary_key or field.unique:
+                suffix = "pkey" if field.primary_key else f"{field.column}_key"
+                names[(table, (field.column,))] = f"{table}_{suffix}"
+        for constraint in meta.constraints:
+            fields = getattr(constraint, "fields", ())
+            if fields:
+                columns = tuple(sorted(meta.get_field(name).column for name in fields))
+                names[(table, columns)] = str(constraint.name)
+    return names
 
 
 # ---- writing many rows ------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def save_or_refuse(serializer: serializers.BaseSerializer, *, conflicts: dict[st
         with transaction.atomic():
             serializer.save()
     except IntegrityError as error:
-        constraint = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
+        constraint = services.violated_constraint(error)
         if constraint not in conflicts:
             raise
         field, message = conflicts[constraint]

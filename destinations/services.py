@@ -26,10 +26,10 @@ import logging
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from kombu.exceptions import OperationalError
 
-from delivery import tasks
+from delivery import dialect, tasks
 from delivery.lifecycle import expiry
 from delivery.models import Delivery, DeliveryStatus
 from delivery.sending import rounds
@@ -166,6 +166,11 @@ def send_test(*, destination: Destination) -> TestOutcome:
         reason=last.reason or None,
         error=last.error,
     )
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint a refused write broke, read alike on PostgreSQL and SQLite."""
+    return dialect.violated_constraint(error)
 
 
 def start_batch_now(*, destination: Destination) -> None:

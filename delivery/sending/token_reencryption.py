@@ -2,7 +2,7 @@
 
 The Redis half of `manage.py rotate_encryption_keys` (the database half is
 `destinations.reencryption`). `delivery.sending.tokens` keeps each token in a hash
-`aamdest:oauth-token:<destination>:<fingerprint>` whose `token` field is
+(`delivery.coordination.token_cache_key`) whose `token` field is
 Fernet ciphertext. Here each one is:
 
 - left alone when already under the first key (running again changes nothing);
@@ -20,10 +20,11 @@ import redis
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
+from delivery.coordination import TOKEN_CACHE_PATTERN
 from destinations.secrets import fernet
 
-# delivery.sending.tokens' cache keys; its lock and error keys are strings, not hashes.
-TOKEN_KEYS = "aamdest:oauth-token:*"
+# delivery.sending.tokens' cache keys are hashes; its lock and error keys (strings) are skipped.
+TOKEN_KEYS = TOKEN_CACHE_PATTERN
 
 # Replace (or delete, when ARGV[2] is empty) the token only if it is still the one read.
 _SWAP = """

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from delivery.counters import count_events_ingested
 from delivery.intake.events import (
     MAX_BODY_BYTES,
     IngestionError,
@@ -104,7 +105,6 @@ def _read_body(request: Request) -> bytes:
 def _after_commit(destination_ids: set[int], accepted: int) -> None:
     # Imported here: the tasks module pulls in Celery and the senders, which
     # this view needs only once something is stored.
-    from delivery.observability.stats import count_events_ingested
     from delivery.tasks import schedule_flushes
 
     count_events_ingested(accepted)

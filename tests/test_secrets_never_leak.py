@@ -15,6 +15,7 @@ history pages, and the delivery log's rows. None may appear.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import logging
 import subprocess
@@ -30,6 +31,7 @@ from django.db import connection
 
 from aamdest.logging import JsonFormatter
 from delivery import tasks
+from delivery.coordination import TOKEN_CACHE_PATTERN
 from delivery.models import Attempt, Delivery
 from destinations.models import ConfigChange, Destination
 from partner.management.commands.receiver import Command as ReceiverCommand
@@ -261,7 +263,7 @@ def test_no_secret_appears_in_the_database_broker_logs_api_admin_or_delivery_log
     assert "hmac-partner" in dump and "oauth-partner" in dump
     assert_clean("the database dump", dump, secrets)
     contents = redis_contents(redis_db)
-    assert any(key.startswith(b"aamdest:oauth-token:") for key in contents)
+    assert any(fnmatch.fnmatch(key.decode(), TOKEN_CACHE_PATTERN) for key in contents)
     for value in contents:
         assert_clean("Redis", value, secrets)
     assert any("attempt 1" in record.getMessage() for record in caplog.records)

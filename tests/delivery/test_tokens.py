@@ -17,6 +17,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
+from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
 from delivery.sending.tokens import TokenError, discard_token, get_access_token
 from destinations.secrets import decrypt_secret
 from tests.factories import DestinationFactory
@@ -36,8 +37,8 @@ def token_reply(token: str = "tok-1", *, expires_in: object = 3600, delay_s: flo
 
 @pytest.fixture
 def cache() -> redis.Redis:
-    client = redis.Redis.from_url(django_settings.AAMDEST_REDIS_URL)
-    for key in client.scan_iter("aamdest:oauth-token:*"):
+    client = token_cache_client()
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
         client.delete(key)
     return client
 
@@ -60,7 +61,7 @@ def destination(db, token_server):
 
 
 def cache_key(cache: redis.Redis) -> bytes:
-    (key,) = [key for key in cache.scan_iter("aamdest:oauth-token:*") if b":lock" not in key]
+    (key,) = [key for key in cache.scan_iter(TOKEN_CACHE_PATTERN) if cache.type(key) == b"hash"]
     return key
 
 

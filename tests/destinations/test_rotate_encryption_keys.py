@@ -5,11 +5,11 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
-import redis
 from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client, token_cache_key, token_lock_key
 from delivery.sending.tokens import get_access_token
 from destinations.models import Destination
 from tests.delivery.test_tokens import token_reply
@@ -36,11 +36,11 @@ def keys(settings):
 
 @pytest.fixture
 def cache(settings):
-    client = redis.Redis.from_url(settings.AAMDEST_REDIS_URL)
-    for key in client.scan_iter("aamdest:oauth-token:*"):
+    client = token_cache_client()
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
         client.delete(key)
     yield client
-    for key in client.scan_iter("aamdest:oauth-token:*"):
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
         client.delete(key)
 
 
@@ -138,7 +138,7 @@ def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, cac
         auth_mode="oauth2", oauth_token_url=partner.url, oauth_client_id="me", oauth_client_secret="cs"
     )
     assert get_access_token(destination=destination, deadline_ms=3000) == "tok-cached"
-    [key] = [k for k in cache.scan_iter("aamdest:oauth-token:*") if cache.type(k) == b"hash"]
+    [key] = [k for k in cache.scan_iter(TOKEN_CACHE_PATTERN) if cache.type(k) == b"hash"]
     keys(NEW, OLD)
 
     # When
@@ -156,14 +156,15 @@ def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, cac
 
 
 def test_a_cached_token_no_key_opens_is_dropped(keys, cache):
-    cache.hset("aamdest:oauth-token:9:abc", mapping={"token": Fernet(RETIRED).encrypt(b"t"), "digest": "d"})
-    cache.set("aamdest:oauth-token:9:abc:lock", "owner")  # a lock is not a token
+    entry = token_cache_key(destination_id=9, fingerprint="abc")
+    cache.hset(entry, mapping={"token": Fernet(RETIRED).encrypt(b"t"), "digest": "d"})
+    cache.set(token_lock_key(entry), "owner")  # a lock is not a token
     keys(NEW, OLD)
 
     output = rotate()
 
-    assert not cache.exists("aamdest:oauth-token:9:abc")
-    assert cache.exists("aamdest:oauth-token:9:abc:lock")
+    assert not cache.exists(entry)
+    assert cache.exists(token_lock_key(entry))
     assert "0 re-encrypted, 0 already under the first key, 1 dropped" in output
 
 

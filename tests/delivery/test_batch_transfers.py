@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import delivery.tasks
+from delivery.batch import transfers
 from delivery.batch.reading import read_portable, read_postgresql
 from delivery.batch.transfers import (
     cut_batch,
@@ -345,6 +346,21 @@ def test_stored_batch_deliveries_wait_for_a_paused_destination(partner, destinat
     # Then it went out only after
     assert (while_paused, unsent_while_paused) == (0, set())
     assert [user[0] for user in users_of(partner)] == ["a"]
+
+
+def test_a_drain_that_loses_its_slot_stops_after_its_round(partner, destination, clock, monkeypatch):
+    # Given a batch of two requests, sent one a round
+    monkeypatch.setattr(transfers, "MAX_ROUND_REQUESTS", 1)
+    apply(*(qualify(device, SPORTS, at=T0) for device in ("a", "b", "c", "d")))
+    cut_batch(destination_id=destination.pk, now=T0, only_if_due=False)
+    destination.refresh_from_db()
+
+    # When the drain's slot is lost after its first round
+    sent = send_batch_deliveries(destination=destination, keep_slot=lambda: False)
+
+    # Then the other request waits, unleased, for the next drain
+    assert (sent, len(partner.requests)) == (1, 1)
+    assert find_unsent_batch_destination_ids() == {destination.pk}
 
 
 # ---- reading -------------------------------------------------------------------------------

@@ -23,9 +23,6 @@ from django.conf import settings
 from delivery.coordination import TOKEN_CACHE_PATTERN
 from destinations.secrets import fernet
 
-# delivery.sending.tokens' cache keys are hashes; its lock and error keys (strings) are skipped.
-TOKEN_KEYS = TOKEN_CACHE_PATTERN
-
 # Replace (or delete, when ARGV[2] is empty) the token only if it is still the one read.
 _SWAP = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
@@ -54,7 +51,8 @@ def reencrypt_cached_tokens(*, client: redis.Redis, batch_size: int) -> TokenRep
     report = TokenReport()
     first = Fernet(settings.AAMDEST_ENCRYPTION_KEYS[0])
     swap = client.register_script(_SWAP)
-    for key in client.scan_iter(match=TOKEN_KEYS, count=batch_size, _type="hash"):
+    # The cache entries are hashes; the lock and error keys (strings) are skipped.
+    for key in client.scan_iter(match=TOKEN_CACHE_PATTERN, count=batch_size, _type="hash"):
         stored = client.hget(key, "token")
         if not stored:
             continue

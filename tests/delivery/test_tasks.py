@@ -15,6 +15,7 @@ from delivery.models import Delivery, DeliveryStatus
 from delivery.realtime import flush
 from delivery.realtime.slots import acquire_slot, holding_slot, release_slot, renew_slot, slot_expiry_ms
 from tests.delivery.pending_work import map_segments, pending_devices
+from tests.delivery.slots import slot_holders
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
@@ -35,14 +36,6 @@ def queued_tasks() -> list[tuple[str, str]]:
     """(task name, args) of the messages waiting in the default queue."""
     messages = [json.loads(raw) for raw in scheduling_client().lrange("celery", 0, -1)]
     return sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages)
-
-
-def slot_holders(*, destination_id: int) -> int:
-    """How many slots of the destination are held now (expired holders not counted)."""
-    client = scheduling_client()
-    now_seconds, now_micros = client.time()
-    now_ms = now_seconds * 1000 + now_micros // 1000
-    return int(client.zcount(slots_key(destination_id), f"({now_ms}", "+inf"))
 
 
 def seconds_ago(seconds: float) -> dt.datetime:

@@ -28,6 +28,9 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	DJANGO_DEBUG=1 $(BIN)/mypy .
+	$(BIN)/python scripts/check_shape.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -5,6 +5,7 @@ import os
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 from django.db import close_old_connections
+from kombu import Exchange, Queue
 
 from aamdest.redaction import install_on_handlers
 
@@ -12,6 +13,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aamdest.settings")
 
 app = Celery("aamdest")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Declared here so that a worker without -Q consumes every one of them.
+QUEUES = ("realtime", "batch", "maintenance")
+app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 app.autodiscover_tasks()
 
 

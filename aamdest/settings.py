@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -83,6 +84,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "aamdest",
     "destinations",
     "delivery",
@@ -99,6 +101,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes sees every login (admin and console) first and locks out after repeated failures.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "aamdest.urls"
@@ -165,6 +175,43 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "/accounts/login/"
+
+# --- Production (DJANGO_DEBUG off): HTTPS only, behind a TLS-terminating proxy if need be -----
+_secure = not DEBUG
+SESSION_COOKIE_SECURE = _secure
+CSRF_COOKIE_SECURE = _secure
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", _secure)
+# Probes and scrapers inside the cluster may speak plain HTTP to these two.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if _secure else 0,
+                              minimum=0, maximum=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", _secure)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+
+def env_proxy_header(name: str) -> tuple[str, str] | None:
+    """`HEADER,VALUE`, e.g. `X-Forwarded-Proto,https`: the proxy's header that says the request was HTTPS."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, _, value = (part.strip() for part in raw.partition(","))
+    if not header or not value:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be HEADER,VALUE (e.g. X-Forwarded-Proto,https).")
+    return "HTTP_" + header.upper().replace("-", "_"), value
+
+
+# Set it only behind a proxy that always sets (or strips) that header itself.
+SECURE_PROXY_SSL_HEADER = env_proxy_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# --- Brute force: django-axes keeps failed logins in the database --------------------------
+AXES_FAILURE_LIMIT = env_int("AAMDEST_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = env_int("AAMDEST_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=10_080) / 60  # hours
+# A username is locked from the address that failed with it; other users and addresses still log in.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 LOGIN_REDIRECT_URL = "/dashboard/"
 
 # --- REST API ------------------------------------------------------------
@@ -204,6 +251,16 @@ for _name, _url in (("CELERY_BROKER_URL", CELERY_BROKER_URL), ("AAMDEST_REDIS_UR
         raise ImproperlyConfigured(
             f"{_name} must be a redis://, rediss:// or unix:// URL (Redis is the broker)."
         )
+# The events endpoint's per-token throttle counts in Redis, so that every web process shares the count.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": AAMDEST_REDIS_URL,
+        "KEY_PREFIX": "aamdest:throttle",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    },
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -226,8 +283,45 @@ if AAMDEST_CA_BUNDLE and not Path(AAMDEST_CA_BUNDLE).is_file():
     raise ImproperlyConfigured(f"AAMDEST_CA_BUNDLE={AAMDEST_CA_BUNDLE!r} is not a readable file.")
 AAMDEST_DELIVERY_LOG_DAYS = env_int("AAMDEST_DELIVERY_LOG_DAYS", 30, minimum=1, maximum=3650)
 AAMDEST_LOG_FORMAT = env_choice("AAMDEST_LOG_FORMAT", "text", ("text", "json"))
+# `POST /api/v1/events/` requests per token, e.g. "50/s" or "1000/min"; unset: no throttle.
+AAMDEST_EVENTS_THROTTLE_RATE = os.environ.get("AAMDEST_EVENTS_THROTTLE_RATE", "").strip() or None
+if AAMDEST_EVENTS_THROTTLE_RATE and not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)",
+                                                     AAMDEST_EVENTS_THROTTLE_RATE):
+    raise ImproperlyConfigured(
+        f"AAMDEST_EVENTS_THROTTLE_RATE={AAMDEST_EVENTS_THROTTLE_RATE!r} must be N/s, N/min, N/hour or N/day."
+    )
+# When set, GET /metrics needs `Authorization: Bearer <this token>`.
+AAMDEST_METRICS_TOKEN = os.environ.get("AAMDEST_METRICS_TOKEN", "").strip() or None
 # How many requests one destination may have in flight at once, over all workers.
 AAMDEST_DESTINATION_CONCURRENCY = env_int("AAMDEST_DESTINATION_CONCURRENCY", 4, minimum=1, maximum=256)
+
+# --- Workers: a bare `celery -A aamdest worker` is right (CONTRACT §2 isolation, §6) ---------
+# Sending is I/O-bound (a 3 s deadline, retry waits), so workers run threads. Each destination
+# holds at most AAMDEST_DESTINATION_CONCURRENCY of them; twice that plus room for the other queues
+# means a partner timing out on every request never starves the other destinations.
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = env_int(
+    "AAMDEST_WORKER_THREADS", max(16, 2 * AAMDEST_DESTINATION_CONCURRENCY + 8), minimum=1, maximum=1024
+)
+if CELERY_WORKER_CONCURRENCY < 2 * AAMDEST_DESTINATION_CONCURRENCY:
+    raise ImproperlyConfigured(
+        f"AAMDEST_WORKER_THREADS={CELERY_WORKER_CONCURRENCY} is below twice AAMDEST_DESTINATION_CONCURRENCY "
+        f"({AAMDEST_DESTINATION_CONCURRENCY}): one partner timing out could hold every thread."
+    )
+# Three queues (CONTRACT §6); a worker without -Q consumes all three.
+CELERY_TASK_DEFAULT_QUEUE = "realtime"
+CELERY_TASK_ROUTES = {
+    "delivery.tasks.flush_destination": {"queue": "realtime"},
+    "delivery.tasks.send_delivery_task": {"queue": "realtime"},
+    "delivery.tasks.tick": {"queue": "realtime"},
+    "delivery.tasks.start_due_batches": {"queue": "batch"},
+    "delivery.tasks.send_batch_now": {"queue": "batch"},
+    "delivery.tasks.send_due_batch": {"queue": "batch"},
+    "delivery.tasks.send_stored_batch": {"queue": "batch"},
+    "delivery.tasks.sweep": {"queue": "maintenance"},
+    "delivery.tasks.erase_devices": {"queue": "maintenance"},
+    "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
+}
 
 _encryption_keys = env_list("AAMDEST_ENCRYPTION_KEYS", [])
 if not _encryption_keys:

@@ -15,6 +15,7 @@ from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from delivery import services
 from delivery.api.serializers import parse_document
 from delivery.models import (
     Attempt,
@@ -145,13 +146,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Redeliver selected", permissions=["redeliver"])
     def redeliver_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from delivery import tasks
-        from delivery.sending import rounds as sending
-
         for original in queryset:
             try:
-                redelivery = tasks.redeliver(delivery=original)
-            except sending.RedeliveryConflict as error:
+                redelivery = services.redeliver(delivery=original)
+            except services.RedeliveryConflict as error:
                 self.message_user(request, f"Delivery {original.pk}: {error}", messages.WARNING)
             else:
                 self.message_user(

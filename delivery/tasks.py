@@ -25,7 +25,6 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from delivery.batch.transfers import (
@@ -38,13 +37,12 @@ from delivery.leases import reap_expired_deliveries
 from delivery.lifecycle.erasure import erase_forgotten_devices
 from delivery.lifecycle.pruning import prune_delivery_log
 from delivery.lifecycle.sweeping import sweep as run_sweep
-from delivery.models import Delivery
 from delivery.realtime.claiming import find_due_destination_ids
 from delivery.realtime.flush import run_flush, send_one_delivery
 from delivery.realtime.scheduling import schedule_flushes
-from delivery.sending.rounds import create_redelivery
 
 logger = logging.getLogger("aamdest.delivery")
+
 
 @shared_task(ignore_result=True)
 def flush_destination(destination_id: int) -> None:
@@ -56,18 +54,6 @@ def flush_destination(destination_id: int) -> None:
 def send_delivery_task(delivery_id: int) -> None:
     """Send one pending delivery (a redelivery, or one whose worker died), then wake its destination."""
     send_one_delivery(delivery_id=delivery_id)
-
-
-def redeliver(*, delivery: Delivery) -> Delivery:
-    """Create a redelivery of `delivery` and queue its sending once committed (API, admin, console).
-
-    Raises `RedeliveryConflict` while `delivery` is pending. The enqueue is robust: with the
-    broker down the redelivery still stands, and its lease lets the reaper send it.
-    """
-    with transaction.atomic():
-        new = create_redelivery(delivery=delivery)
-        transaction.on_commit(lambda: send_delivery_task.delay(new.id), robust=True)
-    return new
 
 
 @shared_task(ignore_result=True)

@@ -7,6 +7,7 @@ applies the API's rules (`destinations.configuration`, `destinations.network`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -15,14 +16,18 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from destinations.audit_admin import DestinationHistoryMixin, RecordChangesMixin, update_recorded
+from destinations import services
+from destinations.audit_admin import DestinationHistoryMixin, RecordChangesMixin
 from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
-from destinations.models import Destination, Mapping, Segment, utc_today
+from destinations.models import ChangeSource, Destination, Mapping, Segment, utc_today
+from destinations.network import validate_url
 from destinations.rotation_admin import finish_key_rotation, start_key_rotation
 
 SECRET_FIELDS = ("signing_key", "oauth_client_secret")
 # The settings find_configuration_errors reads.
-_RULE_FIELDS = ("auth_mode", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret")
+_RULE_FIELDS = (
+    "auth_mode", "url", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret",
+)
 
 
 def _secret_input(label: str) -> forms.CharField:
@@ -63,6 +68,7 @@ class DestinationForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        given = [name for name in SECRET_FIELDS if cleaned.get(name) and not cleaned.get(f"clear_{name}")]
         for name in SECRET_FIELDS:
             if cleaned.get(f"clear_{name}"):
                 cleaned[name] = ""
@@ -70,14 +76,13 @@ class DestinationForm(forms.ModelForm):
                 cleaned[name] = getattr(self.instance, name) if self.instance.pk else ""
         current = self.instance if self.instance.pk else None
         changes = {name: cleaned[name] for name in _RULE_FIELDS if name in cleaned}
-        for field, message in find_configuration_errors(current=current, changes=changes).items():
+        errors = find_configuration_errors(current=current, changes=changes, given_secrets=given)
+        for field, message in errors.items():
             self.add_error(field if field in self.fields else None, message)
         return cleaned
 
 
 def _checked_url(value: str, *, field: str) -> str:
-    from destinations.network import validate_url
-
     validate_url(value, field=field)
     return value
 
@@ -97,9 +102,16 @@ class MappingForm(forms.ModelForm):
         start, end = cleaned.get("start_date"), cleaned.get("end_date")
         if start and end and end < start:
             self.add_error("end_date", f"end_date must not be before start_date ({start}).")
-        if not cleaned.get("value") and cleaned.get("segment"):
-            cleaned["value"] = str(cleaned["segment"].pk)
+        segment = cleaned.get("segment")
+        if segment and (not cleaned.get("value") or self._value_follows(segment)):
+            cleaned["value"] = str(segment.pk)
         return cleaned
+
+    def _value_follows(self, segment: Segment) -> bool:
+        # A default value (the old segment's ID) left as it was follows the new segment (CONTRACT §4).
+        instance = self.instance
+        return (bool(instance.pk) and segment.pk != instance.segment_id and instance.has_default_value()
+                and self.cleaned_data.get("value") == instance.value)
 
 
 class MappingInline(admin.TabularInline):
@@ -174,30 +186,24 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
 
     @admin.action(description="Send test document", permissions=["change"])
     def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        from delivery.sending.rounds import send_test_document
-
         for destination in queryset:
-            delivery = send_test_document(destination=destination)
-            last = delivery.attempts.order_by("number").last()
-            if last is not None and last.status_code == 200 and not last.reason:
-                self.message_user(
-                    request, f"{destination}: 200 OK in {last.duration_ms} ms.", messages.SUCCESS
-                )
-            else:
-                error = (last.error or f"status {last.status_code}") if last else "no attempt was made"
-                self.message_user(request, f"{destination}: test failed: {error}", messages.WARNING)
+            outcome = services.send_test(destination=destination)
+            if outcome.succeeded:
+                done = f"{destination}: 200 OK in {outcome.duration_ms} ms."
+                self.message_user(request, done, messages.SUCCESS)
+                continue
+            error = outcome.error or f"status {outcome.status_code}"
+            if not outcome.attempts:
+                error = "no attempt was made"
+            self.message_user(request, f"{destination}: test failed: {error}", messages.WARNING)
 
     @admin.action(description="Send batch now", permissions=["change"])
     def send_batch(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        from kombu.exceptions import OperationalError
-
-        from delivery.tasks import send_batch_now
-
         try:
             for destination in queryset:
-                send_batch_now.delay(destination.pk)
-        except OperationalError:
-            self.message_user(request, "The task broker is unavailable; try again shortly.", messages.ERROR)
+                services.start_batch_now(destination=destination)
+        except services.BatchNotQueued as error:
+            self.message_user(request, str(error), messages.ERROR)
             return
         self.message_user(
             request, "The batch has started: its requests appear in the delivery log as kind batch.",
@@ -206,15 +212,25 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
 
     @admin.action(description="Pause (pending work waits)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        count = update_recorded(request, queryset, enabled=False)
+        count = _for_each(queryset, services.pause_destination, request=request)
         self.message_user(request, f"Paused {count} destination(s).", messages.SUCCESS)
 
     @admin.action(description="Resume", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
-        count = update_recorded(request, queryset, enabled=True)
+        count = _for_each(queryset, services.resume_destination, request=request)
         self.message_user(
             request, f"Resumed {count} destination(s); pending work goes out now.", messages.SUCCESS
         )
+
+
+def _for_each(
+    queryset: QuerySet[Destination], service: Callable[..., object], *, request: HttpRequest
+) -> int:
+    """Call a pause or resume service for each selected destination, as the admin; return how many."""
+    pks = list(queryset.values_list("pk", flat=True))
+    for pk in pks:
+        service(destination_id=pk, actor=request.user, source=ChangeSource.ADMIN)
+    return len(pks)
 
 
 @admin.register(Segment)
@@ -231,9 +247,7 @@ class SegmentAdmin(RecordChangesMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "ttl_days" in form.changed_data:
             # SPEC §4: a new TTL applies to the segment's existing memberships, once saved.
-            from delivery.lifecycle.expiry import apply_segment_ttl
-
-            transaction.on_commit(lambda: apply_segment_ttl(segment=obj))
+            transaction.on_commit(lambda: services.apply_segment_ttl_change(segment=obj))
 
 
 @admin.register(Mapping)

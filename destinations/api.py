@@ -1,25 +1,23 @@
 """/api/v1/destinations/, mappings/ and segments/ (SPEC §5).
 
 Plain CRUD through ModelViewSets; the destination actions translate the
-request and call the stage that does the work (`destinations.signing`,
-`delivery.sending.rounds`, `delivery.tasks`). Those are imported inside the actions,
-so that the configuration API loads without the delivery machinery.
+request, call the operator action's service (`destinations.services`, the
+same one the admin and the console call) and translate its result or error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from destinations import services
 from destinations.audit import record_change, snapshot
 from destinations.models import ChangeAction, ChangeSource, Destination, Mapping, Segment
 from destinations.serializers import (
@@ -113,17 +111,19 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], url_path="rotate-signing-key")
     def rotate_signing_key(self, request: Request, pk: Any = None) -> Response:
         """Start a key rotation: partners get signatures by the old and the new key."""
-        from destinations import signing
-
         destination = self.get_object()
         payload = RotateSigningKeySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        new_key = payload.validated_data["key"]
-        return self._rotate(
-            destination=destination,
-            action=ChangeAction.START_KEY_ROTATION,
-            change=lambda: signing.start_key_rotation(destination=destination, new_key=new_key),
-        )
+        try:
+            services.start_key_rotation(
+                destination=destination, new_key=payload.validated_data["key"],
+                actor=request.user, source=ChangeSource.API,
+            )
+        except services.RotationRefused as error:
+            return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
+        except services.RotationConflict as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(destination).data)
 
     @extend_schema(
         request=None,
@@ -136,64 +136,34 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], url_path="finish-key-rotation")
     def finish_key_rotation(self, request: Request, pk: Any = None) -> Response:
         """Finish a key rotation: the new key becomes the only one."""
-        from destinations import signing
-
         destination = self.get_object()
-        return self._rotate(
-            destination=destination,
-            action=ChangeAction.FINISH_KEY_ROTATION,
-            change=lambda: signing.finish_key_rotation(destination=destination),
-        )
-
-    def _rotate(self, *, destination: Destination, action: str, change: Callable[[], None]) -> Response:
-        """Apply a rotation step and record it in one transaction; 400/409 when refused (SPEC §3)."""
-        from destinations import signing
-
-        before = snapshot(destination)
         try:
-            with transaction.atomic():
-                change()
-                self._record(action=action, destination=destination, before=before)
-        except signing.RotationRefused as error:
+            services.finish_key_rotation(destination=destination, actor=request.user, source=ChangeSource.API)
+        except services.RotationRefused as error:
             return Response({"detail": str(error)}, status=status.HTTP_400_BAD_REQUEST)
-        except signing.RotationConflict as error:
+        except services.RotationConflict as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
-        destination.refresh_from_db()
         return Response(self.get_serializer(destination).data)
-
-    def _record(self, *, action: str, destination: Destination, before: dict[str, Any]) -> None:
-        actor, source = self.request.user, ChangeSource.API
-        record_change(actor=actor, source=source, action=action, instance=destination, before=before)
 
     @extend_schema(request=None, responses={200: TestResultSerializer})
     @action(detail=True, methods=["post"], url_path="test")
     def send_test(self, request: Request, pk: Any = None) -> Response:
         """Send one sample document now, signed or authenticated like real traffic (kind `test`)."""
-        destination = self.get_object()
-        from delivery.sending.rounds import send_test_document
-
-        delivery = send_test_document(destination=destination)
-        last = delivery.attempts.order_by("number").last()
-        if last is None:  # refused before any exchange; the delivery says why
+        outcome = services.send_test(destination=self.get_object())
+        if not outcome.attempts:  # refused before any exchange; the delivery says why
             return Response({"status_code": None, "duration_ms": None, "error": "No attempt was made."})
-        return Response(
-            {"status_code": last.status_code, "duration_ms": last.duration_ms, "error": last.error or None}
-        )
+        answer = {"status_code": outcome.status_code, "duration_ms": outcome.duration_ms}
+        return Response({**answer, "error": outcome.error or None})
 
     @extend_schema(request=None, responses={202: DetailSerializer, 503: DetailSerializer})
     @action(detail=True, methods=["post"], url_path="send-batch")
     def send_batch(self, request: Request, pk: Any = None) -> Response:
         """Start the batch now: the changes since the last cut-off, as deliveries of kind `batch`."""
         destination = self.get_object()
-        from delivery.tasks import send_batch_now
-
         try:
-            send_batch_now.delay(destination.id)
-        except KombuOperationalError:
-            return Response(
-                {"detail": "The task broker is unavailable; try again shortly."},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
+            services.start_batch_now(destination=destination)
+        except services.BatchNotQueued as error:
+            return Response({"detail": str(error)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(
             {"detail": f"The batch of {destination.name} has started."}, status=status.HTTP_202_ACCEPTED
         )
@@ -251,7 +221,5 @@ class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         ttl_days_before = serializer.instance.ttl_days
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
         if serializer.instance.ttl_days != ttl_days_before:
-            # SPEC §4: a new TTL applies to the segment's existing memberships.
-            from delivery.lifecycle.expiry import apply_segment_ttl
-
-            apply_segment_ttl(segment=serializer.instance)
+            # SPEC §4: a new TTL applies to the segment's existing memberships (the change is committed).
+            services.apply_segment_ttl_change(segment=serializer.instance)

@@ -2,8 +2,9 @@
 
 `record_change` is the one way to write it. The API viewsets and the admin
 call it for every creation, update and deletion of a destination, mapping or
-segment and for the key-rotation actions, inside the transaction that made the
-change, so that a change and its record commit or roll back together.
+segment, and the operator actions' services (`destinations.services`: pause,
+resume, key rotation) whichever door was used, inside the transaction that made
+the change, so that a change and its record commit or roll back together.
 
 A record names each changed field with its old and new value, except secrets
 (`EncryptedTextField`s: signing keys, client secrets): for those it holds the
@@ -37,10 +38,6 @@ class _SecretDigest:
     """Stands for a secret's value in a snapshot: equal digests mean equal secrets."""
 
     digest: str
-
-    @property
-    def is_set(self) -> bool:
-        return bool(self.digest)
 
 
 def snapshot(instance: models.Model) -> Snapshot:

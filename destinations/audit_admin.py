@@ -17,7 +17,6 @@ from django.db.models import QuerySet
 from django.forms import BaseModelFormSet, ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from destinations.audit import recent_changes, record_change, snapshot, summarize
@@ -161,20 +160,3 @@ class ConfigChangeAdmin(admin.ModelAdmin):
         shown = json.dumps(change.changes, indent=2, ensure_ascii=False)
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', shown)
 
-
-def update_recorded(request: HttpRequest, queryset: QuerySet, **values: Any) -> int:
-    """`queryset.update(**values)` (moving `updated_at`) as admin actions do, recording each row changed."""
-    with transaction.atomic():
-        rows = list(queryset.select_for_update())
-        befores = {row.pk: snapshot(row) for row in rows}
-        model = queryset.model
-        count = model._default_manager.filter(pk__in=befores).update(**values, updated_at=timezone.now())
-        for row in model._default_manager.filter(pk__in=befores):
-            record_change(
-                actor=request.user,
-                source=ChangeSource.ADMIN,
-                action=ChangeAction.UPDATE,
-                instance=row,
-                before=befores[row.pk],
-            )
-    return count

@@ -7,8 +7,9 @@ one is refused by the other with the same message, naming the same field.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
@@ -75,12 +76,14 @@ def validate_header_name(value: str) -> None:
         )
 
 
-def find_configuration_errors(*, current: Destination | None, changes: Mapping[str, Any]) -> dict[str, str]:
+def find_configuration_errors(
+    *, current: Destination | None, changes: Mapping[str, Any], given_secrets: Collection[str] = ()
+) -> dict[str, str]:
     """Return {field: message} for every rule that `current` updated with `changes` breaks.
 
     `current` is None for a new destination; `changes` holds the submitted
     values (secrets already resolved: a blank secret left unchanged is the
-    stored one).
+    stored one); `given_secrets` names the secrets typed afresh in this request.
     """
 
     def value(name: str) -> Any:
@@ -97,7 +100,50 @@ def find_configuration_errors(*, current: Destination | None, changes: Mapping[s
             if not value(name):
                 errors[name] = f"auth_mode oauth2 needs {name}."
     errors.update(_rotation_errors(current=current, changes=changes))
+    errors.update(find_origin_errors(current=current, changes=changes, given_secrets=given_secrets))
     return errors
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `url`, lower-cased, with the scheme's default port filled in."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def find_origin_errors(
+    *, current: Destination | None, changes: Mapping[str, Any], given_secrets: Collection[str]
+) -> dict[str, str]:
+    """Secrets never follow a destination to a new origin (CONTRACT §3).
+
+    Moving `url` or `oauth_token_url` to another scheme, host or port needs, in the same request,
+    the secrets that authenticate there: otherwise whoever may edit a URL, but not read secrets,
+    could point it at their own server and receive a signature or the client credentials.
+    """
+    if current is None:
+        return {}
+    auth_mode = changes.get("auth_mode", current.auth_mode)
+    needed: dict[str, str] = {}
+    if _moves(current.url, changes.get("url")):
+        if auth_mode == AuthMode.HMAC and current.signing_key:
+            needed["signing_key"] = "url"
+        if auth_mode == AuthMode.OAUTH2 and current.oauth_client_secret:
+            needed["oauth_client_secret"] = "url"
+    if _moves(current.oauth_token_url, changes.get("oauth_token_url")) and current.oauth_client_secret:
+        needed.setdefault("oauth_client_secret", "oauth_token_url")
+    if needed and current.key_rotation_started_at is not None and auth_mode == AuthMode.HMAC:
+        return {"url": "A key rotation is under way: finish it before moving url to another origin."}
+    return {
+        secret: f"{secret} is required with a change of {field} to another origin (scheme, host or port): "
+        f"the stored one is not sent to a new origin."
+        for secret, field in needed.items()
+        if secret not in given_secrets
+    }
+
+
+def _moves(stored: str, submitted: str | None) -> bool:
+    return bool(stored and submitted) and origin(stored) != origin(submitted)
 
 
 def _rotation_errors(*, current: Destination | None, changes: Mapping[str, Any]) -> dict[str, str]:

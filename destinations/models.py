@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from destinations.secrets import EncryptedTextField
 
+MAX_TTL_DAYS = 3650
+
 
 def utc_today() -> dt.date:
     return timezone.now().astimezone(dt.UTC).date()
@@ -140,7 +142,10 @@ class Segment(models.Model):
 
     id = models.PositiveBigIntegerField(primary_key=True)
     name = models.CharField(max_length=255, blank=True, default="")
-    ttl_days = models.PositiveIntegerField(default=120, help_text="0 = memberships never expire.")
+    # CONTRACT §4: 0..3650; far larger values overflow the expiry date (year 9999).
+    ttl_days = models.PositiveIntegerField(
+        default=120, validators=[MaxValueValidator(MAX_TTL_DAYS)], help_text="0 = never expires (0..3650)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -183,6 +188,13 @@ class Mapping(models.Model):
 
     def __str__(self) -> str:
         return f"{self.segment_id} → {self.destination_id} as {self.value}"
+
+    def has_default_value(self) -> bool:
+        """True when `value` is the segment ID: the default, which follows a change of segment.
+
+        A value set explicitly to the segment ID reads the same and follows too.
+        """
+        return self.value == str(self.segment_id)
 
     def is_active_on(self, day: dt.date) -> bool:
         return self.start_date <= day and (self.end_date is None or day <= self.end_date)

@@ -1,4 +1,4 @@
-"""The admin's HMAC key-rotation actions: the API's two actions, with the same services and outcomes.
+"""The admin's HMAC key-rotation actions: the API's two, through the same `destinations.services`.
 
 "Start key rotation" asks for the new key on an intermediate page (one
 destination at a time: each partner gets its own key); "Finish key rotation"
@@ -12,14 +12,13 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from destinations import signing
-from destinations.audit import record_change, snapshot
-from destinations.models import ChangeAction, ChangeSource, Destination
+from destinations import services
+from destinations.models import ChangeSource, Destination
+from destinations.signing import NEW_KEY_HEADER_SUFFIX
 
 TEMPLATE = "admin/destinations/destination/start_key_rotation.html"
 
@@ -75,28 +74,19 @@ def finish_key_rotation(
 def _rotate(
     modeladmin: admin.ModelAdmin, request: HttpRequest, *, destination: Destination, new_key: str | None
 ) -> None:
-    """Start (with `new_key`) or finish (None) a rotation, record it and say how it went."""
-    before = snapshot(destination)
-    action = ChangeAction.FINISH_KEY_ROTATION if new_key is None else ChangeAction.START_KEY_ROTATION
+    """Start (with `new_key`) or finish (None) a rotation through its service and say how it went."""
+    actor, source = request.user, ChangeSource.ADMIN
     try:
-        with transaction.atomic():
-            if new_key is None:
-                signing.finish_key_rotation(destination=destination)
-            else:
-                signing.start_key_rotation(destination=destination, new_key=new_key)
-            record_change(
-                actor=request.user,
-                source=ChangeSource.ADMIN,
-                action=action,
-                instance=destination,
-                before=before,
-            )
-    except (signing.RotationRefused, signing.RotationConflict) as error:
+        if new_key is None:
+            services.finish_key_rotation(destination=destination, actor=actor, source=source)
+        else:
+            services.start_key_rotation(destination=destination, new_key=new_key, actor=actor, source=source)
+    except (services.RotationRefused, services.RotationConflict) as error:
         modeladmin.message_user(request, f"{destination}: {error}", messages.ERROR)
         return
     header = destination.signing_header
     if new_key is None:
         done = f"key rotation finished: the new key now signs in {header} alone."
     else:
-        done = f"key rotation started: the new key signs in {header}{signing.NEW_KEY_HEADER_SUFFIX} too."
+        done = f"key rotation started: the new key signs in {header}{NEW_KEY_HEADER_SUFFIX} too."
     modeladmin.message_user(request, f"{destination}: {done}", messages.SUCCESS)

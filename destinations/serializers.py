@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
 from destinations.models import Destination, Mapping, Segment, utc_today
+from destinations.network import validate_url
 
 _SECRET_MAX_LENGTH = 4096
 _BIGINT_MAX = 2**63 - 1
@@ -30,8 +31,6 @@ def _secret_field() -> serializers.CharField:
 
 def check_url(value: str, *, field: str) -> str:
     """Return `value` when aamdest may send there; raise a DRF error naming `field` otherwise."""
-    from destinations.network import validate_url
-
     try:
         validate_url(value, field=field)
     except DjangoValidationError as error:
@@ -72,7 +71,8 @@ class DestinationSerializer(serializers.ModelSerializer):
         return check_url(value, field="oauth_token_url") if value else value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        errors = find_configuration_errors(current=self.instance, changes=attrs)
+        given = [name for name in ("signing_key", "oauth_client_secret") if attrs.get(name)]
+        errors = find_configuration_errors(current=self.instance, changes=attrs, given_secrets=given)
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -132,6 +132,8 @@ class MappingSerializer(serializers.ModelSerializer):
         if current is None:
             attrs.setdefault("value", str(segment_id))
             attrs.setdefault("start_date", start)
+        elif "value" not in attrs and current.has_default_value():
+            attrs["value"] = str(segment_id)  # the default follows a change of segment (CONTRACT §4)
         return attrs
 
 

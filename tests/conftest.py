@@ -10,16 +10,17 @@ from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.partner import Certificates, Partner, StallingServer, make_certificates, start_partner
+from partner.certificates import CertificateFiles, write_certificates
+from tests.local_partner import Partner, StallingServer, start_partner
 
 
 @pytest.fixture(scope="session")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_certificates(Path(tmp_path_factory.mktemp("pki")))
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    return write_certificates(Path(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture
-def local_network(settings, certificates: Certificates) -> Certificates:
+def local_network(settings, certificates: CertificateFiles) -> CertificateFiles:
     """Let aamdest send to this machine's partners and trust the throwaway CA."""
     settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = True
     settings.AAMDEST_CA_BUNDLE = str(certificates.ca_file)
@@ -27,14 +28,14 @@ def local_network(settings, certificates: Certificates) -> Certificates:
 
 
 @pytest.fixture
-def partner(local_network: Certificates) -> Iterator[Partner]:
+def partner(local_network: CertificateFiles) -> Iterator[Partner]:
     running = start_partner(local_network)
     yield running
     running.stop()
 
 
 @pytest.fixture
-def stalling_server(local_network: Certificates) -> Iterator[StallingServer]:
+def stalling_server(local_network: CertificateFiles) -> Iterator[StallingServer]:
     server = StallingServer()
     yield server
     server.stop()

@@ -357,7 +357,7 @@ def test_a_viewer_staff_user_sees_but_cannot_redeliver(client, django_user_model
 
     user = django_user_model.objects.create_user("looker", password="pw", is_staff=True)
     user.groups.add(Group.objects.get(name="viewer"))
-    client.login(username="looker", password="pw")
+    client.force_login(user)
 
     # When
     page = client.get(changelist_url(Delivery))

@@ -30,8 +30,9 @@ from delivery.models import Delivery
 from delivery.realtime.claiming import claim_due_requests
 from delivery.sending.rounds import send_deliveries, send_test_document
 from destinations.models import Destination
+from partner.certificates import CertificateFiles, certificate_files
 from tests.delivery.pending_work import map_segments, pending_devices
-from tests.partner import Certificates, Partner, Received, Reply, StallingServer, start_partner
+from tests.local_partner import Partner, Received, Reply, StallingServer, start_partner
 
 PROJECT = Path(__file__).resolve().parents[1]
 URL = "/api/v1/destinations/"
@@ -107,8 +108,8 @@ class Receivers:
         receiver.stop()
         return self.start(*args, port=receiver.port)
 
-    def certificates(self) -> Certificates:
-        return Certificates(self.ca_file, self.cert_dir / "server.pem", self.cert_dir / "server.key")
+    def certificates(self) -> CertificateFiles:
+        return certificate_files(self.cert_dir)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +264,7 @@ def test_the_receiver_issues_a_token_for_basic_or_body_credentials_and_accepts_i
 class CountingTokenProxy:
     """A local token endpoint that counts requests and passes them on to the receiver's /oauth/token."""
 
-    def __init__(self, *, receiver: Receiver, certificates: Certificates, delay_s: float = 0.0) -> None:
+    def __init__(self, *, receiver: Receiver, certificates: CertificateFiles, delay_s: float = 0.0) -> None:
         self.receiver = receiver
         self.ca_file = str(certificates.ca_file)
         self.delay_s = delay_s

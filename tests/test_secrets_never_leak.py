@@ -35,7 +35,8 @@ from delivery.coordination import TOKEN_CACHE_PATTERN
 from delivery.models import Attempt, Delivery
 from destinations.models import ConfigChange, Destination
 from partner.management.commands.receiver import Command as ReceiverCommand
-from partner.management.commands.receiver import ReceiverServer, build_server
+from partner.management.commands.receiver import build_server
+from partner.server import ReceiverServer
 
 SIGNING_KEY = "plain-signing-key-4e1f"
 NEW_SIGNING_KEY = "plain-new-signing-key-9a7c"

@@ -57,6 +57,11 @@ def test_good_production_settings_start():
         ),
         ({"AAMDEST_REDIS_URL": "memcached://127.0.0.1"}, "AAMDEST_REDIS_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
+        ({"AAMDEST_WORKER_THREADS": "4"}, "AAMDEST_WORKER_THREADS"),
+        ({"AAMDEST_EVENTS_THROTTLE_RATE": "fast"}, "AAMDEST_EVENTS_THROTTLE_RATE"),
+        ({"AAMDEST_EVENTS_THROTTLE_RATE": "0/s"}, "AAMDEST_EVENTS_THROTTLE_RATE"),
+        ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "DJANGO_SECURE_PROXY_SSL_HEADER"),
+        ({"AAMDEST_LOGIN_FAILURE_LIMIT": "0"}, "AAMDEST_LOGIN_FAILURE_LIMIT"),
     ],
 )
 def test_a_bad_setting_stops_the_start_naming_the_variable(overrides, named):

@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from delivery import services
 from delivery.api.serializers import DeliveryDetailSerializer, DeliverySerializer, RedeliverySerializer
 from delivery.models import Attempt, Delivery
 
@@ -61,13 +62,10 @@ class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def redeliver(self, request: Request, pk: Any = None) -> Response:
         """Send the same document again as a new delivery of kind `redelivery`."""
-        from delivery import tasks
-        from delivery.sending import rounds as sending
-
         original = self.get_object()
         try:
-            redelivery = tasks.redeliver(delivery=original)
-        except sending.RedeliveryConflict as error:
+            redelivery = services.redeliver(delivery=original)
+        except services.RedeliveryConflict as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(
             {"id": redelivery.id, "redelivery_of": redelivery.redelivery_of_id},

@@ -2,11 +2,11 @@
 
 The body is read here rather than by DRF's parsers: Django's `request.body`
 refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), less than 10,000
-events, and the gzip and NDJSON handling lives in `delivery.intake.events`.
+events, and the gzip and NDJSON handling lives in `delivery.intake.bodies`.
 DRF still authenticates and checks `destinations.permissions.RolePermission`.
 
 Answers: 202 `{"accepted": N}` once the events are committed; 400
-`{"errors": [{"index", "field", "message"}]}` (see `delivery.intake.events` for
+`{"errors": [{"index", "field", "message"}]}` (see `delivery.intake.bodies` for
 when `index` is null); 411, 413 and 415 `{"detail": "..."}`.
 After the commit, the destinations that got pending work are flushed
 (`delivery.tasks.schedule_flushes`) and the events are counted for /metrics.
@@ -22,14 +22,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from delivery import tasks
+from delivery.api.throttling import EventsThrottle
 from delivery.counters import count_events_ingested
-from delivery.intake.events import (
-    MAX_BODY_BYTES,
-    IngestionError,
-    InvalidEvents,
-    PayloadTooLarge,
-    parse_events,
-)
+from delivery.intake.bodies import MAX_BODY_BYTES, PayloadTooLarge, parse_events
+from delivery.intake.events import IngestionError, InvalidEvents
 from delivery.intake.membership import apply_events
 
 _ERRORS = inline_serializer(
@@ -48,6 +45,7 @@ class EventsView(APIView):
 
     required_permission = "delivery.add_device"
     parser_classes: list = []  # the body is read by `_read_body`
+    throttle_classes = [EventsThrottle]
 
     @extend_schema(
         request={"application/json": {"type": "array", "items": {"type": "object"}},
@@ -103,10 +101,6 @@ def _read_body(request: Request) -> bytes:
 
 
 def _after_commit(destination_ids: set[int], accepted: int) -> None:
-    # Imported here: the tasks module pulls in Celery and the senders, which
-    # this view needs only once something is stored.
-    from delivery.tasks import schedule_flushes
-
     count_events_ingested(accepted)
     if destination_ids:
-        schedule_flushes(destination_ids)
+        tasks.schedule_flushes(destination_ids)

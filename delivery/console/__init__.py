@@ -6,7 +6,7 @@ superusers, the `operator` group and staff holding the matching model permission
 
 - `access`: who may read and who may press which button.
 - `pages`: the pages, reading through `delivery.observability.stats` and `delivery.console.lookup`.
-- `actions`: the buttons, acting through `delivery.sending.rounds` and `delivery.tasks`, imported when a
-  button is pressed, so that every page reads even where the sender is not installed.
+- `actions`: the buttons, acting through the operator actions' services (`destinations.services`,
+  `delivery.services`), the same ones the API and the admin call.
 - `urls`: the routes, included by `aamdest.urls` under the `console` namespace.
 """

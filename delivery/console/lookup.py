@@ -7,13 +7,12 @@ device still shows what was sent about it).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryStatus, Device, Membership, PartnerId
+from delivery.models import Attempt, Delivery, DeliveryDevice, Device, Membership, PartnerId
 
 # Known DCS regions (SPEC §1), shown beside their IDs.
 REGION_NAMES = {3: "Singapore", 4: "São Paulo", 6: "Dublin", 7: "Virginia", 8: "Sydney", 9: "Oregon",
@@ -67,18 +66,6 @@ def with_last_answer(deliveries: QuerySet[Delivery]) -> QuerySet[Delivery]:
 def deliveries_carrying(*, aam_uuid: str) -> QuerySet[Delivery]:
     """Every delivery whose document held the device, newest first, with its last answer."""
     return with_last_answer(Delivery.objects.filter(devices__aam_uuid=aam_uuid))
-
-
-def failed_since(*, destination_id: int, since: dt.datetime) -> QuerySet[Delivery]:
-    """Failed deliveries created since `since` whose document has not been redelivered yet.
-
-    A failed delivery that already has a redelivery is left out: the latest link of the chain
-    stands for the document, so that one press sends each document once.
-    """
-    return Delivery.objects.filter(
-        destination_id=destination_id, status=DeliveryStatus.FAILED, created_at__gte=since,
-        redeliveries__isnull=True,
-    ).order_by("created_at")
 
 
 def pretty_document(body: bytes | memoryview) -> str:

@@ -6,15 +6,18 @@ attempt latency, pending backlog) and from the Redis counters that ingestion and
 increment (events ingested, token fetches). Counts over the log fall when old records are purged
 (`AAMDEST_DELIVERY_LOG_DAYS`); Prometheus reads such a fall as a counter reset.
 
-No login: Prometheus scrapes without a session, and the page holds counts and destination names,
-no document and no secret. Restrict it at the reverse proxy where that matters.
+No login: Prometheus scrapes without a session. The page holds counts and destination names, no
+document and no secret; with `AAMDEST_METRICS_TOKEN` set, a scrape must carry
+`Authorization: Bearer <token>` (401 otherwise), as Prometheus' `authorization` option sends it.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
@@ -171,8 +174,21 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(DeliveryLogCollector())
 
 
+def is_authorized(request: HttpRequest) -> bool:
+    """True when no metrics token is configured, or the request's bearer token is that token."""
+    expected = settings.AAMDEST_METRICS_TOKEN
+    if not expected:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not is_authorized(request):
+        response = HttpResponse("# a bearer token is required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     try:
         body = generate_latest(registry)
     except DatabaseError:

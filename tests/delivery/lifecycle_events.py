@@ -16,7 +16,7 @@ from delivery.intake.events import Event, EventType
 from delivery.intake.membership import apply_events
 from delivery.realtime.flush import send_due_requests
 from destinations.models import Destination
-from tests.partner import Partner
+from tests.local_partner import Partner
 
 
 def qualify(uuid: str, segment_id: int, *, at: dt.datetime, regions=(), onboarded: bool = False) -> Event:

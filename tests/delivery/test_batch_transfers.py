@@ -37,7 +37,7 @@ from tests.delivery.lifecycle_events import (
 )
 from tests.delivery.pending_work import map_segments
 from tests.factories import DestinationFactory
-from tests.partner import Reply
+from tests.local_partner import Reply
 
 pytestmark = pytest.mark.django_db
 

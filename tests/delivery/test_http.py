@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, _system_ca_file, ca_file, post, post_many
-from destinations.network import use_resolver
-from tests.partner import Reply, make_certificates, start_partner
+from delivery.sending.http import BODY_CAP_BYTES, HttpRequest, ca_file, post, post_many
+from delivery.sending.http.trust import _system_ca_file
+from partner.certificates import write_certificates
+from tests.dns import use_resolver
+from tests.local_partner import Reply, start_partner
 
 
 def request_to(url: str, *, timeout_ms: int = 3000, headers: dict[str, str] | None = None) -> HttpRequest:
@@ -127,7 +129,7 @@ def test_a_stalled_tls_handshake_is_cut_at_the_deadline(stalling_server):
 
 def test_a_certificate_from_an_unknown_ca_fails_with_reason_tls(local_network, tmp_path):
     # Given a partner whose certificate comes from a CA aamdest does not trust
-    stranger = start_partner(make_certificates(tmp_path / "other-ca"))
+    stranger = start_partner(write_certificates(tmp_path / "other-ca"))
     try:
         result = post(request_to(stranger.url))
     finally:
@@ -140,7 +142,7 @@ def test_a_certificate_from_an_unknown_ca_fails_with_reason_tls(local_network, t
 
 def test_a_certificate_for_another_name_fails_with_reason_tls(local_network, settings, tmp_path):
     # Given a trusted CA whose certificate names only another host
-    certificates = make_certificates(tmp_path / "pki", hosts=("other.test",))
+    certificates = write_certificates(tmp_path / "pki", hosts=("other.test",))
     settings.AAMDEST_CA_BUNDLE = str(certificates.ca_file)
     elsewhere = start_partner(certificates)
     try:
@@ -186,7 +188,7 @@ def test_plain_http_is_not_sent_unless_allowed(local_network, settings):
 
 def test_the_request_goes_to_the_pinned_address_with_the_host_name_for_tls(local_network, settings, tmp_path):
     # Given a partner with a certificate for a made-up name that only our resolver knows
-    certificates = make_certificates(tmp_path / "pki", hosts=("partner.test",))
+    certificates = write_certificates(tmp_path / "pki", hosts=("partner.test",))
     settings.AAMDEST_CA_BUNDLE = str(certificates.ca_file)
     named = start_partner(certificates)
     lookups: list[tuple[str, int]] = []

@@ -1,4 +1,4 @@
-"""delivery.intake.events: bodies decoded and events validated, all or nothing, without a database."""
+"""delivery.intake.bodies and .events: bodies decoded, events validated, all or nothing, no database."""
 
 from __future__ import annotations
 
@@ -8,17 +8,8 @@ import gzip
 import orjson
 import pytest
 
-from delivery.intake.events import (
-    MAX_BODY_BYTES,
-    Event,
-    EventError,
-    EventType,
-    InvalidEvents,
-    PayloadTooLarge,
-    UnsupportedPayload,
-    parse_events,
-    validate_event,
-)
+from delivery.intake.bodies import MAX_BODY_BYTES, PayloadTooLarge, UnsupportedPayload, parse_events
+from delivery.intake.events import Event, EventError, EventType, InvalidEvents, validate_event
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 UUID = "19393572368547369350319949416899715727"

@@ -30,7 +30,7 @@ from destinations.models import Destination
 from destinations.signing import sign_body
 from tests.delivery.pending_work import map_segments, pending_devices
 from tests.factories import DestinationFactory
-from tests.partner import Received, Reply
+from tests.local_partner import Received, Reply
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,7 @@ from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
 from delivery.sending.tokens import TokenError, discard_token, get_access_token
 from destinations.secrets import decrypt_secret
 from tests.factories import DestinationFactory
-from tests.partner import Reply
+from tests.local_partner import Reply
 
 SECRET = "s3cr:t&/+ é"
 CLIENT_ID = "aam client"

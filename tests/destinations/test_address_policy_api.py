@@ -14,7 +14,7 @@ import pytest
 
 from delivery.models import Attempt
 from destinations.models import Destination
-from destinations.network import use_resolver
+from tests.dns import use_resolver
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
@@ -77,10 +77,14 @@ def oauth_destination() -> Destination:
 
 
 def create_and_update(client, field: str, value: str):
-    """Create a destination with `field` = value, then set it on an existing one."""
+    """Create a destination with `field` = value, then set it on an existing one.
+
+    The update carries the client secret: a new origin needs it (CONTRACT §3).
+    """
     created = client.post(URL, payload(**{field: value}), format="json")
     existing = oauth_destination()
-    updated = client.patch(f"{URL}{existing.pk}/", {field: value}, format="json")
+    updated = client.patch(f"{URL}{existing.pk}/", {field: value, "oauth_client_secret": "client-secret"},
+                           format="json")
     return created, updated, existing
 
 

@@ -11,7 +11,7 @@ import delivery.tasks
 from delivery.models import Delivery
 from destinations.signing import sign_body
 from tests.factories import DestinationFactory
-from tests.partner import Reply
+from tests.local_partner import Reply
 
 URL = "/api/v1/destinations/"
 

@@ -9,7 +9,7 @@ import pytest
 from rest_framework.validators import UniqueValidator
 
 from destinations.models import LIMITS, Destination
-from destinations.network import use_resolver
+from tests.dns import use_resolver
 from tests.factories import DestinationFactory
 
 URL = "/api/v1/destinations/"

@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from destinations.audit import describe_changes, record_change, snapshot, summarize
 from destinations.models import ConfigChange, Destination, Mapping, Segment
-from destinations.network import use_resolver
+from tests.dns import use_resolver
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
 
 pytestmark = pytest.mark.django_db

@@ -14,9 +14,9 @@ from destinations.network import (
     Target,
     resolve_host,
     resolve_target,
-    use_resolver,
     validate_url,
 )
+from tests.dns import use_resolver
 
 
 @pytest.fixture(autouse=True)
@@ -233,9 +233,9 @@ def test_the_default_resolver_reads_the_hosts_file():
 
 def test_use_resolver_restores_the_previous_resolver():
     with use_resolver(resolver_of({"localhost": ["192.0.2.1"]})):
-        assert resolve_host("localhost", 443) == ["192.0.2.1"]
+        assert network.resolve_host("localhost", 443) == ["192.0.2.1"]
 
-    assert "127.0.0.1" in resolve_host("localhost", 443)
+    assert "127.0.0.1" in network.resolve_host("localhost", 443)
 
 
 @pytest.mark.parametrize("host", ["localhost", "loCalhost.", "api.localhost", "API.LOCALHOST."])
@@ -246,7 +246,7 @@ def test_loopback_names_are_refused_by_name_even_when_they_do_not_resolve(settin
     def unresolvable(name: str, port: int) -> list[str]:
         raise OSError("no resolver here")
 
-    with network.use_resolver(unresolvable):
+    with use_resolver(unresolvable):
         # Then configuration and send time both refuse the name
         with pytest.raises(ValidationError, match="loopback name"):
             network.validate_url(f"https://{host}/aam", field="url")

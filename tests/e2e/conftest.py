@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import connection
 
 from delivery.coordination import scheduling_client
-from tests.partner import Certificates
+from partner.certificates import CertificateFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -50,9 +50,13 @@ class CeleryStack:
     directory: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker", *, wait: bool = True) -> subprocess.Popen:
+    def start_worker(
+        self, name: str = "worker", *, wait: bool = True, plain: bool = False
+    ) -> subprocess.Popen:
+        """A worker; `plain` starts it as an operator would, with no pool, concurrency or queue flag."""
+        pool = [] if plain else ["--pool", "threads", "--concurrency", "8"]
         args = [
-            "worker", "--pool", "threads", "--concurrency", "8", "--hostname", f"{name}@e2e",
+            "worker", *pool, "--hostname", f"{name}@e2e",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
         ]
         process = self._start(name, args)
@@ -99,7 +103,7 @@ class CeleryStack:
 
 
 @pytest.fixture
-def worker_env(certificates: Certificates, transactional_db, tmp_path: Path) -> dict[str, str]:
+def worker_env(certificates: CertificateFiles, transactional_db, tmp_path: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AAMDEST_")}
     env.update(
         DATABASE_URL=database_url(),
@@ -114,7 +118,7 @@ def worker_env(certificates: Certificates, transactional_db, tmp_path: Path) -> 
 
 @pytest.fixture
 def celery_stack(
-    worker_env: dict[str, str], local_network: Certificates, tmp_path: Path
+    worker_env: dict[str, str], local_network: CertificateFiles, tmp_path: Path
 ) -> Iterator[CeleryStack]:
     """Beat and one worker, started on an emptied Redis database; all killed at the end."""
     scheduling_client().flushdb()

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 
-from tests.partner import Received
+from tests.local_partner import Received
 
 SEGMENT = 14356
 

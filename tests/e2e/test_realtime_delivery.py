@@ -23,7 +23,7 @@ from delivery.sending.documents import format_aam_time
 from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
-from tests.partner import Received, Reply
+from tests.local_partner import Received, Reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

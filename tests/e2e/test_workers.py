@@ -13,7 +13,7 @@ from tests.delivery.pending_work import map_segments
 from tests.delivery.slots import slot_holders
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
-from tests.partner import Received, Reply, start_partner
+from tests.local_partner import Received, Reply, start_partner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -55,9 +55,14 @@ def test_a_device_held_by_a_killed_worker_is_sent_again_within_60_s(celery_stack
     assert list(delivery.attempts.values_list("number", "status_code")) == [(1, 200)]
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["threads-flags", "plain-command"])
 def test_a_partner_timing_out_does_not_hold_back_another_destination(
-    celery_stack, operator_client, partner, local_network, settings
+    celery_stack, operator_client, partner, local_network, settings, plain
 ):
+    if plain:  # `celery -A aamdest worker` alone: the app's configuration must make isolation hold
+        celery_stack.kill("worker")
+        celery_stack.start_worker("plain", plain=True)
+        assert "(thread)" in celery_stack.log("plain")  # the banner: "concurrency: 16 (thread)"
     stalling = start_partner(local_network)
     stalling.script = [Reply(delay_s=5)]
     slow = DestinationFactory(url=stalling.url, max_users_per_request=1, max_wait_ms=0, retry_delay_ms=100)

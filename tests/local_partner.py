@@ -1,14 +1,13 @@
-"""Local HTTPS partners for tests: a throwaway CA, a scriptable endpoint, a stalling one.
+"""Local HTTPS partners for tests: a scriptable endpoint and a stalling one.
 
 Everything listens on 127.0.0.1 only. A `Partner` records every request it
 received and answers from a script (a list of `Reply`, the last one repeating)
-or from a function of the request.
+or from a function of the request. Its throwaway CA and certificate come from the
+reference partner's own code, `partner.certificates.write_certificates`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import threading
@@ -16,81 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-
-@dataclass(frozen=True)
-class Certificates:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
-def make_certificates(
-    directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-) -> Certificates:
-    """Write a throwaway CA and a server certificate for `hosts` signed by it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aamdest test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return files
+from partner.certificates import CertificateFiles, server_tls_context
 
 
 @dataclass(frozen=True)
@@ -118,7 +44,7 @@ class Partner:
 
     server: ThreadingHTTPServer
     thread: threading.Thread
-    certificates: Certificates
+    certificates: CertificateFiles
     script: list[Reply] = field(default_factory=lambda: [Reply()])
     responder: Callable[[Received], Reply] | None = None
     requests: list[Received] = field(default_factory=list)
@@ -195,11 +121,10 @@ class _PartnerHTTPServer(ThreadingHTTPServer):
     partner: Partner
 
 
-def start_partner(certificates: Certificates, *, host: str = "127.0.0.1") -> Partner:
+def start_partner(certificates: CertificateFiles, *, host: str = "127.0.0.1") -> Partner:
     """Start an HTTPS partner on an ephemeral port of `host`."""
     server = _PartnerHTTPServer((host, 0), _Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates.cert_file, certificates.key_file)
+    context = server_tls_context(cert_file=certificates.cert_file, key_file=certificates.key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     partner = Partner(server=server, thread=thread, certificates=certificates)

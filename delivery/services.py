@@ -1,0 +1,77 @@
+"""The operator actions on the delivery log, one service each, whichever door the operator used.
+
+The API (`delivery.api.deliveries`), the admin (`delivery.admin`) and the console
+(`delivery.console.actions`) only translate input and these results:
+
+- `redeliver`: a new delivery of kind `redelivery` carrying the same document; raises
+  `RedeliveryConflict` (the API's 409) while the original is pending.
+- `redeliver_failed_since`: `redeliver` for each failed delivery of a destination since a
+  time, once per document.
+
+The delivery log itself is the record of these actions: each redelivery names the delivery it
+repeats (`redelivery_of`). No configuration change is recorded, as nothing configured changes.
+The operator actions on a destination (pause, test, send the batch now…) are in
+`destinations.services`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from delivery import tasks
+from delivery.models import Delivery, DeliveryStatus
+from delivery.sending.rounds import RedeliveryConflict, create_redelivery
+from destinations.models import Destination
+
+__all__ = ["RedeliveryConflict", "RedeliveryReport", "failed_since", "redeliver", "redeliver_failed_since"]
+
+
+@dataclass(frozen=True)
+class RedeliveryReport:
+    """What `redeliver_failed_since` did: the redeliveries queued and the deliveries it skipped."""
+
+    queued: list[Delivery]
+    skipped: int
+
+
+def redeliver(*, delivery: Delivery) -> Delivery:
+    """Create a redelivery of `delivery` and queue its sending once committed; return it.
+
+    Raises `RedeliveryConflict` while `delivery` is pending. The enqueue is robust: with the
+    broker down the redelivery still stands, and its lease lets the reaper send it.
+    """
+    with transaction.atomic():
+        new = create_redelivery(delivery=delivery)
+        transaction.on_commit(lambda: tasks.send_delivery_task.delay(new.pk), robust=True)
+    return new
+
+
+def redeliver_failed_since(*, destination: Destination, since: dt.datetime) -> RedeliveryReport:
+    """Redeliver each failed delivery of `destination` created since `since`, once per document.
+
+    A delivery another operator redelivers meanwhile (it became pending) is skipped, not an error.
+    """
+    queued: list[Delivery] = []
+    skipped = 0
+    for delivery in failed_since(destination_id=destination.pk, since=since):
+        try:
+            queued.append(redeliver(delivery=delivery))
+        except RedeliveryConflict:
+            skipped += 1
+    return RedeliveryReport(queued=queued, skipped=skipped)
+
+
+def failed_since(*, destination_id: int, since: dt.datetime) -> QuerySet[Delivery]:
+    """Failed deliveries created since `since` whose document has not been redelivered yet.
+
+    A failed delivery that already has a redelivery is left out: the latest link of the chain
+    stands for the document, so that one press sends each document once.
+    """
+    return Delivery.objects.filter(
+        destination_id=destination_id, status=DeliveryStatus.FAILED, created_at__gte=since,
+        redeliveries__isnull=True,
+    ).order_by("created_at")

@@ -1,0 +1,185 @@
+"""The operator actions on a destination, one service each, whichever door the operator used.
+
+The API (`destinations.api`), the admin (`destinations.admin`, `destinations.rotation_admin`)
+and the console (`delivery.console.actions`) only translate input and these results, so that
+an action follows the same rules and leaves the same audit entry through all three:
+
+- `pause_destination`, `resume_destination`: recorded as an update of `enabled`.
+- `start_key_rotation`, `finish_key_rotation`: recorded as such; raise `RotationRefused`
+  (the API's 400) or `RotationConflict` (its 409).
+- `send_test`: the delivery log records it (kind `test`); `TestOutcome.succeeded` says
+  whether the partner accepted it.
+- `start_batch_now`: raises `BatchNotQueued` when the broker does not answer (the API's 503).
+- `apply_segment_ttl_change`: a segment's new TTL reaches its existing memberships.
+
+Every audit entry goes through `destinations.audit.record_change`, naming who acted and
+through which door (`ChangeSource`: api, admin, console), in the change's transaction.
+
+The seam between the apps: this is the ONE module of `destinations` that imports `delivery`.
+Every other module of `destinations` stays free of it, so that the configuration stands on its
+own and `delivery` depends on `destinations`, never the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from kombu.exceptions import OperationalError
+
+from delivery import tasks
+from delivery.lifecycle import expiry
+from delivery.models import Delivery, DeliveryStatus
+from delivery.sending import rounds
+from destinations import signing
+from destinations.audit import record_change, snapshot
+from destinations.models import ChangeAction, Destination, Segment
+from destinations.signing import RotationConflict, RotationRefused
+
+__all__ = [
+    "BROKER_UNAVAILABLE",
+    "BatchNotQueued",
+    "EnabledChange",
+    "RotationConflict",
+    "RotationRefused",
+    "TestOutcome",
+    "apply_segment_ttl_change",
+    "finish_key_rotation",
+    "pause_destination",
+    "resume_destination",
+    "send_test",
+    "start_batch_now",
+    "start_key_rotation",
+]
+
+logger = logging.getLogger(__name__)
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+BROKER_UNAVAILABLE = "The task broker is unavailable; try again shortly."
+
+
+class BatchNotQueued(Exception):
+    """The batch task could not be queued: the broker does not answer (nothing was started)."""
+
+
+@dataclass(frozen=True)
+class EnabledChange:
+    """A pause or resume: the destination as saved, and whether `enabled` actually changed."""
+
+    destination: Destination
+    changed: bool
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """A test document's fate, decided once: `succeeded` is the delivery log's verdict.
+
+    `attempts` is 0 when the document was refused before any exchange; then
+    `status_code`, `duration_ms` and `reason` are None and `error` is "".
+    """
+
+    delivery: Delivery
+    succeeded: bool
+    attempts: int
+    status_code: int | None
+    duration_ms: int | None
+    reason: str | None
+    error: str
+
+
+def pause_destination(*, destination_id: int, actor: Actor, source: str) -> EnabledChange:
+    """Pause a destination (its pending work waits) and record it; Destination.DoesNotExist if gone."""
+    return _set_enabled(destination_id=destination_id, enabled=False, actor=actor, source=source)
+
+
+def resume_destination(*, destination_id: int, actor: Actor, source: str) -> EnabledChange:
+    """Resume a destination (its pending work goes out at the next tick) and record it."""
+    return _set_enabled(destination_id=destination_id, enabled=True, actor=actor, source=source)
+
+
+def _set_enabled(*, destination_id: int, enabled: bool, actor: Actor, source: str) -> EnabledChange:
+    with transaction.atomic():
+        destination = Destination.objects.select_for_update().get(pk=destination_id)
+        before = snapshot(destination)
+        destination.enabled = enabled
+        destination.save(update_fields=["enabled", "updated_at"])
+        recorded = record_change(
+            actor=actor, source=source, action=ChangeAction.UPDATE, instance=destination, before=before
+        )
+    return EnabledChange(destination=destination, changed=recorded is not None)
+
+
+def start_key_rotation(*, destination: Destination, new_key: str, actor: Actor, source: str) -> Destination:
+    """Start an HMAC key rotation (old and new key both sign) and record it; return the destination.
+
+    Raises RotationRefused (not HMAC, empty or unchanged key) or RotationConflict
+    (a rotation is already under way); then nothing is changed or recorded.
+    """
+    before = snapshot(destination)
+    with transaction.atomic():
+        signing.start_key_rotation(destination=destination, new_key=new_key)
+        _record(action=ChangeAction.START_KEY_ROTATION, destination=destination, before=before,
+                actor=actor, source=source)
+    destination.refresh_from_db()
+    return destination
+
+
+def finish_key_rotation(*, destination: Destination, actor: Actor, source: str) -> Destination:
+    """Finish an HMAC key rotation (the new key signs alone) and record it; return the destination.
+
+    Raises RotationRefused (not HMAC) or RotationConflict (no rotation under way).
+    """
+    before = snapshot(destination)
+    with transaction.atomic():
+        signing.finish_key_rotation(destination=destination)
+        _record(action=ChangeAction.FINISH_KEY_ROTATION, destination=destination, before=before,
+                actor=actor, source=source)
+    destination.refresh_from_db()
+    return destination
+
+
+def _record(*, action: str, destination: Destination, before: dict, actor: Actor, source: str) -> None:
+    record_change(actor=actor, source=source, action=action, instance=destination, before=before)
+
+
+def send_test(*, destination: Destination) -> TestOutcome:
+    """Send one sample document now (kind `test`, not retried) and say whether the partner took it."""
+    delivery = rounds.send_test_document(destination=destination)
+    last = delivery.attempts.order_by("-number").first()
+    succeeded = delivery.status == DeliveryStatus.DELIVERED
+    if last is None:
+        return TestOutcome(delivery=delivery, succeeded=succeeded, attempts=0, status_code=None,
+                           duration_ms=None, reason=None, error="")
+    return TestOutcome(
+        delivery=delivery,
+        succeeded=succeeded,
+        attempts=last.number,
+        status_code=last.status_code,
+        duration_ms=last.duration_ms,
+        reason=last.reason or None,
+        error=last.error,
+    )
+
+
+def start_batch_now(*, destination: Destination) -> None:
+    """Queue the destination's batch now: the changes since its last cut-off, as kind `batch`.
+
+    Raises BatchNotQueued when the broker does not answer; nothing is started then.
+    """
+    try:
+        tasks.send_batch_now.delay(destination.pk)
+    except OperationalError as error:
+        logger.warning("could not queue the batch of destination %s: %s", destination.pk, error)
+        raise BatchNotQueued(BROKER_UNAVAILABLE) from error
+
+
+def apply_segment_ttl_change(*, segment: Segment) -> int:
+    """Move the expiry of the segment's active memberships to its new TTL; return how many moved.
+
+    Call it once the TTL change is committed (the change itself is recorded by
+    the door's update, like any other edit of the segment).
+    """
+    return expiry.apply_segment_ttl(segment=segment)

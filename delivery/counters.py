@@ -54,7 +54,8 @@ def read_counters() -> Counters | None:
         return None
     token_fetches = {}
     for field, value in fetches.items():
-        destination_id, _, outcome = field.decode().partition(":")
+        text = field.decode() if isinstance(field, bytes) else field
+        destination_id, _, outcome = text.partition(":")
         if destination_id.isdigit():
             token_fetches[(int(destination_id), outcome)] = int(value)
     return Counters(events_ingested=int(events or 0), token_fetches=token_fetches)

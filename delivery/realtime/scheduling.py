@@ -79,6 +79,6 @@ def _queue_flush(destination_id: int) -> None:
         logger.warning("could not queue a flush of destination %s: %s", destination_id, error)
 
 
-def _flush_task() -> Task:
+def _flush_task() -> Task[..., None]:
     # By name: the registered task runs eagerly when the app says so (tests), as a direct call would.
     return current_app.tasks[FLUSH_TASK]

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from delivery.models import Attempt, Delivery
 from delivery.sending.http import HttpRequest, HttpResult, post_many, unbuildable
-from delivery.sending.tokens import TokenError, discard_token, get_access_token
+from delivery.sending.token_endpoint import TokenError
+from delivery.sending.tokens import discard_token, get_access_token
 from destinations.models import AuthMode, Destination
 from destinations.signing import signature_headers
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import redis
 from django.utils.crypto import salted_hmac
+from redis.typing import EncodableT, FieldT
 
 from delivery.coordination import token_cache_client, token_cache_key, token_error_key, token_lock_key
 from delivery.sending.token_endpoint import TokenError, failed, fetch_token
@@ -163,9 +164,9 @@ def _wait_for_fetcher(*, key: str, lock_key: str, deadline_ms: int, started: flo
         if cached is not None:
             return cached
         if client.get(lock_key) != holder:
-            failure = client.get(token_error_key(lock_key=lock_key, owner=holder.decode()))
+            failure = client.get(token_error_key(lock_key=lock_key, owner=_text(holder)))
             if failure is not None:
-                raise TokenError(failure.decode())
+                raise TokenError(_text(failure))
             return None
     raise failed(f"no token within {deadline_ms} ms (another worker was fetching it)")
 
@@ -191,7 +192,9 @@ def _read(key: str) -> _Cached | None:
 def _store(key: str, *, token: str, expires_in: int | None) -> None:
     pipe = _client().pipeline(transaction=True)
     pipe.delete(key)
-    fields = {"token": encrypt_secret(token), "digest": _digest(token), "expires_in": expires_in or 0}
+    fields: dict[FieldT, EncodableT] = {
+        "token": encrypt_secret(token), "digest": _digest(token), "expires_in": expires_in or 0
+    }
     pipe.hset(key, mapping=fields)
     if expires_in:
         pipe.pexpire(key, min(expires_in, MAX_CACHE_S) * 1000)
@@ -215,6 +218,10 @@ def _digest(token: str) -> str:
 
 def _client() -> redis.Redis:
     return token_cache_client()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _remaining_ms(deadline_ms: int, started: float) -> int:

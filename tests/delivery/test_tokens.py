@@ -18,7 +18,8 @@ import redis
 from django.conf import settings as django_settings
 
 from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
-from delivery.sending.tokens import TokenError, discard_token, get_access_token
+from delivery.sending.token_endpoint import TokenError
+from delivery.sending.tokens import discard_token, get_access_token
 from destinations.secrets import decrypt_secret
 from tests.factories import DestinationFactory
 from tests.local_partner import Reply

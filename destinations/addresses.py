@@ -7,12 +7,19 @@ to the addresses a host resolves to.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # NAT64's well-known prefix embeds an IPv4 address in its last 32 bits (RFC 6052).
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdef"}
+# Ranges Python's `is_global` still calls global: deprecated site-local (RFC 3879) and the
+# documentation prefix of RFC 9637.
+_DEPRECATED_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+_DOCUMENTATION = ipaddress.IPv6Network("3fff::/20")
+# The last label of a name that URL parsers take for a number: "1.2.3.4.5", "1.2.3.0x".
+_NUMERIC_LABEL = re.compile(r"\d+|0x[0-9a-f]*")
 
 
 def refused_kind(address: IPAddress) -> str | None:
@@ -27,6 +34,8 @@ def refused_kind(address: IPAddress) -> str | None:
         ("multicast", address.is_multicast),
         ("reserved", address.is_reserved),
         ("private", address.is_private),
+        ("deprecated site-local", address in _DEPRECATED_SITE_LOCAL if address.version == 6 else False),
+        ("documentation", address in _DOCUMENTATION if address.version == 6 else False),
         # Shared (100.64/10), documentation and other special-purpose ranges.
         ("non-public", not address.is_global),
     )
@@ -44,6 +53,26 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     if address in NAT64_PREFIX:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def non_canonical_reason(host: str) -> str | None:
+    """Why a URL parser (curl's, a browser's) could read `host` otherwise than we do, or None.
+
+    Only a dotted quad of plain decimals, or a bracketed IPv6 address without a zone, reads the
+    same everywhere; `2130706433`, `0x7f.1`, `127.1`, `1.2.3.0x` or `1.2.3.4.5` do not (curl takes
+    some for addresses, some for names it resolves itself).
+    """
+    bare = host.strip("[]")
+    if ":" in bare:
+        return "an IPv6 zone index is not accepted" if "%" in bare else None
+    literal = parse_ip_literal(host)
+    if literal is not None and host == str(literal):
+        return None
+    last = host.rstrip(".").rsplit(".", 1)[-1].lower()
+    if literal is None and not _NUMERIC_LABEL.fullmatch(last):
+        return None  # an ordinary name
+    written = f"; write it as {literal}" if literal is not None else ""
+    return f"{host!r} is not written as a canonical IP address{written}"
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:

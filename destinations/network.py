@@ -27,7 +27,7 @@ from urllib.parse import SplitResult, urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from destinations.addresses import IPAddress, parse_ip_literal, refused_kind
+from destinations.addresses import IPAddress, non_canonical_reason, parse_ip_literal, refused_kind
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 # One label of a host name in its ASCII (IDNA) form.
@@ -132,6 +132,8 @@ def _split(url: str, *, allowed_schemes: tuple[str, ...]) -> SplitResult:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as error:
         raise NetworkPolicyError(f"{url!r} is not a valid URL: {error}") from None
+    if parts.port == 0:
+        raise NetworkPolicyError(f"{url!r} names port 0, where nothing can be reached")
     if parts.scheme not in allowed_schemes:
         hint = "" if "http" in allowed_schemes else " (http:// needs AAMDEST_ALLOW_HTTP=1)"
         raise NetworkPolicyError(f"{url!r} must start with https://{hint}")
@@ -168,6 +170,10 @@ def _check_host(host: str) -> None:
     literal = parse_ip_literal(host)
     if literal is not None:
         _check_address(host, literal)
+    ambiguity = non_canonical_reason(host)
+    if ambiguity is not None:
+        raise NetworkPolicyError(f"host {ambiguity}: curl and browsers may read it differently")
+    if literal is not None:
         return
     name = host.lower().rstrip(".")
     if (name == "localhost" or name.endswith(".localhost")) and not settings.AAMDEST_ALLOW_PRIVATE_NETWORKS:

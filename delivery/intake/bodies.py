@@ -25,7 +25,10 @@ Answers, decided here and mapped to statuses by the view:
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import zlib
+from collections.abc import Iterator
 
 import orjson
 
@@ -33,6 +36,12 @@ from delivery.intake.events import Event, EventError, IngestionError, InvalidEve
 
 MAX_EVENTS = 10_000
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# A JSON body with more commas than this may hold millions of tiny values (`[[],[],…]` decodes
+# 100 KB of gzip into over a gigabyte of lists): its events are then counted one at a time,
+# refusing the 10,001st before the rest is built. Real events hold well under 64 commas each.
+SUSPICIOUS_COMMAS = 64 * MAX_EVENTS
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_LINE = re.compile(rb"[^\n]+")
 
 JSON_CONTENT_TYPES = frozenset({"", "application/json"})
 NDJSON_CONTENT_TYPES = frozenset({"application/x-ndjson"})
@@ -95,24 +104,57 @@ def _gunzip(body: bytes) -> bytes:
 
 def _parse_json_array(data: bytes, *, now: dt.datetime) -> list[Event]:
     try:
-        raws = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        raws = _load_counting(data) if data.count(b",") > SUSPICIOUS_COMMAS else orjson.loads(data)
+    except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidEvents([EventError(None, "body", f"The body is not valid JSON: {exc}.")]) from None
     if not isinstance(raws, list):
-        raise InvalidEvents(
-            [EventError(None, "body", "The body must be a JSON array of events (or NDJSON lines "
-                                      "with Content-Type: application/x-ndjson).")]
-        )
+        raise InvalidEvents([EventError(None, "body", _NOT_AN_ARRAY)])
     _check_count(len(raws))
     return validate_events(raws, now=now)
 
 
+_NOT_AN_ARRAY = (
+    "The body must be a JSON array of events (or NDJSON lines with Content-Type: application/x-ndjson)."
+)
+
+
+def _load_counting(data: bytes) -> object:
+    """Decode a JSON array element by element, refusing more than `MAX_EVENTS` as soon as it sees one."""
+    text = data.decode("utf-8")
+    position = _skip_whitespace(text, 0)
+    if not text.startswith("[", position):
+        return orjson.loads(data)  # not an array: the usual error (or value) from the usual parser
+    decoder, items = json.JSONDecoder(parse_constant=_refuse_constant), []
+    position = _skip_whitespace(text, position + 1)
+    while not (not items and text.startswith("]", position)):
+        item, position = decoder.raw_decode(text, position)
+        items.append(item)
+        _check_count(len(items), at_least=True)
+        position = _skip_whitespace(text, position)
+        if text.startswith("]", position):
+            break
+        if not text.startswith(",", position):
+            raise json.JSONDecodeError("expected ',' or ']'", text, position)
+        position = _skip_whitespace(text, position + 1)
+    if text[position + 1:].strip(" \t\n\r"):
+        raise json.JSONDecodeError("unexpected content after the array", text, position + 1)
+    return items
+
+
+def _skip_whitespace(text: str, position: int) -> int:
+    match = _WHITESPACE.match(text, position)
+    return match.end() if match else position
+
+
+def _refuse_constant(name: str) -> object:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
 def _parse_ndjson(data: bytes, *, now: dt.datetime) -> list[Event]:
-    lines = [line for line in data.split(b"\n") if line.strip()]
-    _check_count(len(lines))
     raws: list[object] = []
     errors: list[EventError] = []
-    for index, line in enumerate(lines):
+    for index, line in enumerate(_non_blank_lines(data)):
+        _check_count(index + 1, at_least=True)
         try:
             raws.append(orjson.loads(line))
         except orjson.JSONDecodeError as exc:
@@ -121,6 +163,14 @@ def _parse_ndjson(data: bytes, *, now: dt.datetime) -> list[Event]:
     return validate_events(raws, now=now, known_errors=errors)
 
 
-def _check_count(count: int) -> None:
+def _non_blank_lines(data: bytes) -> Iterator[bytes]:
+    # One line at a time, never a list of them all: a body of millions of newlines stays small.
+    for match in _LINE.finditer(data):
+        if not match.group().isspace():
+            yield match.group()
+
+
+def _check_count(count: int, *, at_least: bool = False) -> None:
     if count > MAX_EVENTS:
-        raise PayloadTooLarge(f"{count} events in one request; at most {MAX_EVENTS} are accepted.")
+        counted = f"More than {MAX_EVENTS}" if at_least else str(count)
+        raise PayloadTooLarge(f"{counted} events in one request; at most {MAX_EVENTS} are accepted.")

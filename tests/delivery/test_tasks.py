@@ -9,6 +9,7 @@ import time
 import pytest
 from django.utils import timezone
 
+from aamdest.celery import QUEUES
 from delivery import tasks
 from delivery.coordination import scheduling_client, sending_guard_key, slots_key
 from delivery.models import Delivery, DeliveryStatus
@@ -32,10 +33,15 @@ def empty_redis(settings):
     client.flushdb()
 
 
+def queued_messages() -> list[dict]:
+    """The messages waiting in the three queues (realtime, batch, maintenance)."""
+    client = scheduling_client()
+    return [json.loads(raw) for queue in QUEUES for raw in client.lrange(queue, 0, -1)]
+
+
 def queued_tasks() -> list[tuple[str, str]]:
-    """(task name, args) of the messages waiting in the default queue."""
-    messages = [json.loads(raw) for raw in scheduling_client().lrange("celery", 0, -1)]
-    return sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages)
+    """(task name, args) of the messages waiting in the queues."""
+    return sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in queued_messages())
 
 
 def seconds_ago(seconds: float) -> dt.datetime:
@@ -161,7 +167,7 @@ def test_a_flush_schedules_itself_when_the_oldest_pending_device_falls_due(desti
 
     assert partner.requests == []
     assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
-    [message] = [json.loads(raw) for raw in empty_redis.lrange("celery", 0, -1)]
+    [message] = queued_messages()
     eta = dt.datetime.fromisoformat(message["headers"]["eta"])
     assert timezone.now() < eta <= timezone.now() + dt.timedelta(milliseconds=1000)
 

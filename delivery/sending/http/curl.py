@@ -12,6 +12,7 @@ import pycurl
 from django.conf import settings
 
 from delivery.sending.http.messages import Transfer, unbuildable
+from delivery.sending.http.pinning import pinned_socket_opener
 from delivery.sending.http.trust import ca_file
 from destinations.addresses import parse_ip_literal
 from destinations.network import Target
@@ -102,6 +103,8 @@ def _configure(transfer: Transfer) -> None:
     handle.setopt(pycurl.CAINFO, ca_file())
     if parse_ip_literal(target.host) is None:
         handle.setopt(pycurl.RESOLVE, [_resolve_entry(target)])
+    # Whatever curl makes of the host, it may only connect to an address that was checked.
+    handle.setopt(pycurl.OPENSOCKETFUNCTION, pinned_socket_opener(target))
     handle.setopt(pycurl.HTTPHEADER, _header_lines(request.headers))
     if not any(name.lower() == "user-agent" for name in request.headers):
         handle.setopt(pycurl.USERAGENT, f"aamdest/{settings.VERSION}")

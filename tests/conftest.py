@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
 from partner.certificates import CertificateFiles, write_certificates
 from tests.local_partner import Partner, StallingServer, start_partner
 
@@ -50,11 +51,11 @@ def partner(local_network: CertificateFiles) -> Iterator[Partner]:
 @pytest.fixture
 def token_cache(settings) -> Iterator[redis.Redis]:
     """The Redis holding OAuth tokens, without any (an earlier test's destination may share an id)."""
-    client = redis.Redis.from_url(settings.AAMDEST_REDIS_URL)
-    for key in client.scan_iter("aamdest:oauth-token:*"):
+    client = token_cache_client()
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
         client.delete(key)
     yield client
-    for key in client.scan_iter("aamdest:oauth-token:*"):
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
         client.delete(key)
 
 

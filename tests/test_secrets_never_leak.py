@@ -15,6 +15,7 @@ history pages, and the delivery log's rows. None may appear.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import logging
 import subprocess
@@ -30,6 +31,7 @@ from django.db import connection
 
 from aamdest.logging import JsonFormatter
 from delivery import tasks
+from delivery.coordination import TOKEN_CACHE_PATTERN
 from delivery.models import Attempt, Delivery
 from destinations.models import ConfigChange, Destination
 from partner.management.commands.receiver import Command as ReceiverCommand
@@ -239,7 +241,7 @@ def configure_both(operator_client, responses: list, *, signed, oauth) -> list[D
 def assert_redis_clean(redis_db, secrets: list[str]) -> None:
     """The token cache is in Redis, and no key or value there holds a secret."""
     contents = redis_contents(redis_db)
-    assert any(key.startswith(b"aamdest:oauth-token:") for key in contents)
+    assert any(fnmatch.fnmatch(key.decode(), TOKEN_CACHE_PATTERN) for key in contents)
     for value in contents:
         assert_clean("Redis", value, secrets)
 

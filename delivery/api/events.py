@@ -24,10 +24,10 @@ from rest_framework.views import APIView
 
 from delivery import tasks
 from delivery.api.throttling import EventsThrottle
+from delivery.counters import count_events_ingested
 from delivery.intake.bodies import MAX_BODY_BYTES, PayloadTooLarge, parse_events
 from delivery.intake.events import IngestionError, InvalidEvents
 from delivery.intake.membership import apply_events
-from delivery.observability.stats import count_events_ingested
 
 _ERRORS = inline_serializer(
     "EventErrors",

@@ -4,37 +4,27 @@ Every function groups in SQL (by destination, hour, status or reason) and return
 dataclasses, so that pages never load delivery rows one by one. Percentiles come from
 `delivery.dialect.percentiles` (PostgreSQL's `percentile_cont`, or the same interpolation in Python).
 
-Two counts are not in the database: events ingested and OAuth token fetches. Their producers call
-`count_events_ingested` and `count_token_fetch`, which increment Redis counters that every process
-shares; `read_counters` reads them back for `/metrics`.
+Two counts are not in the database (events ingested, OAuth token fetches): `delivery.counters`
+keeps them in Redis, and `read_counters` here reads them back for `/metrics`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-import redis
-from django.conf import settings
 from django.db.models import Count, Min, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from delivery import dialect
+from delivery import counters, dialect
 from delivery.models import Attempt, Delivery, DeliveryStatus, DestinationDevice
-
-logger = logging.getLogger(__name__)
 
 HOUR_CHOICES = (6, 24, 72, 168)
 DEFAULT_HOURS = 24
 LATENCY_FRACTIONS = (0.5, 0.95, 0.99)  # p50, p95, p99
-
-_EVENTS_KEY = "aamdest:metrics:events_ingested"
-_TOKEN_FETCHES_KEY = "aamdest:metrics:token_fetches"
 
 
 @dataclass(frozen=True)
@@ -92,12 +82,6 @@ class DestinationStats:
         delivered = sum(bucket.delivered for bucket in self.buckets)
         finished = delivered + sum(bucket.failed for bucket in self.buckets)
         return delivered / finished if finished else None
-
-
-@dataclass(frozen=True)
-class Counters:
-    events_ingested: int
-    token_fetches: dict[tuple[int, str], int]  # (destination id, outcome) -> fetches
 
 
 def window_start(*, hours: int, now: dt.datetime) -> dt.datetime:
@@ -217,45 +201,6 @@ def destination_stats(*, destination_ids: Sequence[int], hours: int, now: dt.dat
     }
 
 
-# --- Redis counters ----------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    # Short timeouts: counting must never hold up ingestion or a token fetch.
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-
-def count_events_ingested(n: int) -> None:
-    """Add `n` to the events-ingested counter. Best effort: a Redis outage is logged, not raised."""
-    if n <= 0:
-        return
-    try:
-        _redis(settings.AAMDEST_REDIS_URL).incrby(_EVENTS_KEY, n)
-    except redis.RedisError as exc:
-        logger.warning("could not count %d ingested events: %s", n, exc)
-
-
-def count_token_fetch(*, destination_id: int, outcome: str) -> None:
-    """Count one OAuth token request of a destination (`outcome`: e.g. `ok` or `error`). Best effort."""
-    try:
-        _redis(settings.AAMDEST_REDIS_URL).hincrby(_TOKEN_FETCHES_KEY, f"{destination_id}:{outcome}", 1)
-    except redis.RedisError as exc:
-        logger.warning("could not count a token fetch of destination %s: %s", destination_id, exc)
-
-
-def read_counters() -> Counters | None:
-    """The Redis counters, or None when Redis does not answer."""
-    try:
-        client = _redis(settings.AAMDEST_REDIS_URL)
-        events = client.get(_EVENTS_KEY)
-        fetches = client.hgetall(_TOKEN_FETCHES_KEY)
-    except redis.RedisError as exc:
-        logger.warning("could not read the metrics counters: %s", exc)
-        return None
-    token_fetches = {}
-    for field, value in fetches.items():
-        destination_id, _, outcome = field.decode().partition(":")
-        if destination_id.isdigit():
-            token_fetches[(int(destination_id), outcome)] = int(value)
-    return Counters(events_ingested=int(events or 0), token_fetches=token_fetches)
+def read_counters() -> counters.Counters | None:
+    """The Redis counters (`delivery.counters`) for /metrics, or None when Redis does not answer."""
+    return counters.read_counters()

@@ -18,7 +18,8 @@ from delivery.models import Attempt, Delivery
 from delivery.sending.http import HttpRequest, HttpResult, post_many, unbuildable
 from delivery.sending.http.messages import EXCERPT_CHARS
 from delivery.sending.redaction import redact_credentials, storable_answer, storable_text
-from delivery.sending.tokens import TokenError, discard_token, get_access_token
+from delivery.sending.token_endpoint import TokenError
+from delivery.sending.tokens import discard_token, get_access_token
 from destinations.models import AuthMode, Destination
 from destinations.signing import signature_headers
 

@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_key, token_lock_key
 from delivery.sending.tokens import get_access_token
 from destinations.models import Destination
 from tests.factories import DestinationFactory
@@ -129,7 +130,7 @@ def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, tok
         auth_mode="oauth2", oauth_token_url=partner.url, oauth_client_id="me", oauth_client_secret="cs"
     )
     assert get_access_token(destination=destination, deadline_ms=3000) == "tok-cached"
-    [key] = [k for k in token_cache.scan_iter("aamdest:oauth-token:*") if token_cache.type(k) == b"hash"]
+    [key] = [k for k in token_cache.scan_iter(TOKEN_CACHE_PATTERN) if token_cache.type(k) == b"hash"]
     keys(NEW, OLD)
 
     # When
@@ -147,15 +148,15 @@ def test_cached_tokens_are_re_encrypted_in_place_and_keep_their_expiry(keys, tok
 
 
 def test_a_cached_token_no_key_opens_is_dropped(keys, token_cache):
-    retired_token = Fernet(RETIRED).encrypt(b"t")
-    token_cache.hset("aamdest:oauth-token:9:abc", mapping={"token": retired_token, "digest": "d"})
-    token_cache.set("aamdest:oauth-token:9:abc:lock", "owner")  # a lock is not a token
+    entry = token_cache_key(destination_id=9, fingerprint="abc")
+    token_cache.hset(entry, mapping={"token": Fernet(RETIRED).encrypt(b"t"), "digest": "d"})
+    token_cache.set(token_lock_key(entry), "owner")  # a lock is not a token
     keys(NEW, OLD)
 
     output = rotate()
 
-    assert not token_cache.exists("aamdest:oauth-token:9:abc")
-    assert token_cache.exists("aamdest:oauth-token:9:abc:lock")
+    assert not token_cache.exists(entry)
+    assert token_cache.exists(token_lock_key(entry))
     assert "0 re-encrypted, 0 already under the first key, 1 dropped" in output
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import delivery.tasks
+from delivery.batch import transfers
 from delivery.batch.transfers import (
     cut_batch,
     find_due_batch_destination_ids,
@@ -94,3 +95,18 @@ def test_the_scheduler_starts_due_batches_and_sends_stored_ones_left_unsent(
         ("delivery.tasks.send_due_batch", (batch_destination.pk,), {"expires": 50}),
         ("delivery.tasks.send_stored_batch", (left_over.pk,), {"expires": 50}),
     ]
+
+
+def test_a_drain_that_loses_its_slot_stops_after_its_round(partner, batch_destination, clock, monkeypatch):
+    # Given a batch of two requests, sent one a round
+    monkeypatch.setattr(transfers, "MAX_ROUND_REQUESTS", 1)
+    apply(*(qualify(device, SPORTS, at=T0) for device in ("a", "b", "c", "d")))
+    cut_batch(destination_id=batch_destination.pk, now=T0, only_if_due=False)
+    batch_destination.refresh_from_db()
+
+    # When the drain's slot is lost after its first round
+    sent = send_batch_deliveries(destination=batch_destination, keep_slot=lambda: False)
+
+    # Then the other request waits, unleased, for the next drain
+    assert (sent, len(partner.requests)) == (1, 1)
+    assert find_unsent_batch_destination_ids() == {batch_destination.pk}

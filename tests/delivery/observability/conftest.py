@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from delivery.observability import stats
+from delivery.coordination import EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY, counters_client
 
 
 @pytest.fixture
 def clean_counters(settings) -> Iterator[redis.Redis]:
     """The Redis counters of ingested events and token fetches, empty before and after the test."""
-    client = stats._redis(settings.AAMDEST_REDIS_URL)
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
+    client = counters_client()
+    client.delete(EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY)
     yield client
-    client.delete(stats._EVENTS_KEY, stats._TOKEN_FETCHES_KEY)
+    client.delete(EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY)

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from delivery import counters
 from delivery.models import DeliveryStatus, DestinationDevice, Device
-from delivery.observability import stats
 from tests.delivery.log_rows import TIMEOUT, Try, log_delivery, status
 from tests.factories import DestinationFactory
 
@@ -84,10 +84,10 @@ def test_the_pending_backlog_is_a_count_and_the_oldest_age(client, clean_counter
 
 def test_events_ingested_and_token_fetches_come_from_the_redis_counters(client, clean_counters):
     destination = DestinationFactory()
-    stats.count_events_ingested(250)
-    stats.count_token_fetch(destination_id=destination.id, outcome="ok")
-    stats.count_token_fetch(destination_id=destination.id, outcome="error")
-    stats.count_token_fetch(destination_id=destination.id, outcome="error")
+    counters.count_events_ingested(250)
+    counters.count_token_fetch(destination_id=destination.id, outcome="ok")
+    counters.count_token_fetch(destination_id=destination.id, outcome="error")
+    counters.count_token_fetch(destination_id=destination.id, outcome="error")
 
     samples = _scrape(client)
 

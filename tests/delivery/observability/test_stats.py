@@ -118,28 +118,3 @@ def test_the_backlog_counts_pending_devices_and_finds_the_oldest():
     # Then
     assert backlog[destination.id] == stats.Backlog(devices=2, oldest_since=NOW - dt.timedelta(minutes=30))
     assert other.id not in backlog
-
-
-def test_counters_add_up_across_calls_in_redis(clean_counters):
-    # When ingestion and the OAuth client count
-    stats.count_events_ingested(3)
-    stats.count_events_ingested(0)
-    stats.count_events_ingested(2)
-    stats.count_token_fetch(destination_id=7, outcome="ok")
-    stats.count_token_fetch(destination_id=7, outcome="ok")
-    stats.count_token_fetch(destination_id=7, outcome="error")
-
-    # Then
-    assert stats.read_counters() == stats.Counters(
-        events_ingested=5, token_fetches={(7, "ok"): 2, (7, "error"): 1}
-    )
-
-
-def test_counting_never_fails_when_redis_is_down(settings):
-    # Given a Redis that does not answer
-    settings.AAMDEST_REDIS_URL = "redis://127.0.0.1:1/0"
-
-    # When counting, nothing is raised, and reading says it could not
-    stats.count_events_ingested(1)
-    stats.count_token_fetch(destination_id=1, outcome="ok")
-    assert stats.read_counters() is None

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from django.conf import settings as django_settings
 
-from delivery.sending.tokens import TokenError, get_access_token
+from delivery.sending.token_endpoint import TokenError
+from delivery.sending.tokens import get_access_token
 from tests.delivery.sending.token_calls import CLIENT_ID, SECRET
 from tests.local_partner import Reply
 from tests.token_endpoint import token_reply

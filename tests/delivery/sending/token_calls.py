@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from delivery.sending.tokens import TokenError, get_access_token
+from delivery.coordination import TOKEN_CACHE_PATTERN
+from delivery.sending.token_endpoint import TokenError
+from delivery.sending.tokens import get_access_token
 
 SECRET = "s3cr:t&/+ é"
 CLIENT_ID = "aam client"
@@ -13,7 +15,7 @@ FAILED = "token endpoint failed: "
 
 
 def cache_key(cache: redis.Redis) -> bytes:
-    (key,) = [key for key in cache.scan_iter("aamdest:oauth-token:*") if b":lock" not in key]
+    (key,) = [key for key in cache.scan_iter(TOKEN_CACHE_PATTERN) if cache.type(key) == b"hash"]
     return key
 
 

@@ -77,8 +77,8 @@ def _aim_at_targets(case) -> None:
     # An ID the database could not hold is kept, to check it is a 404 and not an overflow; any
     # other is pointed at an existing row, so that the operation's body is exercised. So is a
     # mapping's destination: the document cannot say which destinations exist.
-    value = (case.path_parameters or {}).get("id")
-    if isinstance(value, int) and 0 <= value < 2**63:
+    value = str((case.path_parameters or {}).get("id", ""))  # some phases give it as text
+    if value.isascii() and value.isdigit() and int(value) < 2**63:
         path = case.operation.path
         target = ROTATING_ID if "finish" in path else SIGNED_ID if "rotate" in path else TARGET_ID
         case.path_parameters["id"] = target

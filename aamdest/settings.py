@@ -232,6 +232,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Real-time outbound data transfers in Adobe Audience Manager's format.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so that they state what a request must hold
+    # (minLength 1 for required text, no read-only fields) and the rules below can apply to them.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "destinations.serializers.state_fields_required_together",
+    ],
     # The schema and its page follow the API's rules: a token or an admin session, and a role.
     "SERVE_PERMISSIONS": ["destinations.permissions.RolePermission"],
     # Swagger UI's files come from the drf-spectacular-sidecar package, not a CDN.

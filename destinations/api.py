@@ -11,7 +11,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -26,6 +27,7 @@ from destinations.serializers import (
     MappingSerializer,
     RotateSigningKeySerializer,
     SegmentSerializer,
+    SegmentUpdateSerializer,
     TestResultSerializer,
 )
 
@@ -103,7 +105,8 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         responses={
             200: DestinationSerializer,
             400: OpenApiResponse(
-                DetailSerializer, description="auth_mode is not hmac, or the key is missing."
+                OpenApiTypes.OBJECT,
+                description='{"key": [...]}: the key is missing; {"detail": ...}: auth_mode is not hmac.',
             ),
             409: OpenApiResponse(DetailSerializer, description="A rotation is already under way."),
         },
@@ -210,6 +213,10 @@ class MappingViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
             save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
 
+@extend_schema_view(
+    update=extend_schema(request=SegmentUpdateSerializer),
+    partial_update=extend_schema(request=SegmentUpdateSerializer),
+)
 class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     """Audience segments; the client chooses their IDs."""
 

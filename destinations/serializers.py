@@ -9,14 +9,33 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
-from destinations.models import Destination, Mapping, Segment, utc_today
+from destinations.models import AuthMode, Destination, Mapping, Segment, utc_today
 from destinations.network import validate_url
 
 _SECRET_MAX_LENGTH = 4096
 _BIGINT_MAX = 2**63 - 1
+# What the OpenAPI document states a partner URL looks like: https, a host name, an optional port
+# and path. `destinations.network.validate_url` is the rule (it also refuses addresses that are
+# not public); the pattern lets a client, or a fuzzer, build URLs it will accept.
+HTTPS_URL_PATTERN = (
+    r"^https://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+    r"(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+)
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+
+@extend_schema_field({"type": "string", "maxLength": 2000, "pattern": HTTPS_URL_PATTERN})
+class PartnerUrlField(serializers.CharField):
+    """A partner URL; checked by the serializer's validate_<field> (`check_url`)."""
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 96, "pattern": HEADER_NAME_PATTERN})
+class HeaderNameField(serializers.CharField):
+    """An HTTP header name (`destinations.configuration.validate_header_name`)."""
 
 
 def _secret_field() -> serializers.CharField:
@@ -44,6 +63,12 @@ class DestinationSerializer(serializers.ModelSerializer):
     signing_key = _secret_field()
     oauth_client_secret = _secret_field()
     has_signing_key = serializers.BooleanField(read_only=True)
+    url = PartnerUrlField(max_length=2000, help_text="The partner's HTTPS endpoint.")
+    oauth_token_url = PartnerUrlField(max_length=2000, required=False, allow_blank=True)
+    signing_header = HeaderNameField(
+        max_length=100, required=False, validators=[validate_header_name],
+        help_text="The header carrying the HMAC signature; X-Signature by default.",
+    )
     has_oauth_client_secret = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -59,7 +84,6 @@ class DestinationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["key_rotation_started_at", "created_at", "updated_at"]
         extra_kwargs = {
-            "signing_header": {"validators": [validate_header_name]},
             "user_dpid": {"min_value": 1, "max_value": _BIGINT_MAX},
             "aam_destination_id": {"min_value": 1, "max_value": _BIGINT_MAX},
         }
@@ -166,3 +190,36 @@ class SegmentSerializer(serializers.ModelSerializer):
                 "The segment ID cannot be changed; create a new segment instead."
             )
         return value
+
+
+class SegmentUpdateSerializer(SegmentSerializer):
+    """PUT's and PATCH's body as the OpenAPI document states it: the ID is the URL's.
+
+    Documentation only: SegmentSerializer reads the body, and refuses an ID other than the URL's.
+    """
+
+    class Meta(SegmentSerializer.Meta):
+        read_only_fields = ["id"]
+
+
+def _required_for(auth_mode: str, *names: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {name: {"minLength": 1} for name in names}
+    properties["auth_mode"] = {"enum": [auth_mode]}
+    return {"properties": properties, "required": ["auth_mode", *names]}
+
+
+# Fields required together on a new or replaced destination (`find_configuration_errors`):
+# hmac needs a signing key, oauth2 its token URL and client credentials.
+REQUIRED_TOGETHER = [
+    {"properties": {"auth_mode": {"enum": [AuthMode.NONE.value]}}},
+    _required_for(AuthMode.HMAC.value, "signing_key"),
+    _required_for(AuthMode.OAUTH2.value, "oauth_token_url", "oauth_client_id", "oauth_client_secret"),
+]
+
+
+def state_fields_required_together(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: add REQUIRED_TOGETHER to the destination request body."""
+    component = result.get("components", {}).get("schemas", {}).get("DestinationRequest")
+    if component is not None:
+        component["anyOf"] = REQUIRED_TOGETHER
+    return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 from rest_framework import generics
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 
 from delivery.api.serializers import ProfileSerializer
 from delivery.models import Device, Membership, PartnerId
@@ -21,6 +21,8 @@ class ProfileView(generics.RetrieveAPIView):
     lookup_field = "aam_uuid"
 
     def get_object(self) -> Device:
+        if "\x00" in self.kwargs["aam_uuid"]:  # PostgreSQL refuses NUL in text, even to compare it
+            raise ValidationError({"aam_uuid": "aam_uuid must not contain a NUL character."})
         device = self.get_queryset().filter(aam_uuid=self.kwargs["aam_uuid"]).first()
         if device is None:
             raise NotFound(f"No device {self.kwargs['aam_uuid']!r} is known.")

@@ -73,3 +73,13 @@ def test_a_profile_is_read_only(operator_client):
 
     assert response.status_code == 405
     assert Device.objects.filter(pk="42").exists()
+
+
+def test_a_device_id_holding_a_nul_byte_is_a_400_naming_aam_uuid(viewer_client):
+    # Given a path PostgreSQL could not even compare (it refuses NUL in text), found by the fuzzer
+    # When
+    response = viewer_client.get("/api/v1/profiles/1%00/")
+
+    # Then
+    assert response.status_code == 400
+    assert "aam_uuid" in response.json()

@@ -159,7 +159,8 @@ def _split_by_coverage(
         coverage.mapping_id: (coverage.segment_id, coverage.batched_at)
         for coverage in BatchCoverage.objects.filter(mapping__in=[mapping.pk for mapping in mappings])
     }
-    full, changed = [], []
+    full: list[int] = []
+    changed: list[int] = []
     for mapping in mappings:
         carried_by_previous = covered.get(mapping.pk) == (mapping.segment_id, previous_batch_at)
         was_carried = previous_batch_at is not None and carried_by_previous

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import TypedDict
 
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django_stubs_ext import WithAnnotations
 
 from delivery import services
 from delivery.api.serializers import parse_document
@@ -30,6 +32,13 @@ from delivery.models import (
     MembershipChange,
     PartnerId,
 )
+
+
+class _DeliveryListAnnotations(TypedDict):
+    """What `DeliveryAdmin.get_queryset` adds to each delivery."""
+
+    attempt_total: int
+    last_code: int | None
 
 
 class ReadOnlyMixin:
@@ -56,8 +65,10 @@ class ReadOnlyTabularInline(ReadOnlyMixin, admin.TabularInline):
 
 class AttemptInline(ReadOnlyTabularInline):
     model = Attempt
-    fields = ["number", "started_at", "duration_ms", "status_code", "reason", "error", "response_excerpt"]
-    readonly_fields = fields
+    readonly_fields = (
+        "number", "started_at", "duration_ms", "status_code", "reason", "error", "response_excerpt",
+    )
+    fields = readonly_fields
     ordering = ["number"]
 
 
@@ -81,7 +92,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     search_help_text = "A device's AAM_UUID, or a document ID (X-AAMDest-Delivery-Id)."
     list_select_related = ["destination"]
     inlines = [AttemptInline]
-    fields = [
+    readonly_fields = (
         "destination",
         "kind",
         "status",
@@ -92,8 +103,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "redelivery_of",
         "lease_until",
         "pretty_document",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
     actions = ["redeliver_selected"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
@@ -127,11 +138,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return queryset.filter(devices__aam_uuid=term), False
 
     @admin.display(description="attempts", ordering="attempt_total")
-    def attempt_count(self, delivery: Delivery) -> int:
+    def attempt_count(self, delivery: WithAnnotations[Delivery, _DeliveryListAnnotations]) -> int:
         return delivery.attempt_total
 
     @admin.display(description="last status code")
-    def last_status_code(self, delivery: Delivery) -> int | None:
+    def last_status_code(self, delivery: WithAnnotations[Delivery, _DeliveryListAnnotations]) -> int | None:
         return delivery.last_code
 
     @admin.display(description="document")
@@ -167,14 +178,14 @@ class AttemptAdmin(ReadOnlyAdmin):
 
 class PartnerIdInline(ReadOnlyTabularInline):
     model = PartnerId
-    fields = ["dpid", "dpuuid", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ("dpid", "dpuuid", "created_at")
+    fields = readonly_fields
 
 
 class MembershipInline(ReadOnlyTabularInline):
     model = Membership
-    fields = ["segment", "is_active", "datetime", "qualified_at", "expires_at"]
-    readonly_fields = fields
+    readonly_fields = ("segment", "is_active", "datetime", "qualified_at", "expires_at")
+    fields = readonly_fields
 
 
 @admin.register(Device)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from django.apps import apps
 from django.db import IntegrityError, connection
 from django.db.models import Aggregate, Count, Field, FloatField, Model, QuerySet
+from django.db.models.options import Options
 from django.utils import timezone
 
 Percentiles = tuple[int, list[float | None]]  # (count of values, one percentile per fraction)
@@ -62,23 +63,37 @@ def _unique_constraint_names() -> dict[tuple[str, tuple[str, ...]], str]:
     names: dict[tuple[str, tuple[str, ...]], str] = {}
     for model in apps.get_models():
         table, meta = model._meta.db_table, model._meta
-        for field in meta.concrete_fields:
+        for column, field in _columns(meta).items():
             if field.primary_key or field.unique:
-                suffix = "pkey" if field.primary_key else f"{field.column}_key"
-                names[(table, (field.column,))] = f"{table}_{suffix}"
+                suffix = "pkey" if field.primary_key else f"{column}_key"
+                names[(table, (column,))] = f"{table}_{suffix}"
         for constraint in meta.constraints:
             fields = getattr(constraint, "fields", ())
             if fields:
-                columns = tuple(sorted(meta.get_field(name).column for name in fields))
+                columns = tuple(sorted(_column(meta, name) for name in fields))
                 names[(table, columns)] = str(constraint.name)
     return names
+
+
+def _columns(meta: Options[Any]) -> dict[str, Field[Any, Any]]:
+    """Column → field, for every concrete field (concrete: the field has a column)."""
+    return {field.column: field for field in meta.concrete_fields if field.column is not None}
+
+
+def _column(meta: Options[Any], name: str) -> str:
+    """The column of the field `name` (a constraint lists fields that have one)."""
+    field = meta.get_field(name)
+    column = getattr(field, "column", None)  # a reverse relation has no column attribute at all
+    if not isinstance(column, str):
+        raise TypeError(f"{meta.label}.{name} has no database column.")
+    return column
 
 
 # ---- writing many rows ------------------------------------------------------------------------
 
 
 def bulk_write(
-    model: type[Model], rows: list[dict[str, object]], *, unique: tuple[str, ...] = (),
+    model: type[Model], rows: Sequence[Mapping[str, object]], *, unique: tuple[str, ...] = (),
     update: tuple[str, ...] = (),
 ) -> None:
     """Insert `rows` (column → value) in their order; on a conflict over `unique`,
@@ -88,20 +103,21 @@ def bulk_write(
     if is_postgresql():
         _bulk_write_postgresql(model, rows, unique=unique, update=update)
         return
-    model.objects.bulk_create(
+    model._default_manager.bulk_create(
         [model(**row) for row in rows], ignore_conflicts=bool(unique) and not update,
         update_conflicts=bool(update), unique_fields=unique or None, update_fields=update or None,
     )
 
 
 def _bulk_write_postgresql(
-    model: type[Model], rows: list[dict[str, object]], *, unique: tuple[str, ...], update: tuple[str, ...]
+    model: type[Model], rows: Sequence[Mapping[str, object]], *, unique: tuple[str, ...],
+    update: tuple[str, ...],
 ) -> None:
     # Django's bulk_create spends most of its time building model instances and
     # adapting values one by one; here the rows travel as one JSON parameter,
     # several times faster for thousands of rows. Timestamps are filled in.
     quote = connection.ops.quote_name
-    fields = {field.column: field for field in model._meta.concrete_fields}
+    fields = _columns(model._meta)
     columns = list(rows[0])
     stamps = [column for column, field in fields.items() if column not in columns and _is_timestamp(field)]
     record = ", ".join(f"{quote(column)} {fields[column].db_type(connection)}" for column in columns)
@@ -121,7 +137,7 @@ def _bulk_write_postgresql(
         cursor.execute(sql, [timezone.now()] * len(stamps) + [orjson.dumps(rows).decode()])
 
 
-def _is_timestamp(field: Field) -> bool:
+def _is_timestamp(field: Field[Any, Any]) -> bool:
     return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
 
 
@@ -133,7 +149,7 @@ def insert_pairs(model: type[Model], *, columns: tuple[str, str], rows: list[tup
     elsewhere `bulk_create`, `batch_size` rows a statement.
     """
     if not is_postgresql():
-        model.objects.bulk_create((model(**dict(zip(columns, row, strict=True))) for row in rows),
+        model._default_manager.bulk_create((model(**dict(zip(columns, row, strict=True))) for row in rows),
                                   batch_size=batch_size)
         return
     quote = connection.ops.quote_name

@@ -69,7 +69,8 @@ class DestinationForm(forms.ModelForm):
         return _checked_url(value, field="oauth_token_url") if value else value
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns
         given = [name for name in SECRET_FIELDS if cleaned.get(name) and not cleaned.get(f"clear_{name}")]
         for name in SECRET_FIELDS:
             if cleaned.get(f"clear_{name}"):
@@ -101,7 +102,8 @@ class MappingForm(forms.ModelForm):
             self.fields["value"].help_text = "Sent as Segment_ID; blank = the segment ID."
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns
         start, end = cleaned.get("start_date"), cleaned.get("end_date")
         if start and end and end < start:
             self.add_error("end_date", f"end_date must not be before start_date ({start}).")
@@ -126,7 +128,8 @@ class MappingInline(admin.TabularInline):
 
 
 @admin.register(Destination)
-class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChangesMixin, admin.ModelAdmin):
+class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChangesMixin[Destination],
+                       admin.ModelAdmin):
     form = DestinationForm
     inlines = [MappingInline]
     list_display = [
@@ -239,7 +242,7 @@ def _for_each(
 
 
 @admin.register(Segment)
-class SegmentAdmin(RecordChangesMixin, admin.ModelAdmin):
+class SegmentAdmin(RecordChangesMixin[Segment], admin.ModelAdmin):
     list_display = ["id", "name", "ttl_days", "updated_at"]
     search_fields = ["id__exact", "name"]
     list_filter = ["ttl_days"]
@@ -256,7 +259,7 @@ class SegmentAdmin(RecordChangesMixin, admin.ModelAdmin):
 
 
 @admin.register(Mapping)
-class MappingAdmin(RecordChangesMixin, admin.ModelAdmin):
+class MappingAdmin(RecordChangesMixin[Mapping], admin.ModelAdmin):
     form = MappingForm
     list_display = ["destination", "segment", "value", "start_date", "end_date", "is_active_today"]
     list_filter = ["destination"]

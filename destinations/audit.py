@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models
 from django.db.models import QuerySet
@@ -101,13 +102,15 @@ def record_change(
         changes = describe_changes(before=before, after=snapshot(instance))
     if action == ChangeAction.UPDATE and not changes:
         return None
-    user = actor if actor is not None and actor.is_authenticated else None
+    # The actor column points at the user model: an anonymous user (or None) is recorded as "unknown".
+    user = actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
     return ConfigChange.objects.create(
         actor=user,
         actor_name=user.get_username() if user is not None else "unknown",
         source=source,
         action=action,
-        object_type=instance._meta.model_name,
+        # None only on a model class Django has not prepared yet, never on an instance.
+        object_type=cast(str, instance._meta.model_name),
         object_id=str(instance.pk),
         object_repr=str(instance)[:300],
         destination_id=_destination_id(instance),

@@ -9,7 +9,7 @@ destination's recent changes to its change page, with a link to all of them.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.contrib import admin
 from django.db import models, transaction
@@ -24,11 +24,13 @@ from destinations.models import ChangeAction, ChangeSource, ConfigChange, Destin
 
 RECENT_CHANGES = 10
 
+_ModelT = TypeVar("_ModelT", bound=models.Model)
 
-class RecordChangesMixin:
+
+class RecordChangesMixin(Generic[_ModelT]):
     """Records the admin's creations, updates and deletions, inline rows included."""
 
-    def save_model(self, request: HttpRequest, obj: models.Model, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: _ModelT, form: ModelForm, change: bool) -> None:
         # The form has already written its values onto `obj`: read the stored row.
         before = snapshot(type(obj)._default_manager.get(pk=obj.pk)) if change else None
         super().save_model(request, obj, form, change)  # type: ignore[misc]
@@ -37,11 +39,11 @@ class RecordChangesMixin:
             actor=request.user, source=ChangeSource.ADMIN, action=action, instance=obj, before=before
         )
 
-    def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
+    def delete_model(self, request: HttpRequest, obj: _ModelT) -> None:
         record_change(actor=request.user, source=ChangeSource.ADMIN, action=ChangeAction.DELETE, instance=obj)
         super().delete_model(request, obj)  # type: ignore[misc]
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[_ModelT]) -> None:
         with transaction.atomic():
             for obj in queryset:
                 record_change(
@@ -53,6 +55,7 @@ class RecordChangesMixin:
         self, request: HttpRequest, form: ModelForm, formset: BaseModelFormSet, change: bool
     ) -> None:
         model = formset.model
+        assert model is not None, "an inline's formset is built for its model"
         existing = [f.instance.pk for f in formset.initial_forms if f.instance.pk is not None]
         befores = {row.pk: snapshot(row) for row in model._default_manager.filter(pk__in=existing)}
         for deleted in formset.deleted_forms:
@@ -127,7 +130,7 @@ class ConfigChangeAdmin(admin.ModelAdmin):
     search_fields = ["object_repr", "actor_name", "object_id__exact"]
     search_help_text = "A destination, mapping or segment, or who made the change."
     date_hierarchy = "created_at"
-    fields = [
+    readonly_fields = (
         "created_at",
         "actor",
         "actor_name",
@@ -138,8 +141,8 @@ class ConfigChangeAdmin(admin.ModelAdmin):
         "object_repr",
         "destination",
         "pretty_changes",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -143,7 +143,9 @@ def find_origin_errors(
 
 
 def _moves(stored: str, submitted: str | None) -> bool:
-    return bool(stored and submitted) and origin(stored) != origin(submitted)
+    if not stored or not submitted:
+        return False
+    return origin(stored) != origin(submitted)
 
 
 def _rotation_errors(*, current: Destination | None, changes: Mapping[str, Any]) -> dict[str, str]:

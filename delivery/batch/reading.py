@@ -72,8 +72,9 @@ def read_postgresql(
 ) -> Iterator[BatchDevice]:
     """One query, grouped per device in the database, streamed through a server-side cursor."""
     sql = _grouped_query(changed=bool(changed_segments), full=bool(full_segments))
-    params = {"after": after, "until": until, "changed": changed_segments, "full": full_segments,
-              "dpid": dpid}
+    params: dict[str, int | list[int]] = {
+        "after": after, "until": until, "changed": changed_segments, "full": full_segments, "dpid": dpid,
+    }
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):

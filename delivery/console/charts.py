@@ -111,7 +111,7 @@ def _column(*, bucket: Bucket, index: int, series: Sequence[Series], top: float,
             plot_height: int) -> SafeString:
     x = _LEFT + slot * index + max(slot * 0.12, 0.5)
     width = max(slot * 0.76, 1)
-    base = _TOP + plot_height
+    base: float = _TOP + plot_height
     rects = []
     for layer in series:
         value = layer.values[index]

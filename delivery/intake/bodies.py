@@ -124,7 +124,8 @@ def _load_counting(data: bytes) -> object:
     position = _skip_whitespace(text, 0)
     if not text.startswith("[", position):
         return orjson.loads(data)  # not an array: the usual error (or value) from the usual parser
-    decoder, items = json.JSONDecoder(parse_constant=_refuse_constant), []
+    decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+    items: list[object] = []
     position = _skip_whitespace(text, position + 1)
     while not (not items and text.startswith("]", position)):
         item, position = decoder.raw_decode(text, position)

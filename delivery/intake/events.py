@@ -20,6 +20,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeGuard, TypeVar
+
+_T = TypeVar("_T")
 
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 EARLIEST_DATETIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -123,16 +126,35 @@ def validate_event(raw: object, *, now: dt.datetime) -> Event:
     for key in required:
         if raw.get(key) is None:
             raise InvalidField(key, "This field is required.")
-    fields = {
-        key: _FIELD_VALIDATORS[key](raw[key], now)
-        for key in _FIELD_ORDER
-        if key in allowed and raw.get(key) is not None
-    }
-    fields.setdefault("datetime", now)
-    return Event(type=event_type, **fields)
+    # Checked in this order, so that an event's first problem is the one reported.
+    aam_uuid = _aam_uuid(raw["aam_uuid"], now)  # required for every type: checked above
+    segment_id = _given(raw, "segment_id", _segment_id, now)
+    dpid = _given(raw, "dpid", _dpid, now)
+    dpuuid = _given(raw, "dpuuid", _dpuuid, now)
+    when = _given(raw, "datetime", _datetime, now)
+    regions = _given(raw, "regions", _regions, now)
+    onboarded = _given(raw, "onboarded", _onboarded, now)
+    return Event(
+        type=event_type,
+        aam_uuid=aam_uuid,
+        datetime=now if when is None else when,
+        onboarded=bool(onboarded),
+        segment_id=segment_id,
+        regions=regions or (),
+        dpid=dpid,
+        dpuuid=dpuuid,
+    )
 
 
-def _event_type(raw: dict) -> EventType:
+def _given(
+    raw: dict[str, object], key: str, check: Callable[[object, dt.datetime], _T], now: dt.datetime
+) -> _T | None:
+    """`check`'s value for `raw[key]`; None when the key is absent or null ("not given")."""
+    value = raw.get(key)
+    return None if value is None else check(value, now)
+
+
+def _event_type(raw: dict[str, object]) -> EventType:
     if raw.get("type") is None:
         raise InvalidField("type", "This field is required.")
     if not isinstance(raw["type"], str) or raw["type"] not in _EVENT_TYPES:
@@ -151,7 +173,6 @@ _REQUIRED_KEYS: dict[EventType, tuple[str, ...]] = {
 }
 # Optional keys besides `datetime` and `onboarded`, which every type may carry.
 _EXTRA_OPTIONAL_KEYS: dict[EventType, tuple[str, ...]] = {EventType.QUALIFICATION: ("regions",)}
-_FIELD_ORDER = ("aam_uuid", "segment_id", "dpid", "dpuuid", "datetime", "regions", "onboarded")
 
 
 def _aam_uuid(value: object, now: dt.datetime) -> str:
@@ -174,7 +195,7 @@ def _dpuuid(value: object, now: dt.datetime) -> str:
     return value
 
 
-def _is_id(value: object) -> bool:
+def _is_id(value: object) -> TypeGuard[int]:
     # bool is a subclass of int in Python, but `true` is not an ID.
     return type(value) is int and 0 < value <= MAX_ID
 
@@ -186,6 +207,10 @@ def _positive_id(field: str) -> Callable[[object, dt.datetime], int]:
         return value
 
     return check
+
+
+_segment_id = _positive_id("segment_id")
+_dpid = _positive_id("dpid")
 
 
 def _regions(value: object, now: dt.datetime) -> tuple[int, ...]:
@@ -218,13 +243,3 @@ def _datetime(value: object, now: dt.datetime) -> dt.datetime:
         raise InvalidField("datetime", "datetime is more than 5 minutes in the future.")
     return parsed
 
-
-_FIELD_VALIDATORS: dict[str, Callable[[object, dt.datetime], object]] = {
-    "aam_uuid": _aam_uuid,
-    "segment_id": _positive_id("segment_id"),
-    "dpid": _positive_id("dpid"),
-    "dpuuid": _dpuuid,
-    "regions": _regions,
-    "datetime": _datetime,
-    "onboarded": _onboarded,
-}

@@ -84,7 +84,7 @@ def plan_memberships(
             key_events.sort(key=_merge_order)
         for event in key_events:
             previous = state
-            kind, state = _apply_one(state, event, ttl_days=ttl_days)
+            kind, state = _apply_one(state, event, segment_id=key[1], ttl_days=ttl_days)
             if state is not previous:
                 states[key] = state
             if kind is not None:
@@ -98,14 +98,15 @@ def _merge_order(event: Event) -> tuple[dt.datetime, bool]:
 
 
 def _apply_one(
-    state: MembershipState | None, event: Event, *, ttl_days: dict[int, int]
-) -> tuple[ChangeKind | None, MembershipState | None]:
+    state: MembershipState | None, event: Event, *, segment_id: int, ttl_days: dict[int, int]
+) -> tuple[ChangeKind | None, MembershipState]:
+    """Apply `event` (of `segment_id`, its key's segment) to `state`; the change it makes, if any."""
     if event.type is EventType.QUALIFICATION:
         # Not newer than what is known: a duplicate, or a tie that a disqualification won.
         if state is not None and event.datetime <= state.datetime:
             return None, state
         kind = ChangeKind.REFRESHED if state is not None and state.is_active else ChangeKind.ENTERED
-        expires_at = compute_expires_at(qualified_at=event.datetime, ttl_days=ttl_days[event.segment_id])
+        expires_at = compute_expires_at(qualified_at=event.datetime, ttl_days=ttl_days[segment_id])
         return kind, MembershipState(True, event.datetime, event.datetime, expires_at)
     if state is not None and event.datetime < state.datetime:
         return None, state

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from typing import TypedDict
 
 import orjson
 from django.db import connection
@@ -29,6 +30,15 @@ from delivery.models import Device, DeviceErasure, ErasureReason, Membership, Me
 from destinations.models import Segment
 
 DEVICE_TABLE = Device._meta.db_table
+
+
+class _DeviceRow(TypedDict):
+    """One device to upsert, as the events see it; `creates`: the device may be created."""
+
+    aam_uuid: str
+    last_seen: dt.datetime
+    regions: list[int]
+    creates: bool
 
 
 def ensure_segments(segment_ids: set[int]) -> dict[int, int]:
@@ -57,8 +67,8 @@ def upsert_and_lock_devices(events: list[Event]) -> set[str]:
         if event.type is not EventType.OPT_OUT:
             creators.add(event.aam_uuid)
     rows = [
-        {"aam_uuid": uuid, "last_seen": last_seen[uuid], "regions": sorted(regions[uuid]),
-         "creates": uuid in creators}
+        _DeviceRow(aam_uuid=uuid, last_seen=last_seen[uuid], regions=sorted(regions[uuid]),
+                   creates=uuid in creators)
         for uuid in sorted(last_seen)
     ]
     if dialect.is_postgresql():
@@ -66,7 +76,7 @@ def upsert_and_lock_devices(events: list[Event]) -> set[str]:
     return _upsert_devices_portable(rows)
 
 
-def _upsert_devices_postgresql(rows: list[dict[str, object]]) -> set[str]:
+def _upsert_devices_postgresql(rows: list[_DeviceRow]) -> set[str]:
     # One statement merges and locks every device, in the database's order of
     # aam_uuid, so that two ingests of the same devices queue instead of deadlocking.
     sql = f"""
@@ -89,7 +99,7 @@ def _upsert_devices_postgresql(rows: list[dict[str, object]]) -> set[str]:
         return {uuid for (uuid,) in cursor.fetchall()}
 
 
-def _upsert_devices_portable(rows: list[dict[str, object]]) -> set[str]:
+def _upsert_devices_portable(rows: list[_DeviceRow]) -> set[str]:
     # Insert the new devices, then lock every device in aam_uuid order and merge in Python.
     uuids = [row["aam_uuid"] for row in rows]
     Device.objects.bulk_create(

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.db import transaction
 from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q, Subquery, Value
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Greatest, Trunc
 from django.utils import timezone
 
@@ -90,7 +92,8 @@ def _next_expired(
     if after is not None:
         candidates = candidates.filter(Q(expires_at__gt=after[0]) | Q(expires_at=after[0], pk__gt=after[1]))
     ordered = candidates.order_by("expires_at", "pk").values_list("pk", "device_id", "expires_at")
-    return list(ordered[:chunk_size])
+    # `expires_at__lte` never matches NULL: every `expires_at` read here is a datetime.
+    return cast(list[tuple[int, str, dt.datetime]], list(ordered[:chunk_size]))
 
 
 def _expire_devices(aam_uuids: set[str], *, now: dt.datetime) -> LifecycleResult:
@@ -101,12 +104,13 @@ def _expire_devices(aam_uuids: set[str], *, now: dt.datetime) -> LifecycleResult
         .select_for_update(skip_locked=True)
         .values_list("aam_uuid", flat=True)
     )
-    expired = list(
+    # `expires_at__lte` never matches NULL: every `expires_at` read here is a datetime.
+    expired = cast(list[tuple[int, str, int, dt.datetime]], list(
         Membership.objects.filter(device_id__in=devices, is_active=True, expires_at__lte=now)
         .order_by("device_id", "segment_id")
         .select_for_update(skip_locked=True)
         .values_list("pk", "device_id", "segment_id", "expires_at")
-    ) if devices else []
+    )) if devices else []
     if not expired:
         return LifecycleResult()
     Membership.objects.filter(pk__in=[row[0] for row in expired]).update(
@@ -145,7 +149,7 @@ def apply_segment_ttl(*, segment: Segment, chunk_size: int = CHUNK_SIZE) -> int:
         after = devices[-1]
 
 
-def _expiry_expression(ttl_days: int) -> Value | ExpressionWrapper:
+def _expiry_expression(ttl_days: int) -> Value | ExpressionWrapper[CombinedExpression]:
     """`delivery.intake.merging.compute_expires_at` as an SQL expression of `qualified_at`."""
     if ttl_days == 0:
         return Value(None, output_field=DateTimeField())
@@ -196,7 +200,7 @@ def leave_inactive_devices(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) ->
 
 
 def end_active_memberships(
-    *, aam_uuids: list[str], ended_at: ExpressionWrapper | dt.datetime, now: dt.datetime
+    *, aam_uuids: list[str], ended_at: ExpressionWrapper[CombinedExpression] | dt.datetime, now: dt.datetime
 ) -> LifecycleResult:
     """End the devices' active memberships at `ended_at` (never before their `datetime`).
 

@@ -116,7 +116,9 @@ def _configure(transfer: Transfer) -> None:
 
 
 def _allowed_protocols() -> int:
-    return pycurl.PROTO_HTTPS | (pycurl.PROTO_HTTP if settings.AAMDEST_ALLOW_HTTP else 0)
+    # pycurl ships no type information; its PROTO_* constants are ints.
+    protocols: int = pycurl.PROTO_HTTPS | (pycurl.PROTO_HTTP if settings.AAMDEST_ALLOW_HTTP else 0)
+    return protocols
 
 
 def _resolve_entry(target: Target) -> str:

@@ -151,3 +151,4 @@ def take_back_expired(*, now: dt.datetime) -> list[int]:
     if taken:
         scheduling_client().delete(*(sending_guard_key(delivery_id) for delivery_id in taken))
     return taken
+

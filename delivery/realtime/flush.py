@@ -31,7 +31,9 @@
     (`delivery.realtime.scheduling.schedule_wakeup`).
 
 Redeliveries and deliveries taken back from dead workers skip 1-6:
-`send_one_delivery` sends them (steps 7-11) one task at a time.
+`send_one_delivery` sends them (steps 7-11) one task at a time. While the
+destination is paused they, like a retry it was paused before, wait unleased
+(`delivery.leases.park_owned`) until the tick after its resume leases them again.
 """
 
 from __future__ import annotations

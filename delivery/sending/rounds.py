@@ -62,8 +62,9 @@ def send_delivery(*, delivery_id: int) -> None:
     Returns quietly when the delivery is gone or has ended, or when another worker
     took it over since it was read (its lease changed). A delivery that used all its
     attempts without a recorded end gets one more (at least once); one whose last
-    attempt succeeded is just marked delivered. Callers run one send per delivery
-    at a time (`delivery.tasks.send_delivery_task` guards it).
+    attempt succeeded is just marked delivered. While the destination is paused nothing
+    is sent: the delivery is parked (`delivery.leases.park_owned`) until it is resumed.
+    Callers run one send per delivery at a time (`delivery.tasks.send_delivery_task` guards it).
     """
     delivery = Delivery.objects.select_related("destination").filter(pk=delivery_id).first()
     if delivery is None or delivery.status != DeliveryStatus.PENDING:

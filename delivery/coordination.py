@@ -7,7 +7,7 @@ nothing for longer than that use can afford:
 - `scheduling_client`: concurrency slots, queued flushes, wake-up timers and
   the one-send-per-delivery guard (`delivery.realtime`);
 - `token_cache_client`: the shared OAuth token cache, its lock and its error
-  notes (`delivery.sending.tokens`): short, an attempt's deadline waits for it;
+  notes (`delivery.sending.tokens`): each call within what is left of the attempt;
 - `counters_client`: the /metrics counters (`delivery.counters`): shortest,
   counting never holds up ingestion or a token fetch;
 - `maintenance_client`: one-off commands (`rotate_encryption_keys`);
@@ -40,6 +40,8 @@ class Deadlines:
 SCHEDULING = Deadlines(connect_s=2.0, read_s=5.0)
 # Inside an attempt's deadline: a stuck Redis must not hold an attempt past it for long.
 TOKEN_CACHE = Deadlines(connect_s=1.0, read_s=2.0)
+# The deadlines a token-cache call within an attempt may get (`token_cache_client(within_ms=…)`), in s.
+TOKEN_CACHE_STEPS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # Best effort: counting must never hold up ingestion or a token fetch.
 COUNTERS = Deadlines(connect_s=0.5, read_s=0.5)
 # An operator's command: patient.
@@ -62,9 +64,20 @@ def scheduling_client() -> redis.Redis:
     return _client_for(settings.AAMDEST_REDIS_URL, SCHEDULING)
 
 
-def token_cache_client() -> redis.Redis:
-    """The shared OAuth token cache."""
-    return _client_for(settings.AAMDEST_REDIS_URL, TOKEN_CACHE)
+def token_cache_client(*, within_ms: int | None = None) -> redis.Redis:
+    """The shared OAuth token cache; with `within_ms`, a client whose calls each end within it.
+
+    Such a call waits at most half of `within_ms` to connect and half for the answer (never
+    more than `TOKEN_CACHE`), so that a stuck Redis leaves the attempt time to ask the token
+    endpoint directly.
+    """
+    if within_ms is None:
+        return _client_for(settings.AAMDEST_REDIS_URL, TOKEN_CACHE)
+    half_s = within_ms / 2000
+    # Rounded down to a few steps, so that a process keeps a handful of clients, not one per ms.
+    step_s = max((step for step in TOKEN_CACHE_STEPS_S if step <= half_s), default=TOKEN_CACHE_STEPS_S[0])
+    connect_s, read_s = min(step_s, TOKEN_CACHE.connect_s), min(step_s, TOKEN_CACHE.read_s)
+    return _client_for(settings.AAMDEST_REDIS_URL, Deadlines(connect_s=connect_s, read_s=read_s))
 
 
 def counters_client() -> redis.Redis:

@@ -10,7 +10,11 @@ worker last wrote. The rules, all here:
 - renewing: conditional on the value last written (`renew_owned`), so a worker
   whose delivery was taken back stops instead of sending alongside the new owner;
 - checking: `lock_owned` locks the deliveries still owned before they are ended;
-- taking back: `reap_expired_deliveries` re-leases those whose worker died.
+- taking back: `reap_expired_deliveries` re-leases those whose worker died;
+- parking: while its destination is paused a delivery waits unleased (`park_owned`:
+  `lease_until` null, so the reaper leaves it alone), until `take_parked` leases it
+  again once the destination is resumed. (A stored batch delivery is unleased too:
+  the batch drain takes those, `take_parked` leaves them.)
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Mapping
 from django.db import transaction
 from django.db.models import QuerySet
 
-from delivery.models import Delivery, DeliveryStatus
+from delivery.models import Delivery, DeliveryKind, DeliveryStatus
 from destinations.models import Destination
 
 # A live worker renews its lease at every attempt round; this margin covers the
@@ -99,5 +103,39 @@ def reap_expired_deliveries(*, now: dt.datetime) -> list[int]:
             pk=delivery.pk, status=DeliveryStatus.PENDING, lease_until=delivery.lease_until
         )
         if still_expired.update(lease_until=renewed):
+            taken.append(delivery.pk)
+    return taken
+
+
+def park_owned(leases: Mapping[int, dt.datetime | None]) -> list[int]:
+    """Leave the deliveries this worker still owns unleased until their destination resumes; return them.
+
+    `leases`: {delivery id: the lease this worker last wrote}.
+    """
+    with transaction.atomic():
+        owned = lock_owned(leases)
+        Delivery.objects.filter(pk__in=owned).update(lease_until=None)
+    return owned
+
+
+def take_parked(*, now: dt.datetime) -> list[int]:
+    """Lease the parked deliveries of enabled (resumed) destinations; return their ids, to be sent.
+
+    Rows locked by a concurrent taker are skipped, so two takers never lease the same delivery.
+    """
+    with transaction.atomic():
+        parked = (
+            Delivery.objects.filter(status=DeliveryStatus.PENDING, lease_until__isnull=True,
+                                    destination__enabled=True)
+            .exclude(kind=DeliveryKind.BATCH)
+            .select_related("destination")
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("pk")[:REAP_BATCH]
+        )
+        taken = []
+        for delivery in parked:
+            Delivery.objects.filter(pk=delivery.pk).update(
+                lease_until=lease_until(destination=delivery.destination, now=now)
+            )
             taken.append(delivery.pk)
     return taken

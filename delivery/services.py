@@ -42,7 +42,8 @@ def redeliver(*, delivery: Delivery) -> Delivery:
     """Create a redelivery of `delivery` and queue its sending once committed; return it.
 
     Raises `RedeliveryConflict` while `delivery` is pending. The enqueue is robust: with the
-    broker down the redelivery still stands, and its lease lets the reaper send it.
+    broker down the redelivery still stands, and its lease lets the reaper send it. While the
+    destination is paused the redelivery is created but waits for the resume.
     """
     with transaction.atomic():
         new = create_redelivery(delivery=delivery)

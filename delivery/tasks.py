@@ -33,12 +33,12 @@ from delivery.batch.transfers import (
     find_due_batch_destination_ids,
     find_unsent_batch_destination_ids,
 )
-from delivery.leases import reap_expired_deliveries
+from delivery.leases import take_parked
 from delivery.lifecycle.erasure import erase_forgotten_devices
 from delivery.lifecycle.pruning import prune_delivery_log
 from delivery.lifecycle.sweeping import sweep as run_sweep
 from delivery.realtime.claiming import find_due_destination_ids
-from delivery.realtime.flush import run_flush, send_one_delivery
+from delivery.realtime.flush import run_flush, send_one_delivery, take_back_expired
 from delivery.realtime.scheduling import schedule_flushes
 
 logger = logging.getLogger("aamdest.delivery")
@@ -58,11 +58,14 @@ def send_delivery_task(delivery_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def tick() -> None:
-    """Run by beat every second: wake destinations with due work, re-send dead workers' deliveries."""
+    """Run by beat every second: wake due destinations, re-send dead workers' and resumed deliveries."""
     now = timezone.now()
     schedule_flushes(find_due_destination_ids(now=now))
-    for delivery_id in reap_expired_deliveries(now=now):
+    for delivery_id in take_back_expired(now=now):
         logger.warning("delivery %s: its worker stopped renewing the lease; sending it again", delivery_id)
+        send_delivery_task.delay(delivery_id)
+    for delivery_id in take_parked(now=now):
+        logger.info("delivery %s: its destination was resumed; sending it", delivery_id)
         send_delivery_task.delay(delivery_id)
 
 

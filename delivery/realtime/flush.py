@@ -31,17 +31,22 @@
     (`delivery.realtime.scheduling.schedule_wakeup`).
 
 Redeliveries and deliveries taken back from dead workers skip 1-6:
-`send_one_delivery` sends them (steps 7-11) one task at a time.
+`send_one_delivery` sends them (steps 7-11) one task at a time. While the
+destination is paused they, like a retry it was paused before, wait unleased
+(`delivery.leases.park_owned`) until the tick after its resume leases them again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable
 
 from django.utils import timezone
 
 from delivery.coordination import scheduling_client, sending_guard_key
+from delivery.leases import reap_expired_deliveries
 from delivery.models import Delivery
 from delivery.realtime.claiming import claim_due_requests
 from delivery.realtime.scheduling import mark_flush_started, schedule_flushes, schedule_wakeup
@@ -54,6 +59,13 @@ logger = logging.getLogger("aamdest.delivery")
 # How many requests one claim takes: enough to amortise its queries, few enough
 # that one worker does not hog a destination's whole backlog.
 CLAIM_MAX_REQUESTS = 25
+# Release a sending guard only if this task still holds it.
+_RELEASE_GUARD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def run_flush(*, destination_id: int) -> None:
@@ -117,12 +129,28 @@ def send_one_delivery(*, delivery_id: int) -> None:
     delivery = Delivery.objects.filter(pk=delivery_id).select_related("destination").first()
     if delivery is None:
         return
-    guard = sending_guard_key(delivery_id)
-    if not scheduling_client().set(guard, 1, nx=True, px=slot_expiry_ms(delivery.destination)):
-        return  # if that task's worker dies, the lease brings the delivery back
+    guard, owner = sending_guard_key(delivery_id), uuid.uuid4().hex
+    if not scheduling_client().set(guard, owner, nx=True, px=slot_expiry_ms(delivery.destination)):
+        return  # if that task's worker dies, the reaper takes the delivery and the guard back
     try:
         send_delivery(delivery_id=delivery_id)
     finally:
-        scheduling_client().delete(guard)
+        # Only our own guard: the reaper may have dropped it and a new task taken it since.
+        scheduling_client().eval(_RELEASE_GUARD, 1, guard, owner)
     # Its devices are free again: changes that waited for it may now go.
     schedule_flushes({delivery.destination_id})
+
+
+def take_back_expired(*, now: dt.datetime) -> list[int]:
+    """Take back the pending deliveries whose worker died (`reap_expired_deliveries`); return their ids.
+
+    Their sending guards go with them: a passed lease proves that the task holding the
+    guard is gone (a live one renews its lease), and the guard would otherwise hold the
+    delivery back for up to `slot_expiry_ms` (550 s at the largest settings), past
+    SPEC §2's 60 s. Send each with `send_one_delivery`.
+    """
+    taken = reap_expired_deliveries(now=now)
+    if taken:
+        scheduling_client().delete(*(sending_guard_key(delivery_id) for delivery_id in taken))
+    return taken
+

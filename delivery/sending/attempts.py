@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.utils import timezone
 
@@ -44,33 +44,53 @@ class Sending:
 
 
 def make_attempts(*, destination: Destination, sendings: list[Sending]) -> list[HttpResult]:
-    """Make one attempt of each delivery at once; results in the same order."""
+    """Make one attempt of each delivery at once; results in the same order.
+
+    An attempt starts when its auth headers are made: its `started_at` and `duration_ms`
+    include the token fetch, which also counts against its deadline.
+    """
     started = time.monotonic()
     requests: dict[int, HttpRequest] = {}
     results: dict[int, HttpResult] = {}
+    auth_starts: dict[int, tuple[dt.datetime, float]] = {}
     for index, sending in enumerate(sendings):
-        auth_started_at = timezone.now()
-        try:
-            headers = _headers_for(destination=destination, sending=sending, started=started)
-        except AuthFailure as failure:
-            results[index] = _failure(
-                started_at=auth_started_at, reason="token", error=str(failure), started=started
-            )
-            continue
-        # The token fetch counts against the attempt's deadline.
-        timeout_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
-        try:
-            requests[index] = HttpRequest(
-                url=destination.url, body=bytes(sending.delivery.body), headers=headers, timeout_ms=timeout_ms
-            )
-        except (ValueError, UnicodeError) as error:
-            # This delivery fails its attempt; the others of the round still go.
-            results[index] = _failure(
-                started_at=auth_started_at, reason="connection", error=unbuildable(error), started=started
-            )
+        auth_starts[index] = (timezone.now(), time.monotonic())
+        outcome = _request_for(destination=destination, sending=sending, started=started,
+                               auth_start=auth_starts[index])
+        if isinstance(outcome, HttpRequest):
+            requests[index] = outcome
+        else:
+            results[index] = outcome
+    posted = time.monotonic()
     for index, result in zip(requests, post_many(list(requests.values())), strict=True):
-        results[index] = result
+        started_at, auth_started = auth_starts[index]
+        before_post_ms = int((posted - auth_started) * 1000)
+        duration_ms = result.duration_ms + before_post_ms
+        results[index] = replace(result, started_at=started_at, duration_ms=duration_ms)
     return [results[index] for index in range(len(sendings))]
+
+
+def _request_for(
+    *, destination: Destination, sending: Sending, started: float, auth_start: tuple[dt.datetime, float]
+) -> HttpRequest | HttpResult:
+    """The attempt's request, or its failure when no request could be made (token, unbuildable).
+
+    `started`: when the round started (the deadline counts from it); `auth_start`: when this
+    attempt started, on the wall clock and `time.monotonic()`.
+    """
+    try:
+        headers = _headers_for(destination=destination, sending=sending, started=started)
+    except AuthFailure as failure:
+        return _failure(auth_start=auth_start, reason="token", error=str(failure))
+    # The token fetch counts against the attempt's deadline.
+    timeout_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
+    try:
+        return HttpRequest(
+            url=destination.url, body=bytes(sending.delivery.body), headers=headers, timeout_ms=timeout_ms
+        )
+    except (ValueError, UnicodeError) as error:
+        # This delivery fails its attempt; the others of the round still go.
+        return _failure(auth_start=auth_start, reason="connection", error=unbuildable(error))
 
 
 def _headers_for(*, destination: Destination, sending: Sending, started: float) -> dict[str, str]:
@@ -101,7 +121,8 @@ def auth_headers_for(*, destination: Destination, body: bytes, deadline_ms: int)
     return {"Authorization": f"Bearer {token}"}
 
 
-def _failure(*, started_at: dt.datetime, reason: str, error: str, started: float) -> HttpResult:
+def _failure(*, auth_start: tuple[dt.datetime, float], reason: str, error: str) -> HttpResult:
+    started_at, started = auth_start
     return HttpResult(
         status_code=None,
         duration_ms=_elapsed_ms(started),

@@ -15,13 +15,14 @@ stops instead of sending the same document alongside the new owner.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import uuid
 
 from django.db import transaction
 from django.utils import timezone
 
-from delivery.leases import RETRY_WAIT_SLICE_MS, lease_until, renew_owned
+from delivery.leases import RETRY_WAIT_SLICE_MS, lease_until, park_owned, renew_owned
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.sending.attempts import Sending, make_attempts, record_attempts
 from delivery.sending.documents import ACTIVE, SegmentStatus, UserObject, build_document
@@ -36,6 +37,8 @@ AUTH_FIELDS = [
     "oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_scope", "oauth_client_auth",
 ]
 SAMPLE_SEGMENT_ID = "1"
+
+logger = logging.getLogger("aamdest.delivery")
 
 
 class RedeliveryConflict(Exception):
@@ -59,8 +62,9 @@ def send_delivery(*, delivery_id: int) -> None:
     Returns quietly when the delivery is gone or has ended, or when another worker
     took it over since it was read (its lease changed). A delivery that used all its
     attempts without a recorded end gets one more (at least once); one whose last
-    attempt succeeded is just marked delivered. Callers run one send per delivery
-    at a time (`delivery.tasks.send_delivery_task` guards it).
+    attempt succeeded is just marked delivered. While the destination is paused nothing
+    is sent: the delivery is parked (`delivery.leases.park_owned`) until it is resumed.
+    Callers run one send per delivery at a time (`delivery.tasks.send_delivery_task` guards it).
     """
     delivery = Delivery.objects.select_related("destination").filter(pk=delivery_id).first()
     if delivery is None or delivery.status != DeliveryStatus.PENDING:
@@ -72,6 +76,9 @@ def send_delivery(*, delivery_id: int) -> None:
     if last is not None and last.status_code == 200 and last.reason is None:
         if _renew_leases(destination=destination, sendings=[sending]):
             end_deliveries(destination=destination, ended=[(sending, DeliveryStatus.DELIVERED)])
+        return
+    if not destination.enabled:
+        _park(sendings=[sending])  # paused: nothing is sent until it is resumed
         return
     max_retries = max(destination.max_retries, sending.attempt_number - 1)
     # Renewing first is taking over: a second task for the same delivery then finds it taken.
@@ -117,7 +124,10 @@ def _prepare_retries(*, destination: Destination, sendings: list[Sending]) -> li
     if not sendings:
         return []
     sendings = _wait_for_retry(destination=destination, sendings=sendings)
-    destination.refresh_from_db(fields=AUTH_FIELDS)
+    destination.refresh_from_db(fields=[*AUTH_FIELDS, "enabled"])
+    if not destination.enabled:
+        _park(sendings=sendings)  # paused while waiting: the retry waits for the resume
+        return []
     for sending in sendings:
         sending.attempt_number += 1
     return _renew_leases(destination=destination, sendings=sendings) if sendings else []
@@ -147,6 +157,13 @@ def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[
     for sending in kept:
         sending.lease = sending.delivery.lease_until = renewed
     return kept
+
+
+def _park(*, sendings: list[Sending]) -> None:
+    """Leave these deliveries pending and unleased: `delivery.leases.take_parked` sends them on resume."""
+    parked = park_owned({sending.delivery.pk: sending.lease for sending in sendings})
+    if parked:
+        logger.info("deliveries %s wait for their destination to be resumed", parked)
 
 
 def create_redelivery(*, delivery: Delivery) -> Delivery:

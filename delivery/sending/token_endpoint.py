@@ -71,7 +71,10 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 def _parse_answer(result: HttpResult) -> tuple[str, int | None]:
     if not result.is_success:
-        raise failed(f"{result.error}{_oauth_error(result)}")
+        # The one HTTP module words a status for a partner ("partner answered 500 …"): here the
+        # token endpoint answered, and the attempt's error must not blame the partner.
+        error = re.sub(r"^partner answered", "it answered", result.error)
+        raise failed(f"{error}{_oauth_error(result)}")
     try:
         answer = json.loads(result.body)
     except ValueError:

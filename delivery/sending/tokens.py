@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -60,6 +61,20 @@ return 0
 
 
 @dataclass(frozen=True)
+class _Budget:
+    """What is left of the attempt's deadline: every Redis call and the fetch fit in it."""
+
+    deadline_ms: int
+    started: float  # time.monotonic() when the token was asked for
+
+    def remaining_ms(self) -> int:
+        return self.deadline_ms - int((time.monotonic() - self.started) * 1000)
+
+    def client(self) -> redis.Redis:
+        return token_cache_client(within_ms=max(self.remaining_ms(), 1))
+
+
+@dataclass(frozen=True)
 class _Cached:
     token: str
     needs_renewal: bool
@@ -72,21 +87,21 @@ def get_access_token(*, destination: Destination, deadline_ms: int) -> str:
     destination is not set up for OAuth, or the endpoint fails (refused address,
     timeout, TLS, a status other than 200, an answer without `access_token`).
     """
-    started = time.monotonic()
+    budget = _Budget(deadline_ms=deadline_ms, started=time.monotonic())
     _check_configured(destination)
     try:
-        return _get_through_cache(destination=destination, deadline_ms=deadline_ms, started=started)
+        return _get_through_cache(destination=destination, budget=budget)
     except redis.RedisError as error:
         # Better one token request per attempt than no delivery while Redis is away.
         logger.warning("token cache unavailable (%s): destination %s fetches directly", error, destination.pk)
-        token, _ = fetch_token(destination=destination, timeout_ms=_remaining_ms(deadline_ms, started))
+        token, _ = fetch_token(destination=destination, timeout_ms=budget.remaining_ms())
         return token
 
 
 def discard_token(*, destination: Destination, token: str) -> None:
     """Forget `token` (the partner answered 401), unless the cache already holds a newer one."""
     try:
-        _client().eval(_DISCARD, 1, _cache_key(destination), _digest(token))
+        token_cache_client().eval(_DISCARD, 1, _cache_key(destination), _digest(token))
     except redis.RedisError as error:
         logger.warning("could not discard the token of destination %s: %s", destination.pk, error)
 
@@ -103,76 +118,81 @@ def _check_configured(destination: Destination) -> None:
 # --- The shared cache ---------------------------------------------------------
 
 
-def _get_through_cache(*, destination: Destination, deadline_ms: int, started: float) -> str:
+def _get_through_cache(*, destination: Destination, budget: _Budget) -> str:
     key = _cache_key(destination)
-    cached = _read(key)
+    cached = _read(key, budget)
     if cached is not None and not cached.needs_renewal:
         return cached.token
     lock_key, owner = token_lock_key(key), uuid.uuid4().hex
     while True:
-        remaining_ms = _remaining_ms(deadline_ms, started)
+        remaining_ms = budget.remaining_ms()
         if remaining_ms <= 0:
-            raise failed(f"no token within {deadline_ms} ms")
-        if _client().set(lock_key, owner, nx=True, px=remaining_ms + LOCK_MARGIN_MS):
+            raise failed(f"no token within {budget.deadline_ms} ms")
+        if budget.client().set(lock_key, owner, nx=True, px=remaining_ms + LOCK_MARGIN_MS):
             lock = (lock_key, owner)
-            return _fetch_holding_lock(
-                destination=destination, key=key, lock=lock, deadline_ms=deadline_ms, started=started
-            )
+            return _fetch_holding_lock(destination=destination, key=key, lock=lock, budget=budget)
         if cached is not None:
             return cached.token  # still valid: someone else is renewing it
-        cached = _wait_for_fetcher(key=key, lock_key=lock_key, deadline_ms=deadline_ms, started=started)
+        cached = _wait_for_fetcher(key=key, lock_key=lock_key, budget=budget)
         if cached is not None:
             return cached.token
 
 
-def _fetch_holding_lock(
-    *, destination: Destination, key: str, lock: tuple[str, str], deadline_ms: int, started: float
-) -> str:
+def _fetch_holding_lock(*, destination: Destination, key: str, lock: tuple[str, str], budget: _Budget) -> str:
     lock_key, owner = lock
     try:
-        cached = _read(key)  # filled while we were taking the lock?
+        cached = _read(key, budget)  # filled while we were taking the lock?
         if cached is not None and not cached.needs_renewal:
             return cached.token
         try:
-            timeout_ms = _remaining_ms(deadline_ms, started)
-            token, expires_in = fetch_token(destination=destination, timeout_ms=timeout_ms)
+            token, expires_in = fetch_token(destination=destination, timeout_ms=budget.remaining_ms())
         except TokenError as error:
-            # Waiters read this instead of each asking the partner again.
-            _client().set(token_error_key(lock_key=lock_key, owner=owner), str(error), px=ERROR_TTL_MS)
+            # Waiters read this instead of each asking the token endpoint again.
+            note, error_key = str(error), token_error_key(lock_key=lock_key, owner=owner)
+            _after_fetch(budget, "leave the fetch error",
+                         lambda client: client.set(error_key, note, px=ERROR_TTL_MS))
             if cached is not None:
                 logger.warning("renewing the token of destination %s failed: %s", destination.pk, error)
                 return cached.token
             raise
-        _store(key, token=token, expires_in=expires_in)
+        _after_fetch(budget, "cache the token",
+                     lambda client: _store(client, key, token=token, expires_in=expires_in))
         return token
     finally:
-        _client().eval(_RELEASE, 1, lock_key, owner)
+        _after_fetch(budget, "release the lock", lambda client: client.eval(_RELEASE, 1, lock_key, owner))
 
 
-def _wait_for_fetcher(*, key: str, lock_key: str, deadline_ms: int, started: float) -> _Cached | None:
+def _after_fetch(budget: _Budget, what: str, call: Callable[[redis.Redis], object]) -> None:
+    """Best effort once the token is fetched: a stuck Redis must not cost the token (the lock expires)."""
+    try:
+        call(budget.client())
+    except redis.RedisError as error:
+        logger.warning("token cache: could not %s: %s", what, error)
+
+
+def _wait_for_fetcher(*, key: str, lock_key: str, budget: _Budget) -> _Cached | None:
     """Wait while another caller fetches; return the token it stored, or None to try the lock again.
 
     Raises TokenError with the fetcher's error, or when the deadline passes.
     """
-    client = _client()
-    holder = client.get(lock_key)
+    holder = budget.client().get(lock_key)
     if holder is None:
         return None  # released between our attempt and now: try the lock again
-    while _remaining_ms(deadline_ms, started) > 0:
+    while budget.remaining_ms() > 0:
         time.sleep(POLL_S)
-        cached = _read(key)
+        cached = _read(key, budget)
         if cached is not None:
             return cached
-        if client.get(lock_key) != holder:
-            failure = client.get(token_error_key(lock_key=lock_key, owner=_text(holder)))
+        if budget.client().get(lock_key) != holder:
+            failure = budget.client().get(token_error_key(lock_key=lock_key, owner=_text(holder)))
             if failure is not None:
                 raise TokenError(_text(failure))
             return None
-    raise failed(f"no token within {deadline_ms} ms (another worker was fetching it)")
+    raise failed(f"no token within {budget.deadline_ms} ms (another worker was fetching it)")
 
 
-def _read(key: str) -> _Cached | None:
-    pipe = _client().pipeline(transaction=False)
+def _read(key: str, budget: _Budget) -> _Cached | None:
+    pipe = budget.client().pipeline(transaction=False)
     pipe.hgetall(key)
     pipe.pttl(key)
     fields, ttl_ms = pipe.execute()
@@ -189,8 +209,8 @@ def _read(key: str) -> _Cached | None:
     return _Cached(token, needs_renewal=ttl_ms < renew_before_ms)
 
 
-def _store(key: str, *, token: str, expires_in: int | None) -> None:
-    pipe = _client().pipeline(transaction=True)
+def _store(client: redis.Redis, key: str, *, token: str, expires_in: int | None) -> None:
+    pipe = client.pipeline(transaction=True)
     pipe.delete(key)
     fields: dict[FieldT, EncodableT] = {
         "token": encrypt_secret(token), "digest": _digest(token), "expires_in": expires_in or 0
@@ -216,13 +236,6 @@ def _digest(token: str) -> str:
     return salted_hmac("aamdest.tokens.digest", token).hexdigest()
 
 
-def _client() -> redis.Redis:
-    return token_cache_client()
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
-
-def _remaining_ms(deadline_ms: int, started: float) -> int:
-    return deadline_ms - int((time.monotonic() - started) * 1000)

@@ -55,15 +55,15 @@ def test_a_private_token_url_is_refused_by_the_address_policy(oauth_destination,
     [
         (
             Reply(status=401, body=b'{"error": "invalid_client", "error_description": "Client auth failed"}'),
-            "partner answered 401 Unauthorized (invalid_client: Client auth failed)",
+            "it answered 401 Unauthorized (invalid_client: Client auth failed)",
         ),
         (
             Reply(status=400, body=b'{"error": "invalid_scope"}'),
-            "partner answered 400 Bad Request (invalid_scope)",
+            "it answered 400 Bad Request (invalid_scope)",
         ),
         (
             Reply(status=302, headers=(("Location", "https://elsewhere.example.com/token"),)),
-            "partner answered 302 Found: redirect to https://elsewhere.example.com/token not followed",
+            "it answered 302 Found: redirect to https://elsewhere.example.com/token not followed",
         ),
         (Reply(body=b'{"token_type": "bearer"}'), "the answer has no access_token"),
         (Reply(body=b"<html>login</html>"), "the answer is not JSON: '<html>login</html>'"),

@@ -101,5 +101,5 @@ def test_callers_waiting_on_a_failing_fetch_share_its_error_without_asking_again
         thread.join(timeout=10)
 
     assert tokens == []
-    assert errors == ["token endpoint failed: partner answered 500 Internal Server Error"] * 3
+    assert errors == ["token endpoint failed: it answered 500 Internal Server Error"] * 3
     assert len(token_server.requests) == 1

@@ -7,9 +7,10 @@ same one the admin and the console call) and translate its result or error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, transaction
+from django.db.models import Model
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -59,12 +60,13 @@ def save_and_record(
     with transaction.atomic():
         save_or_refuse(serializer, conflicts=conflicts)
         action = ChangeAction.CREATE if before is None else ChangeAction.UPDATE
-        actor, instance = request.user, serializer.instance
-        record_change(actor=actor, source=ChangeSource.API, action=action, instance=instance, before=before)
+        instance = cast(Model, serializer.instance)  # set by the save above
+        record_change(actor=request.user, source=ChangeSource.API, action=action, instance=instance,
+                      before=before)
 
 
-class RecordDeletionMixin:
-    """Records each deletion in the change log, in the deletion's transaction."""
+class RecordingViewSet(viewsets.ModelViewSet):
+    """CRUD that records each deletion in the change log, in the deletion's transaction."""
 
     def perform_destroy(self, instance: Any) -> None:
         with transaction.atomic():
@@ -79,7 +81,7 @@ class DestinationFilter(filters.FilterSet):
         fields = ["enabled", "realtime", "auth_mode"]
 
 
-class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
+class DestinationViewSet(RecordingViewSet):
     """Partner endpoints, their delivery settings and credentials."""
 
     queryset = Destination.objects.all()
@@ -186,7 +188,7 @@ class MappingFilter(filters.FilterSet):
         fields = ["destination", "segment_id"]
 
 
-class MappingViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
+class MappingViewSet(RecordingViewSet):
     """Which segment goes to which destination, as what, and between which UTC dates."""
 
     queryset = Mapping.objects.all()
@@ -217,7 +219,7 @@ class MappingViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
     update=extend_schema(request=SegmentUpdateSerializer),
     partial_update=extend_schema(request=SegmentUpdateSerializer),
 )
-class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
+class SegmentViewSet(RecordingViewSet):
     """Audience segments; the client chooses their IDs."""
 
     queryset = Segment.objects.all()
@@ -229,8 +231,9 @@ class SegmentViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
-        ttl_days_before = serializer.instance.ttl_days
+        segment = cast(Segment, serializer.instance)  # an update always has its instance
+        ttl_days_before = segment.ttl_days
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
-        if serializer.instance.ttl_days != ttl_days_before:
+        if segment.ttl_days != ttl_days_before:
             # SPEC §4: a new TTL applies to the segment's existing memberships (the change is committed).
-            services.apply_segment_ttl_change(segment=serializer.instance)
+            services.apply_segment_ttl_change(segment=segment)

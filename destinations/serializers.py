@@ -144,8 +144,7 @@ class MappingSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"end_date": f"end_date must not be before start_date ({start})."}
             )
-        destination = attrs.get("destination", current.destination if current else None)
-        segment_id = attrs.get("segment_id", current.segment_id if current else None)
+        destination, segment_id = self._mapped_pair(attrs)
         clash = Mapping.objects.filter(destination=destination, segment_id=segment_id)
         if current is not None:
             clash = clash.exclude(pk=current.pk)
@@ -160,6 +159,13 @@ class MappingSerializer(serializers.ModelSerializer):
             attrs["value"] = str(segment_id)  # the default follows a change of segment (CONTRACT §4)
         return attrs
 
+
+    def _mapped_pair(self, attrs: dict[str, Any]) -> tuple[Destination, int]:
+        """The destination and segment ID after this change (both are required on create)."""
+        current = self.instance
+        if current is None:
+            return attrs["destination"], attrs["segment_id"]
+        return attrs.get("destination", current.destination), attrs.get("segment_id", current.segment_id)
 
 class SegmentSerializer(serializers.ModelSerializer):
     """A segment; its ID is the client's and cannot change."""

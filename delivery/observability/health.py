@@ -9,6 +9,7 @@ password.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -53,7 +54,7 @@ def check_broker() -> dict[str, Any]:
 
 def oldest_pending_age_s() -> float | None:
     """Seconds since the oldest device became pending; None when none is."""
-    oldest = DestinationDevice.objects.aggregate(oldest=Min("pending_since"))["oldest"]
+    oldest: dt.datetime | None = DestinationDevice.objects.aggregate(oldest=Min("pending_since"))["oldest"]
     if oldest is None:
         return None
     return round(max((timezone.now() - oldest).total_seconds(), 0.0), 3)

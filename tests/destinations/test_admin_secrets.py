@@ -22,6 +22,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 from django.utils import timezone
 
+from delivery.coordination import token_cache_client
 from delivery.sending import tokens
 from destinations.audit import record_change
 from destinations.models import ChangeAction, ChangeSource, ConfigChange, Destination
@@ -94,11 +95,11 @@ def secret_world() -> Iterator[World]:
     change = record_change(actor=None, source=ChangeSource.ADMIN, action=ChangeAction.CREATE, instance=secret)
     # What a worker caches after a token request: a page must not reach it either.
     cache_key = tokens._cache_key(secret)
-    tokens._store(cache_key, token=CACHED_TOKEN, expires_in=3600)
+    tokens._store(token_cache_client(), cache_key, token=CACHED_TOKEN, expires_in=3600)
     yield World(
         secret=secret, bare=bare, config_change=change, delivery_id=delivery.pk, mapping_id=mapping.pk
     )
-    tokens._client().delete(cache_key)
+    token_cache_client().delete(cache_key)
 
 
 @pytest.fixture

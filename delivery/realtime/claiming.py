@@ -227,11 +227,18 @@ def _record_deliveries(
         for delivery, request in zip(deliveries, planned, strict=True)
         for aam_uuid in dict.fromkeys(user.aam_uuid for user in request.users)
     )
-    _hold_states(deliveries=deliveries, planned=planned)
+    _hold_states(deliveries=deliveries, planned=planned, now=now)
     return deliveries
 
 
-def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest]) -> None:
+def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest], now: dt.datetime) -> None:
+    """Hold each claimed device by a request carrying it, and note the claim as its last send.
+
+    The 3-day refresh rule (SPEC §2) counts a request from its claim: a
+    re-qualification while it is in flight, or after it failed (its document
+    stays redeliverable), sends nothing new. A delivery's success moves
+    `last_sent_at` on to its end (`delivery.sending.ending`).
+    """
     state_pks = [state.pk for request in planned for state in request.states]
     # Each device is held by the delivery carrying it (the last one, if it was split).
     holder = (
@@ -240,7 +247,7 @@ def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest]) -
         .values("delivery_id")[:1]
     )
     DestinationDevice.objects.filter(pk__in=state_pks).update(
-        in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[]
+        in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[], last_sent_at=now
     )
 
 

@@ -232,15 +232,13 @@ def _record_deliveries(
 
 
 def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest], now: dt.datetime) -> None:
-    """Hold each claimed device by a request carrying it, and note the claim as its last send.
+    """Hold each claimed device by a request carrying it; note the claim as its last send.
 
-    The 3-day refresh rule (SPEC §2) counts a request from its claim: a
-    re-qualification while it is in flight, or after it failed (its document
-    stays redeliverable), sends nothing new. A delivery's success moves
-    `last_sent_at` on to its end (`delivery.sending.ending`).
+    So the 3-day refresh rule (SPEC §2) counts a request in flight, or one that
+    failed (still redeliverable), as sent; a success moves `last_sent_at` on.
     """
     state_pks = [state.pk for request in planned for state in request.states]
-    # Each device is held by the delivery carrying it (the last one, if it was split).
+    # Held by a delivery carrying it (if split, the last; `delivery.sending.ending` passes the hold on).
     holder = (
         DeliveryDevice.objects.filter(delivery__in=deliveries, aam_uuid=OuterRef("device_id"))
         .order_by("-delivery_id")

@@ -6,7 +6,8 @@ A batch carries, per device, once:
   cut-off and up to this one (`MembershipChange.id` is the order of ingestion),
   entries "1" and exits "0", onboarded data included;
 - for the segments newly mapped (never carried, or not in the previous batch),
-  every active membership, "1".
+  every active membership, "1", except those whose TTL ended by the cut (`now`):
+  the sweep ends them and their "0" goes in a later batch, never a "1" first.
 Devices come in the order of their latest change, then (only newly mapped
 segments) in AAM UUID order, each with its regions and its partner IDs in the
 destination's namespace.
@@ -26,7 +27,7 @@ from itertools import islice
 
 import orjson
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 
 from delivery import dialect
 from delivery.models import Device, Membership, MembershipChange, PartnerId
@@ -51,7 +52,7 @@ class BatchDevice:
 
 def read_batch_devices(
     *, after: int | None, until: int, changed_segments: list[int], full_segments: list[int], dpid: int,
-    chunk_size: int = CHUNK_SIZE,
+    now: dt.datetime, chunk_size: int = CHUNK_SIZE,
 ) -> Iterator[BatchDevice]:
     """Yield the batch's devices (see the module docstring); `after` None: no previous batch.
 
@@ -63,17 +64,18 @@ def read_batch_devices(
         return
     reader = read_postgresql if dialect.is_postgresql() else read_portable
     yield from reader(after=after or 0, until=until, changed_segments=changed_segments,
-                      full_segments=full_segments, dpid=dpid, chunk_size=chunk_size)
+                      full_segments=full_segments, dpid=dpid, now=now, chunk_size=chunk_size)
 
 
 def read_postgresql(
     *, after: int, until: int, changed_segments: list[int], full_segments: list[int], dpid: int,
-    chunk_size: int,
+    now: dt.datetime, chunk_size: int,
 ) -> Iterator[BatchDevice]:
     """One query, grouped per device in the database, streamed through a server-side cursor."""
     sql = _grouped_query(changed=bool(changed_segments), full=bool(full_segments))
-    params: dict[str, int | list[int]] = {
+    params: dict[str, int | list[int] | dt.datetime] = {
         "after": after, "until": until, "changed": changed_segments, "full": full_segments, "dpid": dpid,
+        "now": now,
     }
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
@@ -106,7 +108,8 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
         parts.append(f"""
             SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint
             FROM {tables["memberships"]} m
-            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])""")  # noqa: S608
+            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])
+              AND (m.expires_at IS NULL OR m.expires_at > %(now)s)""")  # noqa: S608
     entries = " UNION ALL ".join(f"({part})" for part in parts)
     return f"""
         SELECT e.aam_uuid,
@@ -123,7 +126,7 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
 
 def read_portable(
     *, after: int, until: int, changed_segments: list[int], full_segments: list[int], dpid: int,
-    chunk_size: int,
+    now: dt.datetime, chunk_size: int,
 ) -> Iterator[BatchDevice]:
     """The same devices through the ORM, a chunk of devices at a time (any database)."""
     changes = MembershipChange.objects.filter(id__gt=after, id__lte=until, segment_id__in=changed_segments)
@@ -138,26 +141,31 @@ def read_portable(
             for uuid, segment_id, is_active, moment in rows.values_list("aam_uuid", "segment_id", "is_active",
                                                                         "datetime"):
                 entries[uuid][segment_id] = BatchEntry(segment_id, is_active, moment)
-            _add_active(entries, uuids=uuids, segments=full_segments)
+            _add_active(entries, uuids=uuids, segments=full_segments, now=now)
             yield from _devices(uuids, entries=entries, dpid=dpid)
     if full_segments:
-        members = Membership.objects.filter(is_active=True, segment_id__in=full_segments)
+        members = _unexpired_members(segments=full_segments, now=now)
         if changed_segments:
             members = members.exclude(device_id__in=changes.values("aam_uuid"))
         device_ids = members.order_by("device_id").values_list("device_id", flat=True).distinct()
         for uuids in _chunks(device_ids.iterator(chunk_size=chunk_size), chunk_size):
             entries = defaultdict(dict)
-            _add_active(entries, uuids=uuids, segments=full_segments)
+            _add_active(entries, uuids=uuids, segments=full_segments, now=now)
             yield from _devices(uuids, entries=entries, dpid=dpid)
 
 
 Entries = defaultdict[str, dict[int, BatchEntry]]  # aam_uuid → segment ID → entry
 
 
-def _add_active(entries: Entries, *, uuids: list[str], segments: list[int]) -> None:
+def _unexpired_members(*, segments: list[int], now: dt.datetime) -> QuerySet[Membership]:
+    """The active memberships of `segments` whose TTL has not ended by `now`."""
+    return Membership.objects.filter(is_active=True, segment_id__in=segments).exclude(expires_at__lte=now)
+
+
+def _add_active(entries: Entries, *, uuids: list[str], segments: list[int], now: dt.datetime) -> None:
     if not segments:
         return
-    rows = Membership.objects.filter(device_id__in=uuids, segment_id__in=segments, is_active=True)
+    rows = _unexpired_members(segments=segments, now=now).filter(device_id__in=uuids)
     for uuid, segment_id, moment in rows.values_list("device_id", "segment_id", "datetime"):
         entries[uuid][segment_id] = BatchEntry(segment_id, True, moment)
 

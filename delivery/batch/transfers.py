@@ -126,7 +126,7 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
         values = {mapping.segment_id: mapping.value for mapping in mappings}
         writer = BatchWriter(destination=destination)
         devices = read_batch_devices(after=after, until=until, changed_segments=changed, full_segments=full,
-                                     dpid=destination.user_dpid)
+                                     dpid=destination.user_dpid, now=now)
         for device in devices:
             writer.add(users_of(device, values=values))
         _add_exits(destination=destination, writer=writer, segments=set(changed), values=values)

@@ -9,7 +9,9 @@ than it, arriving later, changes nothing either.
 
 Opt-outs: each becomes a disqualification, at its `datetime`, of every segment
 its device may be in, merged with the other events
-(`opt_outs_as_disqualifications`).
+(`opt_outs_as_disqualifications`). Those disqualifications are never onboarded,
+whatever the opt-out's flag: privacy "0"s go to every destination, real-time
+ones included (SPEC §4).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _apply_one(
 def opt_outs_as_disqualifications(
     *, events: list[Event], current: dict[Key, MembershipState]
 ) -> list[Event]:
-    """One disqualification per opt-out and segment the device may be in by then."""
+    """One disqualification per opt-out and segment the device may be in by then, never onboarded."""
     opt_outs = [event for event in events if event.type is EventType.OPT_OUT]
     if not opt_outs:
         return []
@@ -137,7 +139,7 @@ def opt_outs_as_disqualifications(
             segments[event.aam_uuid].add(event.segment_id)
     return [
         Event(type=EventType.DISQUALIFICATION, aam_uuid=opt_out.aam_uuid, datetime=opt_out.datetime,
-              onboarded=opt_out.onboarded, segment_id=segment_id)
+              onboarded=False, segment_id=segment_id)
         for opt_out in opt_outs
         for segment_id in sorted(segments[opt_out.aam_uuid])
     ]

@@ -3,7 +3,7 @@
 A claim is one transaction. It locks the oldest pending devices of a destination
 with `SELECT … FOR UPDATE SKIP LOCKED`, so that concurrent claims (any number of
 workers) never take the same device; builds their user objects with a handful
-of set-based queries; packs them into documents of at most
+of set-based queries (`delivery.realtime.user_objects`); packs them into documents of at most
 `max_users_per_request` user objects; and records each document as a pending
 `Delivery` that holds its devices (`in_flight_delivery`) until it ends, so that
 a device's later changes wait for the earlier request (SPEC §2, order).
@@ -12,10 +12,8 @@ a device's later changes wait for the earlier request (SPEC §2, order).
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
@@ -27,22 +25,10 @@ from delivery.models import (
     DeliveryKind,
     DeliveryStatus,
     DestinationDevice,
-    Membership,
-    PartnerId,
 )
-from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject, build_document
-from delivery.sending.rounds import active_mapping_values
+from delivery.realtime.user_objects import PendingState, build_user_objects
+from delivery.sending.documents import UserObject, build_document
 from destinations.models import Destination
-
-
-class PendingState(NamedTuple):
-    """A locked pending `DestinationDevice` row, with its device's regions."""
-
-    pk: int
-    device_id: str
-    pending_since: dt.datetime
-    left_segment_ids: list[int]
-    regions: list[int]
 
 
 @dataclass
@@ -68,8 +54,7 @@ def claim_due_requests(*, destination: Destination, now: dt.datetime, max_reques
         states = _lock_pending_states(destination=destination, count=max_requests * limit)
         if not states:
             return []
-        today = now.astimezone(dt.UTC).date()
-        users_by_device = build_user_objects(destination=destination, states=states, today=today)
+        users_by_device = build_user_objects(destination=destination, states=states, now=now)
         is_due_by_time = states[0].pending_since <= now - dt.timedelta(milliseconds=destination.max_wait_ms)
         planned = pack_requests(
             states=states,
@@ -94,71 +79,6 @@ def _lock_pending_states(*, destination: Destination, count: int) -> list[Pendin
     )
     # Tuples, not model instances: a claim reads hundreds of rows.
     return [PendingState(*row) for row in rows[:count]]
-
-
-def build_user_objects(
-    *, destination: Destination, states: Sequence[PendingState], today: dt.date
-) -> dict[str, list[UserObject]]:
-    """Return each state's device's user objects: [] when it has no listed segment.
-
-    Listed: active memberships of segments mapped and active on `today` ("1"), then
-    the segments in `left_segment_ids` still mapped and active and not re-entered ("0"),
-    each with its membership's datetime. One user object per partner ID in
-    the destination's `user_dpid` namespace, or one with "" when there is none.
-    """
-    device_ids = [state.device_id for state in states]
-    mapped = active_mapping_values(destination=destination, today=today)
-    memberships = _memberships(device_ids=device_ids, segment_ids=list(mapped))
-    partner_ids = PartnerId.objects.dpuuids_by_device(device_ids=device_ids, dpid=destination.user_dpid)
-    users: dict[str, list[UserObject]] = {}
-    for state in states:
-        segments = _listed_segments(
-            memberships=memberships[state.device_id], left_segment_ids=state.left_segment_ids, mapped=mapped
-        )
-        if not segments:
-            users[state.device_id] = []
-            continue
-        users[state.device_id] = [
-            UserObject(
-                aam_uuid=state.device_id,
-                partner_uuid=partner_uuid,
-                regions=state.regions or [],
-                segments=segments,
-            )
-            for partner_uuid in partner_ids.get(state.device_id, [""])
-        ]
-    return users
-
-
-def _memberships(
-    *, device_ids: list[str], segment_ids: list[int]
-) -> defaultdict[str, dict[int, tuple[bool, dt.datetime]]]:
-    found: defaultdict[str, dict[int, tuple[bool, dt.datetime]]] = defaultdict(dict)
-    if not segment_ids:
-        return found
-    rows = Membership.objects.filter(device_id__in=device_ids, segment_id__in=segment_ids).values_list(
-        "device_id", "segment_id", "is_active", "datetime"
-    )
-    for device_id, segment_id, is_active, moment in rows:
-        found[device_id][segment_id] = (is_active, moment)
-    return found
-
-
-def _listed_segments(
-    *, memberships: dict[int, tuple[bool, dt.datetime]], left_segment_ids: list[int], mapped: dict[int, str]
-) -> list[SegmentStatus]:
-    active = [
-        SegmentStatus(mapped[segment_id], ACTIVE, moment)
-        for segment_id, (is_active, moment) in sorted(memberships.items())
-        if is_active
-    ]
-    left = [
-        SegmentStatus(mapped[segment_id], INACTIVE, memberships[segment_id][1])
-        for segment_id in sorted(set(left_segment_ids))
-        # A left segment re-entered since is listed once, as active, above.
-        if segment_id in memberships and not memberships[segment_id][0]
-    ]
-    return active + left
 
 
 def pack_requests(
@@ -227,20 +147,25 @@ def _record_deliveries(
         for delivery, request in zip(deliveries, planned, strict=True)
         for aam_uuid in dict.fromkeys(user.aam_uuid for user in request.users)
     )
-    _hold_states(deliveries=deliveries, planned=planned)
+    _hold_states(deliveries=deliveries, planned=planned, now=now)
     return deliveries
 
 
-def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest]) -> None:
+def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest], now: dt.datetime) -> None:
+    """Hold each claimed device by a request carrying it; note the claim as its last send.
+
+    So the 3-day refresh rule (SPEC §2) counts a request in flight, or one that
+    failed (still redeliverable), as sent; a success moves `last_sent_at` on.
+    """
     state_pks = [state.pk for request in planned for state in request.states]
-    # Each device is held by the delivery carrying it (the last one, if it was split).
+    # Held by a delivery carrying it (if split, the last; `delivery.sending.ending` passes the hold on).
     holder = (
         DeliveryDevice.objects.filter(delivery__in=deliveries, aam_uuid=OuterRef("device_id"))
         .order_by("-delivery_id")
         .values("delivery_id")[:1]
     )
     DestinationDevice.objects.filter(pk__in=state_pks).update(
-        in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[]
+        in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[], last_sent_at=now
     )
 
 

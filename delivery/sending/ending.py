@@ -1,7 +1,8 @@
 """Ending deliveries: the successes and the last failures of a round, if this worker still owns them.
 
 A delivery ends once: it becomes `delivered` or `failed`, loses its lease and
-frees the devices it held (`DestinationDevice.in_flight_delivery`), and the
+frees the devices it held (`DestinationDevice.in_flight_delivery`; a split
+device passes to its piece still pending, if any), and the
 destination notes its latest outcome. Only the deliveries still owned are ended
 (`delivery.leases`): one taken over meanwhile belongs to its new worker.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import connection, transaction
+from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
 from delivery import dialect
 from delivery.leases import lock_owned
-from delivery.models import Delivery, DeliveryStatus, DestinationDevice
+from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.sending.attempts import Sending
 from destinations.models import Destination
 
@@ -81,7 +83,7 @@ def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.date
             cursor.execute(
                 f"""
                 UPDATE {states} AS s
-                SET in_flight_delivery_id = NULL,
+                SET in_flight_delivery_id = {_next_piece_sql()},
                     last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
                 FROM (
                     SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered FROM {states}
@@ -91,9 +93,17 @@ def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.date
                 ) AS held
                 WHERE s.id = held.id
                 """,  # noqa: S608 - table names from the models
-                [now, delivered, list(owned)],
+                [DeliveryStatus.PENDING, DeliveryKind.REALTIME, now, delivered, list(owned)],
             )
     return owned
+
+
+def _next_piece_sql() -> str:
+    """`_next_piece` in SQL, for the states aliased `s`; parameters: pending status, realtime kind."""
+    carried, deliveries = DeliveryDevice._meta.db_table, Delivery._meta.db_table
+    return f"""(SELECT min(c.delivery_id) FROM {carried} c JOIN {deliveries} d ON d.id = c.delivery_id
+                WHERE c.aam_uuid = s.device_id AND d.destination_id = s.destination_id
+                  AND d.status = %s AND d.kind = %s)"""  # noqa: S608 - table names from the models
 
 
 def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.datetime) -> list[int]:
@@ -110,7 +120,23 @@ def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.da
     )
     held = DestinationDevice.objects.filter(pk__in=list(held_pks))
     if status == DeliveryStatus.DELIVERED:
-        held.update(in_flight_delivery=None, last_sent_at=now)
+        held.update(in_flight_delivery=_next_piece(), last_sent_at=now)
     else:
-        held.update(in_flight_delivery=None)
+        held.update(in_flight_delivery=_next_piece())
     return owned
+
+
+def _next_piece() -> Subquery:
+    """The device's other real-time request still pending (a split device's piece), which holds it on."""
+    pieces = (
+        DeliveryDevice.objects.filter(
+            aam_uuid=OuterRef("device_id"),
+            delivery__destination_id=OuterRef("destination_id"),
+            delivery__status=DeliveryStatus.PENDING,
+            delivery__kind=DeliveryKind.REALTIME,
+        )
+        .values("aam_uuid")
+        .annotate(first=Min("delivery_id"))
+        .values("first")
+    )
+    return Subquery(pieces)

@@ -87,7 +87,8 @@ def test_a_204_is_a_failure_retried_once_then_failed(partner, destination):
     assert attempts_of(delivery) == [(1, 204, "status"), (2, 204, "status")]
     assert len(partner.requests) == 2
     state = DestinationDevice.objects.get(destination=destination)
-    assert (state.in_flight_delivery_id, state.last_sent_at) == (None, None)
+    # Freed; its last send stays the claim's (a failed request counts for the 3-day refresh rule).
+    assert state.in_flight_delivery_id is None and state.last_sent_at < delivery.finished_at
     destination.refresh_from_db()
     assert destination.last_delivery_status == DeliveryStatus.FAILED
 

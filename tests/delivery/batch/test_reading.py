@@ -29,7 +29,7 @@ def test_both_readers_yield_the_same_devices(batch_destination, clock):
     apply(qualify("b", NEWS, at=later(seconds=1)), qualify("m", SPORTS, at=later(seconds=2)),
           qualify("a", NEWS, at=later(seconds=3)), disqualify("a", SPORTS, at=later(seconds=3)))
     query = {"after": after, "until": read_safe_cutoff(), "changed_segments": [SPORTS, NEWS],
-             "full_segments": [GAMES], "dpid": DPID}
+             "full_segments": [GAMES], "dpid": DPID, "now": T0}
 
     # When both read
     fast = list(read_postgresql(**query, chunk_size=2))

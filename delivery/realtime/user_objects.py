@@ -1,0 +1,93 @@
+"""The user objects of a real-time request: what a claimed device lists for a destination (SPEC §1.2, §2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from delivery.models import Membership, PartnerId
+from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
+from delivery.sending.rounds import active_mapping_values
+from destinations.models import Destination
+
+
+class PendingState(NamedTuple):
+    """A locked pending `DestinationDevice` row, with its device's regions."""
+
+    pk: int
+    device_id: str
+    pending_since: dt.datetime
+    left_segment_ids: list[int]
+    regions: list[int]
+
+
+def build_user_objects(
+    *, destination: Destination, states: Sequence[PendingState], now: dt.datetime
+) -> dict[str, list[UserObject]]:
+    """Return each state's device's user objects: [] when it has no listed segment.
+
+    Listed: active memberships of segments mapped and active on `now`'s UTC date
+    ("1"), then the segments in `left_segment_ids` still mapped and active and not
+    re-entered ("0"), each with its membership's datetime. A membership whose TTL
+    ended by `now` is not listed at all: the sweep ends it at its expiry and sends
+    its "0" once (README "Decisions"). One user object per partner ID in the
+    destination's `user_dpid` namespace, or one with "" when there is none.
+    """
+    device_ids = [state.device_id for state in states]
+    mapped = active_mapping_values(destination=destination, today=now.astimezone(dt.UTC).date())
+    memberships = _memberships(device_ids=device_ids, segment_ids=list(mapped), now=now)
+    partner_ids = PartnerId.objects.dpuuids_by_device(device_ids=device_ids, dpid=destination.user_dpid)
+    users: dict[str, list[UserObject]] = {}
+    for state in states:
+        segments = _listed_segments(
+            memberships=memberships[state.device_id], left_segment_ids=state.left_segment_ids, mapped=mapped
+        )
+        if not segments:
+            users[state.device_id] = []
+            continue
+        users[state.device_id] = [
+            UserObject(
+                aam_uuid=state.device_id,
+                partner_uuid=partner_uuid,
+                regions=state.regions or [],
+                segments=segments,
+            )
+            for partner_uuid in partner_ids.get(state.device_id, [""])
+        ]
+    return users
+
+
+def _memberships(
+    *, device_ids: list[str], segment_ids: list[int], now: dt.datetime
+) -> defaultdict[str, dict[int, tuple[bool, dt.datetime]]]:
+    """device → segment → (is_active, datetime), without the active memberships expired by `now`."""
+    found: defaultdict[str, dict[int, tuple[bool, dt.datetime]]] = defaultdict(dict)
+    if not segment_ids:
+        return found
+    rows = (
+        Membership.objects.filter(device_id__in=device_ids, segment_id__in=segment_ids)
+        .exclude(is_active=True, expires_at__lte=now)
+        .values_list("device_id", "segment_id", "is_active", "datetime")
+    )
+    for device_id, segment_id, is_active, moment in rows:
+        found[device_id][segment_id] = (is_active, moment)
+    return found
+
+
+def _listed_segments(
+    *, memberships: dict[int, tuple[bool, dt.datetime]], left_segment_ids: list[int], mapped: dict[int, str]
+) -> list[SegmentStatus]:
+    active = [
+        SegmentStatus(mapped[segment_id], ACTIVE, moment)
+        for segment_id, (is_active, moment) in sorted(memberships.items())
+        if is_active
+    ]
+    left = [
+        SegmentStatus(mapped[segment_id], INACTIVE, memberships[segment_id][1])
+        for segment_id in sorted(set(left_segment_ids))
+        # A left segment re-entered since is listed once, as active, above.
+        if segment_id in memberships and not memberships[segment_id][0]
+    ]
+    return active + left

@@ -243,14 +243,24 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ----------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-# Locks, the token cache and per-destination concurrency slots live in the
-# broker's Redis unless told otherwise.
-AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL") or CELERY_BROKER_URL
-for _name, _url in (("CELERY_BROKER_URL", CELERY_BROKER_URL), ("AAMDEST_REDIS_URL", AAMDEST_REDIS_URL)):
-    if not _url.startswith(("redis://", "rediss://", "unix://")):
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+if not CELERY_BROKER_URL.startswith((*_REDIS_SCHEMES, "amqp://", "amqps://")):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL must be a Redis (redis://, rediss://, unix://) or RabbitMQ (amqp://, amqps://) URL."
+    )
+IS_REDIS_BROKER = CELERY_BROKER_URL.startswith(_REDIS_SCHEMES)
+# Locks, the token cache, per-destination concurrency slots and beat's leadership live in Redis:
+# the broker's unless told otherwise. With RabbitMQ as the broker it must be named explicitly.
+AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL", "").strip()
+if not AAMDEST_REDIS_URL:
+    if not IS_REDIS_BROKER:
         raise ImproperlyConfigured(
-            f"{_name} must be a redis://, rediss:// or unix:// URL (Redis is the broker)."
+            "AAMDEST_REDIS_URL is not set: with a RabbitMQ CELERY_BROKER_URL, aamdest still needs Redis "
+            "for locks and concurrency slots (e.g. AAMDEST_REDIS_URL=redis://127.0.0.1:6379/0)."
         )
+    AAMDEST_REDIS_URL = CELERY_BROKER_URL
+if not AAMDEST_REDIS_URL.startswith(_REDIS_SCHEMES):
+    raise ImproperlyConfigured("AAMDEST_REDIS_URL must be a redis://, rediss:// or unix:// URL.")
 # The events endpoint's per-token throttle counts in Redis, so that every web process shares the count.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -269,6 +279,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("AAMDEST_TASKS_EAGER", False)
 CELERY_BEAT_SCHEDULE: dict = {}  # filled in aamdest/celery.py
+# Only the beat holding a lease in Redis sends; a second beat stands by (aamdest/beat.py).
+CELERY_BEAT_SCHEDULER = "aamdest.beat:LeaderScheduler"
+AAMDEST_BEAT_LEASE_S = env_int("AAMDEST_BEAT_LEASE_S", 10, minimum=2, maximum=300)
 # Celery's Django fix-up closes every database connection before and after each task, so each
 # task opened a new PostgreSQL session; this turns that off (it closes after this many tasks) and
 # aamdest/celery.py applies CONN_MAX_AGE and health checks around tasks instead, as Django does per request.

@@ -38,6 +38,13 @@ def test_good_production_settings_start():
     assert start_django().returncode == 0
 
 
+def test_rabbitmq_is_a_broker_when_redis_is_named_for_coordination():
+    result = start_django(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//",
+                          AAMDEST_REDIS_URL="redis://127.0.0.1:6379/0")
+
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
@@ -50,11 +57,9 @@ def test_good_production_settings_start():
         ({"AAMDEST_LOG_FORMAT": "xml"}, "AAMDEST_LOG_FORMAT"),
         ({"AAMDEST_ALLOW_HTTP": "perhaps"}, "AAMDEST_ALLOW_HTTP"),
         ({"AAMDEST_CA_BUNDLE": "/nonexistent/ca.pem"}, "AAMDEST_CA_BUNDLE"),
-        ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}, "CELERY_BROKER_URL"),
-        (
-            {"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//", "AAMDEST_REDIS_URL": "redis://127.0.0.1:6379/0"},
-            "CELERY_BROKER_URL",
-        ),
+        ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}, "AAMDEST_REDIS_URL"),
+        ({"CELERY_BROKER_URL": "sqs://127.0.0.1"}, "CELERY_BROKER_URL"),
+        ({"AAMDEST_BEAT_LEASE_S": "1"}, "AAMDEST_BEAT_LEASE_S"),
         ({"AAMDEST_REDIS_URL": "memcached://127.0.0.1"}, "AAMDEST_REDIS_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
         ({"AAMDEST_WORKER_THREADS": "4"}, "AAMDEST_WORKER_THREADS"),

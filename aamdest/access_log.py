@@ -14,7 +14,9 @@ import orjson
 from gunicorn.glogging import Logger
 
 
-def access_record(*, resp: Any, req: Any, environ: dict[str, Any], request_time: dt.timedelta) -> dict[str, Any]:
+def access_record(
+    *, resp: Any, req: Any, environ: dict[str, Any], request_time: dt.timedelta
+) -> dict[str, Any]:
     """The fields of one access log line, from what gunicorn hands its logger."""
     status = resp.status
     if isinstance(status, str):

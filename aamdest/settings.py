@@ -246,7 +246,8 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 if not CELERY_BROKER_URL.startswith((*_REDIS_SCHEMES, "amqp://", "amqps://")):
     raise ImproperlyConfigured(
-        "CELERY_BROKER_URL must be a Redis (redis://, rediss://, unix://) or RabbitMQ (amqp://, amqps://) URL."
+        "CELERY_BROKER_URL must be a Redis (redis://, rediss://, unix://) "
+        "or RabbitMQ (amqp://, amqps://) URL."
     )
 IS_REDIS_BROKER = CELERY_BROKER_URL.startswith(_REDIS_SCHEMES)
 # Locks, the token cache, per-destination concurrency slots and beat's leadership live in Redis:

@@ -181,8 +181,8 @@ _secure = not DEBUG
 SESSION_COOKIE_SECURE = _secure
 CSRF_COOKIE_SECURE = _secure
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", _secure)
-# Probes and scrapers inside the cluster may speak plain HTTP to these two.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# Probes and scrapers inside the cluster may speak plain HTTP to these.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if _secure else 0,
                               minimum=0, maximum=63_072_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", _secure)

@@ -149,6 +149,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
+# Behind a pooler in transaction mode (pgbouncer pool_mode=transaction) nothing of a session outlives
+# its transaction, so no cursor may be held across transactions (docs/DEPLOY.md). Django's psycopg
+# backend prepares no statements unless told to.
+AAMDEST_DB_TRANSACTION_POOLING = env_bool("AAMDEST_DB_TRANSACTION_POOLING", False)
+if AAMDEST_DB_TRANSACTION_POOLING and IS_POSTGRES:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

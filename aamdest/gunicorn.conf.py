@@ -19,9 +19,11 @@ if chdir not in sys.path:
 from aamdest.settings import AAMDEST_LOG_FORMAT, env_int  # noqa: E402
 
 wsgi_app = "aamdest.wsgi:application"
-# Comma-separated addresses (HOST:PORT or unix:PATH).
-bind = [address.strip() for address in os.environ.get("AAMDEST_WEB_BIND", "0.0.0.0:8000").split(",")
-        if address.strip()]
+# Comma-separated addresses (HOST:PORT or unix:PATH); else every interface on $PORT (which honcho
+# and most platforms set), else 8000.
+_port = env_int("PORT", 8000, minimum=1, maximum=65535)
+_bind = os.environ.get("AAMDEST_WEB_BIND", "").strip() or f"0.0.0.0:{_port}"
+bind = [address.strip() for address in _bind.split(",") if address.strip()]
 
 workers = env_int("AAMDEST_WEB_WORKERS", max(2, multiprocessing.cpu_count()), minimum=1, maximum=256)
 threads = env_int("AAMDEST_WEB_THREADS", 4, minimum=1, maximum=256)

@@ -1,9 +1,9 @@
 """gunicorn's configuration: `gunicorn -c aamdest/gunicorn.conf.py` serves `aamdest.wsgi` (SPEC §6).
 
-Every value comes from the environment, read by the settings' helpers so that a bad one stops
-the start naming the variable. The defaults fit the machine: a process per core (at least two),
-each with a few threads, since a request mostly waits on PostgreSQL. docs/DEPLOY.md sizes them
-against the database's connections.
+Every value comes from the environment, read by the settings' helpers (aamdest.environment), so
+that a bad one stops the start naming the variable. The defaults fit the machine: a process per
+core (at least two), each with a few threads, since a request mostly waits on PostgreSQL.
+docs/DEPLOY.md sizes them against the database's connections.
 """
 
 import multiprocessing
@@ -16,7 +16,7 @@ chdir = str(Path(__file__).resolve().parent.parent)
 if chdir not in sys.path:
     sys.path.insert(0, chdir)
 
-from aamdest.settings import AAMDEST_LOG_FORMAT, env_int  # noqa: E402
+from aamdest.environment import env_choice, env_int  # noqa: E402
 
 wsgi_app = "aamdest.wsgi:application"
 # Comma-separated addresses (HOST:PORT or unix:PATH); else every interface on $PORT (which honcho
@@ -46,7 +46,7 @@ control_socket_disable = True
 
 accesslog = "-"
 errorlog = "-"
-if AAMDEST_LOG_FORMAT == "json":
+if env_choice("AAMDEST_LOG_FORMAT", "text", ("text", "json")) == "json":
     logger_class = "aamdest.access_log.JsonAccessLogger"
 else:
     # The path without its query string: a client may put a secret there.

@@ -53,7 +53,7 @@ def check_amqp(url: str) -> dict[str, Any]:
     started = time.monotonic()
     try:
         with Connection(url, connect_timeout=BROKER_TIMEOUT_S) as broker:
-            broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
+            broker.ensure_connection(max_retries=1, timeout=int(BROKER_TIMEOUT_S))
     except Exception as error:  # noqa: BLE001 -- kombu raises many kinds; each means "down"
         return {"ok": False, "error": error.__class__.__name__}
     return {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}

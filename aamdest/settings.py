@@ -107,12 +107,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-IS_POSTGRES = DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql")
 # Behind a pooler in transaction mode (pgbouncer pool_mode=transaction) nothing of a session outlives
 # its transaction, so no cursor may be held across transactions (docs/DEPLOY.md). Django's psycopg
 # backend prepares no statements unless told to.
 AAMDEST_DB_TRANSACTION_POOLING = env_bool("AAMDEST_DB_TRANSACTION_POOLING", False)
-if AAMDEST_DB_TRANSACTION_POOLING and IS_POSTGRES:
+if AAMDEST_DB_TRANSACTION_POOLING and "postgresql" in DATABASES["default"]["ENGINE"]:
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

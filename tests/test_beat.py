@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 
 from aamdest.beat import LEADER_KEY, LeaderLease
+from delivery.coordination import scheduling_client
 from delivery.observability.heartbeat import BEAT_TICK_KEY, last_beat_tick
-from delivery.realtime.slots import redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -25,9 +25,9 @@ SENT_TICK = "Sending due task delivery-tick"
 
 @pytest.fixture
 def clean_lease() -> Iterator[None]:
-    redis_client().delete(LEADER_KEY, BEAT_TICK_KEY)
+    scheduling_client().delete(LEADER_KEY, BEAT_TICK_KEY)
     yield
-    redis_client().delete(LEADER_KEY, BEAT_TICK_KEY)
+    scheduling_client().delete(LEADER_KEY, BEAT_TICK_KEY)
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def beats(tmp_path: Path, clean_lease) -> Iterator[dict[str, subprocess.Popen]]:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        redis_client().delete("realtime", "batch", "maintenance")
+        scheduling_client().delete("realtime", "batch", "maintenance")
 
 
 def read_log(tmp_path: Path, name: str) -> str:

@@ -8,17 +8,17 @@ import time
 import pytest
 from django.db import connection
 
+from delivery.coordination import scheduling_client
 from delivery.observability.heartbeat import BEAT_TICK_KEY, record_beat_tick
-from delivery.realtime.slots import redis_client
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture
 def no_beat_tick():
-    redis_client().delete(BEAT_TICK_KEY)
+    scheduling_client().delete(BEAT_TICK_KEY)
     yield
-    redis_client().delete(BEAT_TICK_KEY)
+    scheduling_client().delete(BEAT_TICK_KEY)
 
 
 def closed_port() -> int:

@@ -24,12 +24,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from kombu import Connection
 
+from delivery.coordination import probe_client
 from delivery.models import DestinationDevice
 from delivery.observability.heartbeat import last_beat_tick
 
-# A probe must answer fast even when Redis is unreachable (a dropped SYN would
-# otherwise wait for the kernel's connect timeout).
-BROKER_TIMEOUT_S = 1.0
+# As the Redis probes (delivery.coordination.PROBE): a hung broker must not hang the probe.
+AMQP_PROBE_TIMEOUT_S = 1
 
 
 def check_database() -> dict[str, Any]:
@@ -52,8 +52,8 @@ def check_broker() -> dict[str, Any]:
 def check_amqp(url: str) -> dict[str, Any]:
     started = time.monotonic()
     try:
-        with Connection(url, connect_timeout=BROKER_TIMEOUT_S) as broker:
-            broker.ensure_connection(max_retries=1, timeout=int(BROKER_TIMEOUT_S))
+        with Connection(url, connect_timeout=AMQP_PROBE_TIMEOUT_S) as broker:
+            broker.ensure_connection(max_retries=1, timeout=AMQP_PROBE_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 -- kombu raises many kinds; each means "down"
         return {"ok": False, "error": error.__class__.__name__}
     return {"ok": True, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
@@ -62,11 +62,7 @@ def check_amqp(url: str) -> dict[str, Any]:
 def check_redis(url: str) -> dict[str, Any]:
     started = time.monotonic()
     try:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=BROKER_TIMEOUT_S,
-            socket_connect_timeout=BROKER_TIMEOUT_S,
-        )
+        client = probe_client(url)
     except ValueError as error:
         return {"ok": False, "error": error.__class__.__name__}
     try:

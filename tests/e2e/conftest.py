@@ -28,7 +28,7 @@ from django.db import connection
 from kombu import pools
 
 from aamdest.celery import app
-from delivery.realtime.slots import redis_client
+from delivery.coordination import scheduling_client
 from partner.certificates import CertificateFiles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def celery_stack(
     worker_env: dict[str, str], local_network: CertificateFiles, tmp_path: Path
 ) -> Iterator[CeleryStack]:
     """Beat and one worker, started on an emptied Redis database; all killed at the end."""
-    redis_client().flushdb()
+    scheduling_client().flushdb()
     stack = CeleryStack(env=worker_env, directory=tmp_path)
     try:
         stack.start_beat()
@@ -161,4 +161,4 @@ def celery_stack(
         yield stack
     finally:
         stack.stop_all()
-        redis_client().flushdb()
+        scheduling_client().flushdb()

@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+# The end-to-end tests run once more with RabbitMQ as the broker (Redis still coordinates).
+TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 # `make run` falls back to SQLite, so `make test` runs the delivery and destinations tests there too, after the whole
 # suite on PostgreSQL (pytest-django tests in this file + ".test"). SQLITE_TESTS= skips that run.
 SQLITE_TEST_DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3-test
@@ -25,7 +27,7 @@ run: $(STAMP)
 test: $(STAMP)
 	sh scripts/ensure_chromium.sh
 	status=0; \
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) DJANGO_DEBUG=1 \
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) TEST_AMQP_URL=$(TEST_AMQP_URL) DJANGO_DEBUG=1 \
 		$(BIN)/python -m pytest $(PYTEST_ARGS) || status=1; \
 	if [ -n "$(SQLITE_TESTS)" ]; then \
 		echo "== again on SQLite, make run's fallback: $(SQLITE_TESTS)"; \

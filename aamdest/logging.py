@@ -6,8 +6,17 @@ import logging
 from datetime import UTC, datetime
 
 import orjson
+from django.http import HttpRequest
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _loggable(value: object) -> object:
+    # Django's request logger passes the request, whose repr holds the query string: a client may
+    # put a token there. Its method and path say enough.
+    if isinstance(value, HttpRequest):
+        return f"{value.method} {value.path}"
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+                line[key] = _loggable(value)
         if record.exc_text:  # already formatted (and masked by aamdest.redaction)
             line["exception"] = record.exc_text
         elif record.exc_info:

@@ -1,7 +1,7 @@
 """aamdest settings: every value comes from the environment (SPEC §6).
 
-Each helper below reads one variable and fails loudly, naming the variable, when
-its value cannot be used, so that a bad setting stops the program at start.
+Each helper of aamdest.environment reads one variable and fails loudly, naming the
+variable, when its value cannot be used, so that a bad setting stops the program at start.
 """
 
 from __future__ import annotations
@@ -16,50 +16,9 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from aamdest.environment import env_bool, env_choice, env_int, env_list, env_proxy_header
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1 or 0.")
-
-
-def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
-    if not minimum <= value <= maximum:
-        raise ImproperlyConfigured(f"{name}={value} is out of range ({minimum}..{maximum}).")
-    return value
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = os.environ.get(name, default).strip().lower() or default
-    if value not in choices:
-        raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}.")
-    return value
-
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -148,6 +107,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Behind a pooler in transaction mode (pgbouncer pool_mode=transaction) nothing of a session outlives
+# its transaction, so no cursor may be held across transactions (docs/DEPLOY.md). Django's psycopg
+# backend prepares no statements unless told to.
+AAMDEST_DB_TRANSACTION_POOLING = env_bool("AAMDEST_DB_TRANSACTION_POOLING", False)
+if AAMDEST_DB_TRANSACTION_POOLING and "postgresql" in DATABASES["default"]["ENGINE"]:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -180,25 +145,14 @@ _secure = not DEBUG
 SESSION_COOKIE_SECURE = _secure
 CSRF_COOKIE_SECURE = _secure
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", _secure)
-# Probes and scrapers inside the cluster may speak plain HTTP to these two.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# Probes and scrapers inside the cluster may speak plain HTTP to these.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if _secure else 0,
                               minimum=0, maximum=63_072_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", _secure)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-
-
-def env_proxy_header(name: str) -> tuple[str, str] | None:
-    """`HEADER,VALUE`, e.g. `X-Forwarded-Proto,https`: the proxy's header that says the request was HTTPS."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    header, _, value = (part.strip() for part in raw.partition(","))
-    if not header or not value:
-        raise ImproperlyConfigured(f"{name}={raw!r} must be HEADER,VALUE (e.g. X-Forwarded-Proto,https).")
-    return "HTTP_" + header.upper().replace("-", "_"), value
 
 
 # Set it only behind a proxy that always sets (or strips) that header itself.
@@ -249,14 +203,25 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ----------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-# Locks, the token cache and per-destination concurrency slots live in the
-# broker's Redis unless told otherwise.
-AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL") or CELERY_BROKER_URL
-for _name, _url in (("CELERY_BROKER_URL", CELERY_BROKER_URL), ("AAMDEST_REDIS_URL", AAMDEST_REDIS_URL)):
-    if not _url.startswith(("redis://", "rediss://", "unix://")):
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+if not CELERY_BROKER_URL.startswith((*_REDIS_SCHEMES, "amqp://", "amqps://")):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL must be a Redis (redis://, rediss://, unix://) "
+        "or RabbitMQ (amqp://, amqps://) URL."
+    )
+IS_REDIS_BROKER = CELERY_BROKER_URL.startswith(_REDIS_SCHEMES)
+# Locks, the token cache, per-destination concurrency slots and beat's leadership live in Redis:
+# the broker's unless told otherwise. With RabbitMQ as the broker it must be named explicitly.
+AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL", "").strip()
+if not AAMDEST_REDIS_URL:
+    if not IS_REDIS_BROKER:
         raise ImproperlyConfigured(
-            f"{_name} must be a redis://, rediss:// or unix:// URL (Redis is the broker)."
+            "AAMDEST_REDIS_URL is not set: with a RabbitMQ CELERY_BROKER_URL, aamdest still needs Redis "
+            "for locks and concurrency slots (e.g. AAMDEST_REDIS_URL=redis://127.0.0.1:6379/0)."
         )
+    AAMDEST_REDIS_URL = CELERY_BROKER_URL
+if not AAMDEST_REDIS_URL.startswith(_REDIS_SCHEMES):
+    raise ImproperlyConfigured("AAMDEST_REDIS_URL must be a redis://, rediss:// or unix:// URL.")
 # The events endpoint's per-token throttle counts in Redis, so that every web process shares the count.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -275,6 +240,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("AAMDEST_TASKS_EAGER", False)
 CELERY_BEAT_SCHEDULE: dict = {}  # filled in aamdest/celery.py
+# Only the beat holding a lease in Redis sends; a second beat stands by (aamdest/beat.py).
+CELERY_BEAT_SCHEDULER = "aamdest.beat:LeaderScheduler"
+AAMDEST_BEAT_LEASE_S = env_int("AAMDEST_BEAT_LEASE_S", 10, minimum=2, maximum=300)
 # Celery's Django fix-up closes every database connection before and after each task, so each
 # task opened a new PostgreSQL session; this turns that off (it closes after this many tasks) and
 # aamdest/celery.py applies CONN_MAX_AGE and health checks around tasks instead, as Django does per request.

@@ -7,7 +7,7 @@ from rest_framework.routers import DefaultRouter
 from delivery.api.deliveries import DeliveryViewSet
 from delivery.api.events import EventsView
 from delivery.api.profiles import ProfileView
-from delivery.observability.health import healthz
+from delivery.observability.health import healthz, readyz
 from delivery.observability.metrics import metrics
 from destinations.api import DestinationViewSet, MappingViewSet, SegmentViewSet
 
@@ -24,6 +24,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("admin/", admin.site.urls),

@@ -38,6 +38,27 @@ def test_good_production_settings_start():
     assert start_django().returncode == 0
 
 
+@pytest.mark.parametrize(("pooling", "disabled"), [("1", "True"), ("0", "False")])
+def test_transaction_pooling_turns_off_server_side_cursors(pooling, disabled):
+    probe = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'aamdest.settings'); "
+             "django.setup(); from django.db import connection; "
+             "print(connection.settings_dict['DISABLE_SERVER_SIDE_CURSORS'])")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AAMDEST_", "DJANGO_"))}
+    env.update(GOOD, AAMDEST_DB_TRANSACTION_POOLING=pooling)
+
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.stdout.split()[-1:] == [disabled], result.stderr
+
+
+def test_rabbitmq_is_a_broker_when_redis_is_named_for_coordination():
+    result = start_django(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//",
+                          AAMDEST_REDIS_URL="redis://127.0.0.1:6379/0")
+
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
@@ -50,11 +71,9 @@ def test_good_production_settings_start():
         ({"AAMDEST_LOG_FORMAT": "xml"}, "AAMDEST_LOG_FORMAT"),
         ({"AAMDEST_ALLOW_HTTP": "perhaps"}, "AAMDEST_ALLOW_HTTP"),
         ({"AAMDEST_CA_BUNDLE": "/nonexistent/ca.pem"}, "AAMDEST_CA_BUNDLE"),
-        ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}, "CELERY_BROKER_URL"),
-        (
-            {"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//", "AAMDEST_REDIS_URL": "redis://127.0.0.1:6379/0"},
-            "CELERY_BROKER_URL",
-        ),
+        ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1//"}, "AAMDEST_REDIS_URL"),
+        ({"CELERY_BROKER_URL": "sqs://127.0.0.1"}, "CELERY_BROKER_URL"),
+        ({"AAMDEST_BEAT_LEASE_S": "1"}, "AAMDEST_BEAT_LEASE_S"),
         ({"AAMDEST_REDIS_URL": "memcached://127.0.0.1"}, "AAMDEST_REDIS_URL"),
         ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL"),
         ({"AAMDEST_WORKER_THREADS": "4"}, "AAMDEST_WORKER_THREADS"),

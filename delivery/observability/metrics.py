@@ -29,6 +29,7 @@ from prometheus_client.utils import floatToGoString
 
 from delivery.models import Attempt, Delivery
 from delivery.observability import stats
+from delivery.observability.heartbeat import last_beat_tick
 from destinations.models import Destination
 
 LABELS = ["destination_id", "destination"]
@@ -87,6 +88,7 @@ class DeliveryLogCollector:
         yield from self._attempts(destinations)
         yield from self._backlog(destinations)
         yield from self._counters(destinations)
+        yield from self._beat()
 
     @staticmethod
     def _labels(destinations: dict[int, str], destination_id: int) -> list[str]:
@@ -167,6 +169,16 @@ class DeliveryLogCollector:
             if destination_id in destinations:
                 fetches.add_metric([*self._labels(destinations, destination_id), outcome], n)
         yield fetches
+
+
+    def _beat(self) -> Iterator[Metric]:
+        last = last_beat_tick()
+        if last is None:
+            return  # no beat ever ticked, or Redis is down (aamdest_metrics_redis_up says which)
+        tick = GaugeMetricFamily("aamdest_beat_last_tick_timestamp_seconds",
+                                 "When the leading beat last ticked (Unix time).")
+        tick.add_metric([], last)
+        yield tick
 
 
 # Our own registry: only aamdest's metrics, not the web process's own (which says little of a fleet).

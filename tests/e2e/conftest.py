@@ -2,6 +2,9 @@
 
 Each test gets an empty Redis database (the one named by TEST_BROKER_URL), a
 beat and one worker (`celery_stack`), and may start more workers or SIGKILL one.
+Each runs twice, once per broker (`broker_url`): Redis, and RabbitMQ at
+TEST_AMQP_URL, with Redis kept for coordination; the test process publishes to
+the same broker as its workers.
 The processes use the test database that pytest-django created, so the tests
 are `transaction=True`: rows the test writes are committed and seen by the
 workers, and the workers' rows are seen by the test.
@@ -22,13 +25,16 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.db import connection
+from kombu import pools
 
+from aamdest.celery import app
 from delivery.coordination import scheduling_client
 from partner.certificates import CertificateFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
 START_TIMEOUT_S = 30
+AMQP_URL = os.environ.get("TEST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def database_url() -> str:
@@ -102,12 +108,38 @@ class CeleryStack:
                 self.kill(name)
 
 
+def publish_to(url: str) -> None:
+    """Point this process's Celery app at the broker `url` (its connection pools are rebuilt)."""
+    pools.reset()  # closes kombu's shared pools and forgets them, so none is handed out closed
+    # Celery reads the variable before its configuration (`Settings.broker_url`).
+    os.environ["CELERY_BROKER_URL"] = url
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The broker of this test's workers and of the tasks it queues, its queues emptied first."""
+    redis_url = settings.CELERY_BROKER_URL
+    url = redis_url if request.param == "redis" else AMQP_URL
+    publish_to(url)
+    app.control.purge()
+    try:
+        yield url
+    finally:
+        publish_to(redis_url)
+
+
 @pytest.fixture
-def worker_env(certificates: CertificateFiles, transactional_db, tmp_path: Path) -> dict[str, str]:
+def worker_env(
+    certificates: CertificateFiles, transactional_db, tmp_path: Path, broker_url: str
+) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AAMDEST_")}
     env.update(
         DATABASE_URL=database_url(),
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        CELERY_BROKER_URL=broker_url,
+        AAMDEST_REDIS_URL=settings.AAMDEST_REDIS_URL,
         AAMDEST_ALLOW_PRIVATE_NETWORKS="1",
         AAMDEST_CA_BUNDLE=str(certificates.ca_file),
         DJANGO_DEBUG="1",

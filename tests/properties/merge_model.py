@@ -9,6 +9,8 @@ from delivery.intake.events import Event, EventType
 
 def short(event: Event, *, base_minute: int = 0) -> str:
     """`Q device-a/201@1(onb)`: an event in a hypothesis report (minutes after the test's base)."""
+    if event.type is EventType.ID_SYNC:
+        return f"S {event.aam_uuid}={event.dpid}:{event.dpuuid}"
     kind = "Q" if event.type is EventType.QUALIFICATION else "D"
     minute = (event.datetime.minute - base_minute) % 60
     return f"{kind} {event.aam_uuid}/{event.segment_id}@{minute}{'(onb)' if event.onboarded else ''}"
@@ -22,6 +24,8 @@ def winners(events: Iterable[Event]) -> dict[Hashable, Event]:
     """Per (device, segment), the event with the latest datetime, a disqualification winning a tie."""
     found: dict[Hashable, Event] = {}
     for event in events:
+        if event.segment_id is None:
+            continue
         rank = (event.datetime, event.type is EventType.DISQUALIFICATION)
         held = found.get(pair_of(event))
         if held is None or rank > (held.datetime, held.type is EventType.DISQUALIFICATION):

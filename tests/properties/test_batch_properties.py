@@ -28,13 +28,14 @@ from destinations.models import Destination
 from tests.delivery.pending_work import map_segments
 from tests.factories import DestinationFactory
 from tests.properties.isolation import rolled_back
-from tests.properties.merge_model import expected_statuses, short
+from tests.properties.merge_model import expected_statuses, short, winners
 from tests.properties.profiles import scaled
 
 # A failing property shrinks its example against the database: give it time to report the smallest.
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(900)]
 
 DEVICES = ("device-a", "device-b", "device-c")
+DPID = 20914  # the destination's user_dpid; 20915 is another namespace, never sent
 SEGMENTS = (201, 202)
 BASE = timezone.now().replace(microsecond=0) - dt.timedelta(hours=1)
 CUT = "cut"
@@ -45,6 +46,10 @@ events = st.builds(
         onboarded=onboarded),
     st.sampled_from((EventType.QUALIFICATION, EventType.DISQUALIFICATION)), st.sampled_from(DEVICES),
     st.sampled_from(SEGMENTS), st.integers(0, 2), st.booleans(),
+) | st.builds(
+    lambda uuid, dpid, dpuuid: Event(type=EventType.ID_SYNC, aam_uuid=uuid, datetime=BASE, dpid=dpid,
+                                     dpuuid=dpuuid),
+    st.sampled_from(DEVICES), st.sampled_from((DPID, DPID + 1)), st.sampled_from(("p1", "p2")),
 )
 
 
@@ -67,6 +72,7 @@ class Batch:
     made: list[int] = field(default_factory=list)  # MembershipChange ids ingested before it
     cutoff: int = 0
     carried: list[dict] = field(default_factory=list)  # user objects of its documents
+    partner_ids: dict[str, set[str]] = field(default_factory=dict)  # synced in DPID by its cut-off
 
 
 def last_change_id() -> int:
@@ -89,14 +95,19 @@ def run(destination: Destination, plan: list) -> list[Batch]:
     first = Batch()
     cut(destination, first)
     batches, current = [first], Batch()
+    synced: dict[str, set[str]] = {}
     for step in [*plan, CUT]:
         if step == CUT:
+            current.partner_ids = {uuid: set(ids) for uuid, ids in synced.items()}
             cut(destination, current)
             batches.append(current)
             current = Batch()
             continue
         before = last_change_id()
         apply_events(events=list(step), now=timezone.now())
+        for event in step:
+            if event.type is EventType.ID_SYNC and event.dpid == DPID:
+                synced.setdefault(event.aam_uuid, set()).add(event.dpuuid)
         current.made.extend(MembershipChange.objects.filter(id__gt=before).values_list("id", flat=True))
     return batches
 
@@ -113,6 +124,17 @@ def latest_in_window(after: int, until: int) -> dict[tuple[str, str], tuple[str,
 def carried_pairs(batch: Batch) -> dict[tuple[str, str], tuple[str, str]]:
     return {(user["AAM_UUID"], segment["Segment_ID"]): (segment["Status"], segment["DateTime"])
             for user in batch.carried for segment in user["Segments"]}
+
+
+def assert_each_device_once_per_partner_id(batch: Batch) -> None:
+    """Each device once per partner ID synced in the destination's namespace ("" when none), same segments."""
+    copies: dict[str, list[dict]] = {}
+    for user in batch.carried:
+        copies.setdefault(user["AAM_UUID"], []).append(user)
+    for uuid, users in copies.items():
+        partner_uuids = [user["DataPartner_UUID"] for user in users]
+        assert sorted(partner_uuids) == sorted(batch.partner_ids.get(uuid) or [""])
+        assert all(user["Segments"] == users[0]["Segments"] for user in users)
 
 
 @pytest.fixture
@@ -135,9 +157,9 @@ def test_every_change_is_in_exactly_one_batch_and_none_after_its_cutoff(destinat
             assert all(after < change_id <= batch.cutoff for change_id in batch.made)
             # and the batch carries each changed pair once, as its latest change up to the cut-off
             assert carried_pairs(batch) == latest_in_window(after, batch.cutoff)
-            assert len(carried_pairs(batch)) == sum(len(user["Segments"]) for user in batch.carried)
-            uuids = [user["AAM_UUID"] for user in batch.carried]
-            assert len(uuids) == len(set(uuids))
+            one_copy_each = {user["AAM_UUID"]: user for user in batch.carried}.values()
+            assert len(carried_pairs(batch)) == sum(len(user["Segments"]) for user in one_copy_each)
+            assert_each_device_once_per_partner_id(batch)
             after = batch.cutoff
         assert after == last_change_id()
 
@@ -149,3 +171,24 @@ def test_every_change_is_in_exactly_one_batch_and_none_after_its_cutoff(destinat
         all_events = [event for step in plan if step != CUT for event in step]
         assert last == {(uuid, str(segment)): status
                         for (uuid, segment), status in expected_statuses(all_events).items()}
+
+
+@scaled(20)
+@given(plan=st.lists(st.lists(events, min_size=1, max_size=4).map(Ingest), max_size=4))
+def test_the_first_batch_carries_every_active_membership_at_its_cutoff(destination, plan):
+    with rolled_back():
+        # given any ingestion before a destination's first batch
+        for step in plan:
+            apply_events(events=list(step), now=timezone.now())
+
+        # when its first batch is cut
+        first = Batch()
+        cut(destination, first)
+
+        # then it carries every active membership, as "1" at its latest qualification, and no exit
+        all_events = [event for step in plan for event in step]
+        assert carried_pairs(first) == {
+            (uuid, str(segment)): ("1", format_aam_time(winner.datetime))
+            for (uuid, segment), winner in winners(all_events).items()
+            if winner.type is EventType.QUALIFICATION
+        }

@@ -41,15 +41,15 @@ ZONES = ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kathmandu", "Am
 # What ingestion and the API accept (CONTRACT §5.2, §5.3, §4.8).
 ids = st.integers(1, MAX_ID)
 aam_uuids = st.text(
-    st.characters(blacklist_categories=["Cs", "Cc", "Zs", "Zl", "Zp"], blacklist_characters="/"),
+    st.characters(codec="utf-8", exclude_categories=["Cc", "Zs", "Zl", "Zp"], exclude_characters="/"),
     min_size=1, max_size=100,
 ).filter(lambda text: not re.search(r"\s", text))
-dpuuids = st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1, max_size=255).filter(
+dpuuids = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1, max_size=255).filter(
     str.strip
 )
-# Any text PostgreSQL stores (no NUL); hypothesis' text leaves out lone surrogates.
-any_text = st.text(st.characters(blacklist_characters="\x00"), max_size=100)
-mapping_values = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=255)
+# Any text the API stores: UTF-8 (it refuses lone surrogates) without NUL (PostgreSQL cannot hold it).
+any_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=100)
+mapping_values = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=255)
 
 
 @st.composite

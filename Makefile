@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+# `make run` falls back to SQLite, so `make test` runs the delivery and destinations tests there too, after the whole
+# suite on PostgreSQL (pytest-django tests in this file + ".test"). SQLITE_TESTS= skips that run.
+SQLITE_TEST_DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3-test
+SQLITE_TESTS ?= tests/delivery tests/destinations
+SQLITE_PYTEST_ARGS ?= -q -m "not postgresql_only and not e2e"
 
 .PHONY: run test bench lint clean
 
@@ -19,8 +24,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/ensure_chromium.sh
+	status=0; \
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) DJANGO_DEBUG=1 \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(BIN)/python -m pytest $(PYTEST_ARGS) || status=1; \
+	if [ -n "$(SQLITE_TESTS)" ]; then \
+		echo "== again on SQLite, make run's fallback: $(SQLITE_TESTS)"; \
+		DATABASE_URL=$(SQLITE_TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) DJANGO_DEBUG=1 \
+			$(BIN)/python -m pytest $(SQLITE_PYTEST_ARGS) $(SQLITE_TESTS) || status=1; \
+	fi; \
+	exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
-from django.db.models import Q
 
+from delivery.querysets import PartnerIdQuerySet
 from destinations.models import Destination, Mapping, Segment
 
 
@@ -27,16 +27,6 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return self.aam_uuid
-
-
-class PartnerIdQuerySet(models.QuerySet):
-    def dpuuids_by_device(self, *, device_ids: list[str], dpid: int) -> dict[str, list[str]]:
-        """{aam_uuid: its partner IDs in the `dpid` namespace, oldest first}; devices with none are absent."""
-        found: dict[str, list[str]] = {}
-        rows = self.filter(device_id__in=device_ids, dpid=dpid).order_by("device_id", "id")
-        for device_id, dpuuid in rows.values_list("device_id", "dpuuid"):
-            found.setdefault(device_id, []).append(dpuuid)
-        return found
 
 
 class PartnerId(models.Model):
@@ -80,10 +70,10 @@ class Membership(models.Model):
         ]
         indexes = [
             # The TTL sweep: active memberships whose expires_at has passed.
-            models.Index(fields=["expires_at"], name="membership_expiry", condition=Q(is_active=True)),
+            models.Index(fields=["expires_at"], name="membership_expiry", condition=models.Q(is_active=True)),
             # Batch mode's first batch: every active membership of a segment.
             models.Index(fields=["segment", "device"], name="membership_active_by_segment",
-                         condition=Q(is_active=True)),
+                         condition=models.Q(is_active=True)),
         ]
 
     def __str__(self) -> str:
@@ -123,11 +113,9 @@ class DestinationDevice(models.Model):
     left_segment_ids = models.JSONField(default=list)
     # null: never sent to this destination.
     last_sent_at = models.DateTimeField(null=True, blank=True)
-    # The request holding the device while it is in flight or waiting for its retry.
-    # null: none, so the device may be claimed again.
-    in_flight_delivery = models.ForeignKey(
-        "Delivery", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # The request holding the device in flight or until its retry. null: none, it may be claimed again.
+    in_flight_delivery = models.ForeignKey("Delivery", null=True, blank=True, on_delete=models.SET_NULL,
+                                           related_name="+")
 
     class Meta:
         ordering = ["destination_id", "device_id"]
@@ -137,12 +125,12 @@ class DestinationDevice(models.Model):
         indexes = [
             # Claiming: the oldest pending devices of one destination.
             models.Index(fields=["destination", "pending_since"], name="pending_by_destination",
-                         condition=Q(pending_since__isnull=False)),
-            # Claiming (`batching._lock_pending_states`) and `next_due_at`: the oldest claimable
-            # devices of one destination, in the claim's order, so a claim reads its LIMIT rows
-            # instead of sorting the whole backlog (113 ms → 1 ms with 50,000 pending).
+                         condition=models.Q(pending_since__isnull=False)),
+            # Claiming (delivery.realtime.claiming) and `next_due_at`: a destination's oldest claimable
+            # devices in claim order, so a claim reads its LIMIT rows, not the whole backlog sorted
+            # (113 ms → 1 ms with 50,000 pending).
             models.Index(fields=["destination", "pending_since", "id"], name="claimable_by_destination",
-                         condition=Q(pending_since__isnull=False, in_flight_delivery__isnull=True)),
+                         condition=models.Q(pending_since__isnull=False, in_flight_delivery__isnull=True)),
         ]
 
     def __str__(self) -> str:
@@ -174,9 +162,8 @@ class Delivery(models.Model):
     body = models.BinaryField()
     user_count = models.PositiveIntegerField()
     # null: not a redelivery.
-    redelivery_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="redeliveries"
-    )
+    redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="redeliveries")
     created_at = models.DateTimeField(auto_now_add=True)
     # null: still pending.
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -192,7 +179,7 @@ class Delivery(models.Model):
             models.Index(fields=["-created_at"], name="delivery_newest_first"),
             # The lease reaper: pending deliveries whose worker stopped renewing.
             models.Index(fields=["lease_until"], name="delivery_pending_lease",
-                         condition=Q(status="pending")),
+                         condition=models.Q(status="pending")),
         ]
 
     def __str__(self) -> str:
@@ -247,9 +234,6 @@ class Attempt(models.Model):
         return f"attempt {self.number} of delivery {self.delivery_id}"
 
 
-# ---- lifecycle and batch mode ------------------------------------------------------
-
-
 class ErasureReason(models.TextChoices):
     OPT_OUT = "opt_out"
     INACTIVITY = "inactivity"
@@ -272,9 +256,8 @@ class DeviceErasure(models.Model):
 class BatchExit(models.Model):
     """The "0"s an erased device still owes a batch destination, captured before the erasure.
 
-    The changes they come from were erased with the device, so its next batch
-    reads them here (delivery.batch.transfers). Removed, and the device taken
-    out of the carrying document, once that delivery has ended.
+    Its changes were erased with it, so its next batch reads them here (delivery.batch.transfers);
+    removed, and the device taken out of the carrying document, once that delivery has ended.
     """
 
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")
@@ -283,9 +266,8 @@ class BatchExit(models.Model):
     regions = models.JSONField(default=list)
     segments = models.JSONField(default=list, help_text='[[segment_id, "ISO datetime"], ...], each left.')
     # The batch delivery that carries it. null: not yet cut into a batch.
-    delivery = models.ForeignKey(
-        "Delivery", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
-    )
+    delivery = models.ForeignKey("Delivery", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -293,7 +275,7 @@ class BatchExit(models.Model):
         indexes = [
             # A batch's cut: the exits not yet carried, per destination.
             models.Index(fields=["destination", "id"], name="batch_exit_waiting",
-                         condition=Q(delivery__isnull=True)),
+                         condition=models.Q(delivery__isnull=True)),
         ]
 
     def __str__(self) -> str:

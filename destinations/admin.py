@@ -1,7 +1,8 @@
 """The admin console for destinations, segments and mappings.
 
-Secrets are write-only here as in the API: the change form never renders a
-stored secret, only whether one is set; a blank input keeps it. The form
+Secrets are write-only here as in the API: no page renders a stored secret,
+for any user; each says whether one is set and whether a key rotation is under
+way (`destinations.credentials_admin`). A blank secret input keeps the secret. The form
 applies the API's rules (`destinations.configuration`, `destinations.network`).
 """
 
@@ -19,6 +20,7 @@ from django.http import HttpRequest
 from destinations import services
 from destinations.audit_admin import DestinationHistoryMixin, RecordChangesMixin
 from destinations.configuration import CONFIGURABLE_FIELDS, find_configuration_errors, validate_header_name
+from destinations.credentials_admin import CredentialStateMixin
 from destinations.models import ChangeSource, Destination, Mapping, Segment, utc_today
 from destinations.network import validate_url
 from destinations.rotation_admin import finish_key_rotation, start_key_rotation
@@ -94,8 +96,9 @@ class MappingForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["value"].required = False
-        self.fields["value"].help_text = "Sent as Segment_ID; blank = the segment ID."
+        if "value" in self.fields:  # a read-only page's form has no fields
+            self.fields["value"].required = False
+            self.fields["value"].help_text = "Sent as Segment_ID; blank = the segment ID."
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -123,7 +126,7 @@ class MappingInline(admin.TabularInline):
 
 
 @admin.register(Destination)
-class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelAdmin):
+class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChangesMixin, admin.ModelAdmin):
     form = DestinationForm
     inlines = [MappingInline]
     list_display = [
@@ -139,7 +142,6 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
     list_filter = ["enabled", "realtime", "auth_mode", "last_delivery_status"]
     search_fields = ["name", "url", "client_id"]
     readonly_fields = [
-        "key_rotation_started_at",
         "last_delivery_status",
         "last_delivery_at",
         "created_at",
@@ -168,11 +170,14 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
                     "auth_mode",
                     "signing_algorithm",
                     "signing_header",
+                    # The states are shown to all; the inputs only to who may change them.
+                    "signing_key_state",
                     "signing_key",
                     "clear_signing_key",
-                    "key_rotation_started_at",
+                    "key_rotation_state",
                     "oauth_token_url",
                     "oauth_client_id",
+                    "oauth_client_secret_state",
                     "oauth_client_secret",
                     "clear_oauth_client_secret",
                     "oauth_scope",
@@ -202,7 +207,7 @@ class DestinationAdmin(DestinationHistoryMixin, RecordChangesMixin, admin.ModelA
         try:
             for destination in queryset:
                 services.start_batch_now(destination=destination)
-        except services.BatchNotQueued as error:
+        except (services.DestinationPaused, services.BatchNotQueued) as error:
             self.message_user(request, str(error), messages.ERROR)
             return
         self.message_user(

@@ -42,7 +42,7 @@ def save_or_refuse(serializer: serializers.BaseSerializer, *, conflicts: dict[st
         with transaction.atomic():
             serializer.save()
     except IntegrityError as error:
-        constraint = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
+        constraint = services.violated_constraint(error)
         if constraint not in conflicts:
             raise
         field, message = conflicts[constraint]
@@ -155,13 +155,17 @@ class DestinationViewSet(RecordDeletionMixin, viewsets.ModelViewSet):
         answer = {"status_code": outcome.status_code, "duration_ms": outcome.duration_ms}
         return Response({**answer, "error": outcome.error or None})
 
-    @extend_schema(request=None, responses={202: DetailSerializer, 503: DetailSerializer})
+    @extend_schema(
+        request=None, responses={202: DetailSerializer, 409: DetailSerializer, 503: DetailSerializer}
+    )
     @action(detail=True, methods=["post"], url_path="send-batch")
     def send_batch(self, request: Request, pk: Any = None) -> Response:
         """Start the batch now: the changes since the last cut-off, as deliveries of kind `batch`."""
         destination = self.get_object()
         try:
             services.start_batch_now(destination=destination)
+        except services.DestinationPaused as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         except services.BatchNotQueued as error:
             return Response({"detail": str(error)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(

@@ -39,10 +39,6 @@ class _SecretDigest:
 
     digest: str
 
-    @property
-    def is_set(self) -> bool:
-        return bool(self.digest)
-
 
 def snapshot(instance: models.Model) -> Snapshot:
     """Return the configuration values of `instance` by field name (secrets as digests).

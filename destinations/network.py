@@ -10,8 +10,10 @@ Two moments check the same policy:
   name cannot be re-pointed at an internal address between check and connect
   (DNS rebinding).
 
-Name resolution goes through `resolve_host`, which tests replace with
-`use_resolver` (there is no DNS in the test sandbox).
+Which addresses are public is `destinations.addresses`. Name resolution goes
+through `resolve_host`, looked up at call time, so tests replace it by patching
+this module's attribute (`tests.dns.use_resolver`; there is no DNS in the test
+sandbox).
 """
 
 from __future__ import annotations
@@ -19,21 +21,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], list[str]]
+from destinations.addresses import IPAddress, non_canonical_reason, parse_ip_literal, refused_kind
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
-# NAT64's well-known prefix embeds an IPv4 address in its last 32 bits (RFC 6052).
-NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
-_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdef"}
 # One label of a host name in its ASCII (IDNA) form.
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
@@ -61,28 +57,10 @@ class Target:
     addresses: tuple[str, ...] = ()
 
 
-def _system_resolve(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-_resolver: Resolver = _system_resolve
-
-
 def resolve_host(host: str, port: int) -> list[str]:
     """Return the IP addresses of `host`, in preference order; raise OSError when it cannot."""
-    return _resolver(host, port)
-
-
-@contextmanager
-def use_resolver(resolver: Resolver) -> Iterator[None]:
-    """Resolve names with `resolver` inside the block (for tests: there is no DNS here)."""
-    global _resolver
-    previous, _resolver = _resolver, resolver
-    try:
-        yield
-    finally:
-        _resolver = previous
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def validate_url(url: str, *, field: str) -> str:
@@ -154,6 +132,8 @@ def _split(url: str, *, allowed_schemes: tuple[str, ...]) -> SplitResult:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as error:
         raise NetworkPolicyError(f"{url!r} is not a valid URL: {error}") from None
+    if parts.port == 0:
+        raise NetworkPolicyError(f"{url!r} names port 0, where nothing can be reached")
     if parts.scheme not in allowed_schemes:
         hint = "" if "http" in allowed_schemes else " (http:// needs AAMDEST_ALLOW_HTTP=1)"
         raise NetworkPolicyError(f"{url!r} must start with https://{hint}")
@@ -190,6 +170,10 @@ def _check_host(host: str) -> None:
     literal = parse_ip_literal(host)
     if literal is not None:
         _check_address(host, literal)
+    ambiguity = non_canonical_reason(host)
+    if ambiguity is not None:
+        raise NetworkPolicyError(f"host {ambiguity}: curl and browsers may read it differently")
+    if literal is not None:
         return
     name = host.lower().rstrip(".")
     if (name == "localhost" or name.endswith(".localhost")) and not settings.AAMDEST_ALLOW_PRIVATE_NETWORKS:
@@ -229,82 +213,3 @@ def _check_address(host: str, address: IPAddress) -> None:
         "(AAMDEST_ALLOW_PRIVATE_NETWORKS=1 lifts this in development)"
     )
 
-
-def refused_kind(address: IPAddress) -> str | None:
-    """Name why `address` is not public ("loopback", "private", ...), or None when it is."""
-    embedded = _embedded_ipv4(address)
-    if embedded is not None:
-        return refused_kind(embedded)
-    checks = (
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
-        ("private", address.is_private),
-        # Shared (100.64/10), documentation and other special-purpose ranges.
-        ("non-public", not address.is_global),
-    )
-    return next((kind for kind, refused in checks if refused), None)
-
-
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64), which is what gets reached."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in NAT64_PREFIX:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def parse_ip_literal(host: str) -> IPAddress | None:
-    """Parse `host` as an IP address the way URL parsers and inet_aton do, or return None.
-
-    Besides dotted quads and IPv6, this accepts the legacy IPv4 spellings
-    that curl and browsers still honour: `2130706433`, `0177.0.0.1`,
-    `0x7f.1`, `127.1` (WHATWG URL "IPv4 parser").
-    """
-    host = host.strip("[]")
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0] if ":" in host else host)
-    except ValueError:
-        pass
-    return _parse_legacy_ipv4(host)
-
-
-def _parse_legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
-    labels = host.split(".")
-    if labels and labels[-1] == "" and len(labels) > 1:
-        labels = labels[:-1]  # "127.0.0.1." is still an address
-    if not 1 <= len(labels) <= 4:
-        return None
-    parsed = [_parse_ipv4_number(label) for label in labels]
-    numbers = [number for number in parsed if number is not None]
-    if len(numbers) != len(parsed):
-        return None
-    *leading, last = numbers
-    if any(number > 255 for number in leading) or last >= 256 ** (5 - len(numbers)):
-        return None
-    value = last
-    for index, number in enumerate(leading):
-        value += number * 256 ** (3 - index)
-    return ipaddress.IPv4Address(value)
-
-
-def _parse_ipv4_number(label: str) -> int | None:
-    text = label.lower()
-    base = 10
-    if text.startswith("0x"):
-        text, base = text[2:], 16
-    elif len(text) > 1 and text.startswith("0"):
-        text, base = text[1:], 8
-    if text == "":
-        return 0 if base == 16 else None
-    # Digits only: int() would also take "+1" or "1_0", which no URL parser reads as a number.
-    if not set(text) <= set(_DIGITS[base]):
-        return None
-    return int(text, base)

@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from destinations import services
+from destinations.credentials_admin import rotation_state, secret_state
 from destinations.models import ChangeSource, Destination
 from destinations.signing import NEW_KEY_HEADER_SUFFIX
 
@@ -54,6 +55,9 @@ def start_key_rotation(
             "title": f"Start a key rotation of {destination}",
             "opts": modeladmin.model._meta,
             "destination": destination,
+            # Whether a key is set and a rotation under way; never the keys themselves.
+            "key_state": secret_state(destination.signing_key),
+            "rotation_state": rotation_state(destination),
             "form": form,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": modeladmin.media,

@@ -40,14 +40,6 @@ def decrypt_secret(token: str) -> str:
         raise SecretUnreadable("a stored secret cannot be decrypted with AAMDEST_ENCRYPTION_KEYS") from None
 
 
-def reencrypt_secret(token: str) -> str:
-    """Return `token` encrypted under the first key (MultiFernet.rotate)."""
-    try:
-        return fernet().rotate(token.encode()).decode()
-    except InvalidToken:
-        raise SecretUnreadable("a stored secret cannot be decrypted with AAMDEST_ENCRYPTION_KEYS") from None
-
-
 class EncryptedTextField(models.TextField):
     """A text field whose column holds only Fernet ciphertext.
 

@@ -26,10 +26,10 @@ import logging
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from kombu.exceptions import OperationalError
 
-from delivery import tasks
+from delivery import dialect, tasks
 from delivery.lifecycle import expiry
 from delivery.models import Delivery, DeliveryStatus
 from delivery.sending import rounds
@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 Actor = AbstractBaseUser | AnonymousUser | None
 
 BROKER_UNAVAILABLE = "The task broker is unavailable; try again shortly."
+
+
+class DestinationPaused(Exception):
+    """The destination is paused: nothing is sent to it, a batch included (CONTRACT §2; HTTP 409)."""
 
 
 class BatchNotQueued(Exception):
@@ -164,11 +168,19 @@ def send_test(*, destination: Destination) -> TestOutcome:
     )
 
 
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint a refused write broke, read alike on PostgreSQL and SQLite."""
+    return dialect.violated_constraint(error)
+
+
 def start_batch_now(*, destination: Destination) -> None:
     """Queue the destination's batch now: the changes since its last cut-off, as kind `batch`.
 
-    Raises BatchNotQueued when the broker does not answer; nothing is started then.
+    Raises DestinationPaused when it is paused, BatchNotQueued when the broker does not answer;
+    nothing is started then.
     """
+    if not Destination.objects.filter(pk=destination.pk, enabled=True).exists():
+        raise DestinationPaused(f"{destination.name} is paused: resume it to send its batch.")
     try:
         tasks.send_batch_now.delay(destination.pk)
     except OperationalError as error:

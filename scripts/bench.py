@@ -25,9 +25,6 @@ children). Exit status 1 when users are lost (not acknowledged within
 from __future__ import annotations
 
 import argparse
-import base64
-import json
-import os
 import secrets
 import signal
 import statistics
@@ -37,13 +34,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_demo import ROOT, Children, check_redis, wait_for_http  # noqa: E402 - the scripts folder
+from memory import peak_rss_kib  # noqa: E402 - the scripts folder
+from stack import (  # noqa: E402 - the scripts folder
+    ROOT,
+    Children,
+    bench_environment,
+    free_port,
+    interrupt,
+    migrate_and_seed,
+    reset_broker,
+    reset_database,
+    start_receiver,
+    wait_for_http,
+)
 
 STATE = ROOT / "var" / "bench"
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/aamdest_bench"
@@ -60,49 +68,6 @@ def say(line: str) -> None:
 # --- the stack ------------------------------------------------------------------
 
 
-def reset_database(url: str) -> None:
-    """Drop and recreate the database named in `url`."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = sql.Identifier(parts.path.lstrip("/"))
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=3) as db:
-        db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        db.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-
-def reset_broker(url: str) -> None:
-    import redis
-
-    check_redis(url)
-    redis.Redis.from_url(url).flushdb()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def bench_environment(*, database_url: str, broker_url: str) -> dict[str, str]:
-    # Production-like: no debug (Django would keep every query in memory), explicit keys.
-    return {
-        **os.environ,
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-        "AAMDEST_ENCRYPTION_KEYS": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": broker_url,
-        "AAMDEST_ALLOW_PRIVATE_NETWORKS": "1",
-        "AAMDEST_LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 @dataclass(frozen=True)
 class Stack:
     api_url: str
@@ -114,20 +79,13 @@ class Stack:
 def start_stack(children: Children, *, database_url: str, broker_url: str) -> Stack:
     python, web_port, receiver_port = sys.executable, free_port(), free_port()
     env = bench_environment(database_url=database_url, broker_url=broker_url)
-    env.pop("AAMDEST_CA_BUNDLE", None)  # the receiver writes the CA the others will trust
     ack_log, signing_key = STATE / "acks.log", secrets.token_urlsafe(24)
     ack_log.unlink(missing_ok=True)
-    receiver = children.start("receiver", [
-        python, "manage.py", "receiver", "--port", str(receiver_port), "--cert-dir", str(STATE / "pki"),
-        f"--signing-key={signing_key}", "--ack-log", str(ack_log), "--summary-only",
-    ], env=env, is_echoed=False)
-    receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
-    env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
-    children.run("migrate", [python, "manage.py", "migrate", "--noinput", "-v", "0"], env=env)
-    seed = children.run("seed", [
-        python, "manage.py", "seed_demo", "--json", f"--signing-key={signing_key}",
-        "--receiver-url", f"https://127.0.0.1:{receiver_port}/aam"], env=env, is_echoed=False)
-    seeded = json.loads(next(line for line in seed.lines if line.startswith("{")))
+    start_receiver(children, env=env, port=receiver_port, cert_dir=STATE / "pki", timeout_s=STARTUP_TIMEOUT_S,
+                   options=[f"--signing-key={signing_key}", "--ack-log", str(ack_log), "--summary-only"],
+                   is_echoed=False)
+    seeded = migrate_and_seed(children, env=env, signing_key=signing_key, migrate_options=["-v", "0"],
+                              receiver_url=f"https://127.0.0.1:{receiver_port}/aam")
     children.start("web", [python, "manage.py", "runserver", "--noreload", "--skip-checks",
                            f"127.0.0.1:{web_port}"], env=env, is_echoed=False)
     workers = [
@@ -230,37 +188,9 @@ def warm_up(*, stack: Stack, events: int, database_url: str, deadline: float) ->
         wait_for_acks(ack_log=ack_log, events=events, deadline=deadline)
         if len(ack_log.first_ack) < events:
             raise RuntimeError(f"warm-up: {len(ack_log.first_ack):,} of {events:,} users acknowledged")
-    import psycopg
-
     with psycopg.connect(database_url, autocommit=True, connect_timeout=3) as db:
         db.execute("ANALYZE")
     return stack.ack_log.stat().st_size if stack.ack_log.exists() else 0
-
-
-def peak_rss_kib(pid: int) -> int:
-    """VmHWM of `pid` plus that of its descendants, in KiB (0 for a process already gone)."""
-    total = _vm_hwm_kib(pid)
-    for child in _children_of(pid):
-        total += peak_rss_kib(child)
-    return total
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-
-
-def _children_of(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return children
 
 
 # --- the report -----------------------------------------------------------------------
@@ -323,13 +253,10 @@ def parse_arguments() -> argparse.Namespace:
     return arguments
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
 
 def main() -> int:
     arguments = parse_arguments()
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     STATE.mkdir(parents=True, exist_ok=True)
     reset_broker(arguments.broker_url)
     reset_database(arguments.database_url)

@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import bench_environment, free_port, reset_database  # noqa: E402 - the scripts folder
-from run_demo import ROOT, Children  # noqa: E402
+from stack import ROOT, Children, bench_environment, free_port, reset_database  # noqa: E402 - scripts folder
 
 STATE = ROOT / "var" / "bench-batch"
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/aamdest_bench_batch"

@@ -18,169 +18,43 @@ Demo state (certificates, beat schedule, SQLite file) lives in var/demo/.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import re
 import secrets
 import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import (  # noqa: E402 - the scripts folder
+    ROOT,
+    Children,
+    check_redis,
+    ensure_postgres_database,
+    interrupt,
+    migrate_and_seed,
+    note,
+    start_receiver,
+    wait_for_http,
+)
+
 STATE = ROOT / "var" / "demo"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/aamdest"
 STARTUP_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 15
 EVENT_PERIOD_S = 1.5
 REGIONS = (3, 4, 6, 7, 8, 9, 11, 12)
 SEGMENT_IDS = (14356, 12176, 10329, 10330)  # seed_demo's segments
-COLORS = ("36", "33", "32", "35", "34", "31")
-# Celery's lines for every task received or succeeded, and for the beat tick
-# that runs every second, would drown the deliveries; failures still show.
-HIDDEN_LINE = re.compile(r"delivery-tick|Task delivery\.tasks\.\w+\[[0-9a-f-]+\] (received|succeeded)")
 
 
-# --- output ------------------------------------------------------------------
-
-_print_lock = threading.Lock()
-
-
-def say(name: str, line: str, *, color: str = "1") -> None:
-    prefix = f"{name:>8} |"
-    if sys.stdout.isatty():
-        prefix = f"\033[{color}m{prefix}\033[0m"
-    with _print_lock:
-        print(f"{prefix} {line}", flush=True)
-
-
-def note(line: str) -> None:
-    say("demo", line)
-
-
-# --- child processes ---------------------------------------------------------
-
-
-@dataclass
-class Child:
-    """A child process whose output is printed line by line under its name."""
-
-    name: str
-    process: subprocess.Popen
-    color: str
-    is_service: bool  # False: a one-off step (migrate, seed) expected to exit
-    is_echoed: bool = True
-    lines: list[str] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    pumping: threading.Thread | None = None
-
-    def pump(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.rstrip("\n")
-            if self.is_echoed and not HIDDEN_LINE.search(line):
-                say(self.name, line, color=self.color)
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
-
-    def wait_for(self, text: str, *, timeout_s: float) -> str:
-        """The first line holding `text`; RuntimeError when the child exits or time runs out first."""
-        deadline = time.monotonic() + timeout_s
-        with self.changed:
-            while True:
-                found = next((line for line in self.lines if text in line), None)
-                if found is not None:
-                    return found
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with status {self.process.returncode}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} did not print {text!r} within {timeout_s:.0f} s")
-                self.changed.wait(timeout=0.5)
-
-
-class Children:
-    """Every child started, so that one call stops them all."""
-
-    def __init__(self, *, announce: Callable[[str], None] = note) -> None:
-        self.started: list[Child] = []
-        self.announce = announce
-
-    def start(
-        self, name: str, argv: list[str], *, env: dict[str, str], is_service: bool = True,
-        is_echoed: bool = True,
-    ) -> Child:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-            # Its own process group: Ctrl-C reaches only this script, which
-            # then stops the children in order, grandchildren included.
-            start_new_session=True,
-        )
-        child = Child(name=name, process=process, color=COLORS[len(self.started) % len(COLORS)],
-                      is_service=is_service, is_echoed=is_echoed)
-        self.started.append(child)
-        child.pumping = threading.Thread(target=child.pump, name=f"pump-{name}", daemon=True)
-        child.pumping.start()
-        self.announce(f"started {name} (pid {process.pid})")
-        return child
-
-    def run(self, name: str, argv: list[str], *, env: dict[str, str], is_echoed: bool = True) -> Child:
-        """Start a child and wait for it to finish; RuntimeError when it fails."""
-        child = self.start(name, argv, env=env, is_service=False, is_echoed=is_echoed)
-        child.process.wait()
-        if child.pumping:
-            child.pumping.join(timeout=5)  # every line read, so callers may parse them
-        if child.process.returncode != 0:
-            for line in [] if is_echoed else child.lines:
-                say(name, line, color=child.color)
-            raise RuntimeError(f"{name} failed with status {child.process.returncode}")
-        return child
-
-    def exited(self) -> Child | None:
-        """A service that stopped on its own, if any."""
-        services = (child for child in self.started if child.is_service)
-        return next((child for child in services if child.process.poll() is not None), None)
-
-    def stop(self) -> None:
-        running = [child for child in reversed(self.started) if child.process.poll() is None]
-        for child in running:
-            _signal_group(child, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for child in running:
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.announce(f"{child.name} did not stop within {STOP_TIMEOUT_S} s: killing it")
-                _signal_group(child, signal.SIGKILL)
-                child.process.wait()
-        for child in running:
-            # Grandchildren left in the group, if any; only groups of children
-            # reaped just now, so that the group id cannot have been reused.
-            _signal_group(child, signal.SIGKILL)
-        self.announce("stopped everything")
-
-
-def _signal_group(child: Child, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.process.pid, signum)
-
-
-# --- database and broker -----------------------------------------------------
+# --- database ----------------------------------------------------------------
 
 
 def choose_database_url() -> str:
@@ -196,37 +70,6 @@ def choose_database_url() -> str:
         note(f"no local PostgreSQL ({str(exc).strip().splitlines()[0]}): using a SQLite file")
         return f"sqlite:///{STATE / 'aamdest.sqlite3'}"
     return LOCAL_POSTGRES_URL
-
-
-def ensure_postgres_database(url: str) -> None:
-    """Create the database named in `url` when it is missing (connecting to `postgres` to do so)."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=3) as connection:
-        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            note(f"created PostgreSQL database {name}")
-
-
-def check_redis(url: str) -> None:
-    """Exit with a message saying how to start Redis when it does not answer at `url`."""
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        raise SystemExit(
-            f"Redis does not answer at {url} ({exc}).\n"
-            "Start it, then run `make run` again:\n"
-            "    redis-server --daemonize yes --port 6379        (or: sudo systemctl start redis-server)\n"
-            "    docker run -d -p 6379:6379 redis:7              (with Docker)\n"
-            "or point CELERY_BROKER_URL at a Redis you have."
-        ) from None
 
 
 # --- the demo ----------------------------------------------------------------
@@ -262,18 +105,12 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
     """Start every process of the demo and return what seed_demo made."""
     python = sys.executable
     env = base_environment(database_url=database_url, broker_url=broker_url)
-    env.pop("AAMDEST_CA_BUNDLE", None)  # the receiver writes the CA the others will trust
     signing_key = secrets.token_urlsafe(24)
-    receiver = children.start("receiver", [
-        python, "manage.py", "receiver", "--port", str(ports.receiver), "--cert-dir", str(STATE / "pki"),
-        f"--signing-key={signing_key}"], env=env)  # "=": a key may start with "-"
-    receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
-    env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
-    children.run("migrate", [python, "manage.py", "migrate", "--noinput"], env=env)
-    seed = children.run("seed", [
-        python, "manage.py", "seed_demo", "--json", f"--signing-key={signing_key}",
-        "--receiver-url", f"https://127.0.0.1:{ports.receiver}/aam"], env=env, is_echoed=False)
-    seeded = json.loads(next(line for line in seed.lines if line.startswith("{")))
+    signing = f"--signing-key={signing_key}"  # "=": a key may start with "-"
+    start_receiver(children, env=env, port=ports.receiver, cert_dir=STATE / "pki",
+                   timeout_s=STARTUP_TIMEOUT_S, options=[signing])
+    seeded = migrate_and_seed(children, env=env, signing_key=signing_key,
+                              receiver_url=f"https://127.0.0.1:{ports.receiver}/aam")
     children.start("web", [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{ports.web}"], env=env)
     children.start("worker", worker_command(database_url=database_url), env=env)
     children.start("beat", [python, "-m", "celery", "-A", "aamdest", "beat", "-l", "info",
@@ -290,20 +127,6 @@ def worker_command(*, database_url: str) -> list[str]:
     concurrency = "8" if database_url.startswith(("postgres://", "postgresql://")) else "2"
     return [sys.executable, "-m", "celery", "-A", "aamdest", "worker", "--pool", "threads",
             "--concurrency", concurrency, "-l", "info", "-n", "demo@%h"]
-
-
-def wait_for_http(url: str, *, timeout_s: float) -> None:
-    """Return once `url` answers at all (any status); RuntimeError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()  # noqa: S310 - our own http://127.0.0.1 URL
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
 
 
 def print_welcome(*, ports: Ports, seeded: dict[str, Any], database_url: str) -> None:
@@ -328,7 +151,7 @@ def run_demo() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     database_url = choose_database_url()
     note("DJANGO_DEBUG=1: the demo runs in development mode (derived secret and encryption keys).")
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the demo as Ctrl-C does
+    signal.signal(signal.SIGTERM, interrupt)  # SIGTERM stops the demo as Ctrl-C does
     children = Children()
     try:
         seeded = start_stack(children, ports=ports, database_url=database_url, broker_url=broker_url)
@@ -349,9 +172,6 @@ def run_demo() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         children.stop()
 
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 # --- the sample event stream (this script with --stream-events) ---------------

@@ -1,4 +1,4 @@
-"""Shared fixtures: API clients with roles, local HTTPS partners with a throwaway CA."""
+"""Shared fixtures: API clients with roles, local HTTPS partners with a throwaway CA, the token cache."""
 
 from __future__ import annotations
 
@@ -6,12 +6,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
 from partner.certificates import CertificateFiles, write_certificates
 from tests.local_partner import Partner, StallingServer, start_partner
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """On SQLite, test in a file beside DATABASE_URL's, as `make run` does: WAL, and writers that wait.
+
+    Django's default, a shared in-memory database, fails concurrent writers at once instead.
+    """
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = f"{database['NAME']}.test"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +46,17 @@ def partner(local_network: CertificateFiles) -> Iterator[Partner]:
     running = start_partner(local_network)
     yield running
     running.stop()
+
+
+@pytest.fixture
+def token_cache(settings) -> Iterator[redis.Redis]:
+    """The Redis holding OAuth tokens, without any (an earlier test's destination may share an id)."""
+    client = token_cache_client()
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
+        client.delete(key)
+    yield client
+    for key in client.scan_iter(TOKEN_CACHE_PATTERN):
+        client.delete(key)
 
 
 @pytest.fixture

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from django.db import connections
 from django.utils import timezone
 
+from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
 from delivery.models import Delivery
 from delivery.realtime.claiming import claim_due_requests
 from delivery.sending.rounds import send_deliveries, send_test_document
@@ -121,8 +121,8 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def receivers(cert_dir: Path, settings, db) -> Iterator[Receivers]:
     running = Receivers(cert_dir)
     settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = True  # the receiver is on this machine
-    cache = redis.Redis.from_url(settings.AAMDEST_REDIS_URL)
-    for key in cache.scan_iter("aamdest:oauth-token:*"):
+    cache = token_cache_client()
+    for key in cache.scan_iter(TOKEN_CACHE_PATTERN):
         cache.delete(key)  # tokens of an earlier run's destinations with the same ids
     yield running
     for receiver in running.started:

@@ -75,6 +75,7 @@ class Output:
 
 
 @pytest.mark.e2e
+@pytest.mark.demo
 @pytest.mark.timeout(DELIVERY_BOUND_S + 60)
 def test_make_run_delivers_sample_events_to_the_receiver_then_stops_every_process(tmp_path):
     broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")

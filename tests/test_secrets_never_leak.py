@@ -15,6 +15,7 @@ history pages, and the delivery log's rows. None may appear.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import logging
 import subprocess
@@ -30,6 +31,7 @@ from django.db import connection
 
 from aamdest.logging import JsonFormatter
 from delivery import tasks
+from delivery.coordination import TOKEN_CACHE_PATTERN
 from delivery.models import Attempt, Delivery
 from destinations.models import ConfigChange, Destination
 from partner.management.commands.receiver import Command as ReceiverCommand
@@ -220,17 +222,8 @@ def assert_clean(where: str, text: str | bytes, secrets: list[str]) -> None:
         assert secret not in haystack, f"a secret appears in {where}"
 
 
-# --- The test -------------------------------------------------------------------------------
-
-
-def test_no_secret_appears_in_the_database_broker_logs_api_admin_or_delivery_log(
-    operator_client, admin_client, receivers, redis_db, caplog
-):
-    caplog.set_level(logging.DEBUG)
-    signed, oauth = receivers
-    responses: list = []
-
-    # Given an HMAC destination in the middle of a key rotation, and an OAuth one
+def configure_both(operator_client, responses: list, *, signed, oauth) -> list[Destination]:
+    """An HMAC destination at `signed` in the middle of a key rotation, and an OAuth one at `oauth`."""
     hmac_destination = configure(
         operator_client, responses, name="hmac-partner", url=f"{signed.url}aam", auth_mode="hmac",
         signing_key=SIGNING_KEY,
@@ -242,7 +235,30 @@ def test_no_secret_appears_in_the_database_broker_logs_api_admin_or_delivery_log
         oauth_token_url=f"{oauth.url}oauth/token", oauth_client_id=CLIENT_ID,
         oauth_client_secret=CLIENT_SECRET,
     )
-    destinations = [hmac_destination, oauth_destination]
+    return [hmac_destination, oauth_destination]
+
+
+def assert_redis_clean(redis_db, secrets: list[str]) -> None:
+    """The token cache is in Redis, and no key or value there holds a secret."""
+    contents = redis_contents(redis_db)
+    assert any(fnmatch.fnmatch(key.decode(), TOKEN_CACHE_PATTERN) for key in contents)
+    for value in contents:
+        assert_clean("Redis", value, secrets)
+
+
+# --- The test -------------------------------------------------------------------------------
+
+
+def test_no_secret_appears_in_the_database_broker_logs_api_admin_or_delivery_log(
+    operator_client, admin_client, receivers, redis_db, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    signed, oauth = receivers
+    responses: list = []
+
+    # Given an HMAC destination in the middle of a key rotation, and an OAuth one
+    destinations = configure_both(operator_client, responses, signed=signed, oauth=oauth)
+    oauth_destination = destinations[1]
 
     # When traffic flows and everything is read back
     send_traffic(operator_client, destinations, responses)
@@ -261,10 +277,7 @@ def test_no_secret_appears_in_the_database_broker_logs_api_admin_or_delivery_log
     dump = database_dump()
     assert "hmac-partner" in dump and "oauth-partner" in dump
     assert_clean("the database dump", dump, secrets)
-    contents = redis_contents(redis_db)
-    assert any(key.startswith(b"aamdest:oauth-token:") for key in contents)
-    for value in contents:
-        assert_clean("Redis", value, secrets)
+    assert_redis_clean(redis_db, secrets)
     assert any("attempt 1" in record.getMessage() for record in caplog.records)
     assert_clean("the logs", caplog.text + log_lines(caplog.records), secrets)
     for response in responses:

@@ -2,11 +2,11 @@
 
 The body is read here rather than by DRF's parsers: Django's `request.body`
 refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), less than 10,000
-events, and the gzip and NDJSON handling lives in `delivery.intake.events`.
+events, and the gzip and NDJSON handling lives in `delivery.intake.bodies`.
 DRF still authenticates and checks `destinations.permissions.RolePermission`.
 
 Answers: 202 `{"accepted": N}` once the events are committed; 400
-`{"errors": [{"index", "field", "message"}]}` (see `delivery.intake.events` for
+`{"errors": [{"index", "field", "message"}]}` (see `delivery.intake.bodies` for
 when `index` is null); 411, 413 and 415 `{"detail": "..."}`.
 After the commit, the destinations that got pending work are flushed
 (`delivery.tasks.schedule_flushes`) and the events are counted for /metrics.
@@ -24,15 +24,10 @@ from rest_framework.views import APIView
 
 from delivery import tasks
 from delivery.api.throttling import EventsThrottle
-from delivery.intake.events import (
-    MAX_BODY_BYTES,
-    IngestionError,
-    InvalidEvents,
-    PayloadTooLarge,
-    parse_events,
-)
+from delivery.counters import count_events_ingested
+from delivery.intake.bodies import MAX_BODY_BYTES, PayloadTooLarge, parse_events
+from delivery.intake.events import IngestionError, InvalidEvents
 from delivery.intake.membership import apply_events
-from delivery.observability.stats import count_events_ingested
 
 _ERRORS = inline_serializer(
     "EventErrors",

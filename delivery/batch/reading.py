@@ -28,6 +28,7 @@ import orjson
 from django.db import connection
 from django.db.models import Max
 
+from delivery import dialect
 from delivery.models import Device, Membership, MembershipChange, PartnerId
 
 CHUNK_SIZE = 5_000
@@ -60,7 +61,7 @@ def read_batch_devices(
         changed_segments = []
     if not changed_segments and not full_segments:
         return
-    reader = read_postgresql if connection.vendor == "postgresql" else read_portable
+    reader = read_postgresql if dialect.is_postgresql() else read_portable
     yield from reader(after=after or 0, until=until, changed_segments=changed_segments,
                       full_segments=full_segments, dpid=dpid, chunk_size=chunk_size)
 
@@ -70,35 +71,7 @@ def read_postgresql(
     chunk_size: int,
 ) -> Iterator[BatchDevice]:
     """One query, grouped per device in the database, streamed through a server-side cursor."""
-    quote = connection.ops.quote_name
-    tables = {name: quote(model._meta.db_table) for name, model in
-              {"changes": MembershipChange, "memberships": Membership, "devices": Device,
-               "partner_ids": PartnerId}.items()}
-    parts = []
-    if changed_segments:
-        parts.append(f"""
-            SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active, c.datetime,
-                   c.id AS seq
-            FROM {tables["changes"]} c
-            WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
-            ORDER BY c.aam_uuid, c.segment_id, c.id DESC""")  # noqa: S608 - quoted model tables only
-    if full_segments:
-        parts.append(f"""
-            SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint
-            FROM {tables["memberships"]} m
-            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])""")  # noqa: S608
-    entries = " UNION ALL ".join(f"({part})" for part in parts)
-    sql = f"""
-        SELECT e.aam_uuid,
-               json_agg(json_build_array(e.segment_id, e.is_active, e.datetime) ORDER BY e.segment_id)::text,
-               coalesce(d.regions, '[]'::jsonb)::text,
-               coalesce((SELECT json_agg(p.dpuuid ORDER BY p.id) FROM {tables["partner_ids"]} p
-                         WHERE p.device_id = e.aam_uuid AND p.dpid = %(dpid)s), '[]'::json)::text
-        FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq)
-        LEFT JOIN {tables["devices"]} d ON d.aam_uuid = e.aam_uuid
-        GROUP BY e.aam_uuid, d.regions
-        ORDER BY max(e.seq) NULLS LAST, e.aam_uuid
-    """  # noqa: S608 - quoted model tables only; every value is a parameter
+    sql = _grouped_query(changed=bool(changed_segments), full=bool(full_segments))
     params = {"after": after, "until": until, "changed": changed_segments, "full": full_segments,
               "dpid": dpid}
     with connection.chunked_cursor() as cursor:
@@ -112,6 +85,39 @@ def read_postgresql(
                     regions=orjson.loads(regions_json),
                     partner_uuids=orjson.loads(partners_json),
                 )
+
+
+def _grouped_query(*, changed: bool, full: bool) -> str:
+    """`read_postgresql`'s SQL: one row per device (aam_uuid, entries, regions, partner IDs as JSON)."""
+    quote = connection.ops.quote_name
+    tables = {name: quote(model._meta.db_table) for name, model in
+              {"changes": MembershipChange, "memberships": Membership, "devices": Device,
+               "partner_ids": PartnerId}.items()}
+    parts = []
+    if changed:
+        parts.append(f"""
+            SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active, c.datetime,
+                   c.id AS seq
+            FROM {tables["changes"]} c
+            WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
+            ORDER BY c.aam_uuid, c.segment_id, c.id DESC""")  # noqa: S608 - quoted model tables only
+    if full:
+        parts.append(f"""
+            SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint
+            FROM {tables["memberships"]} m
+            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])""")  # noqa: S608
+    entries = " UNION ALL ".join(f"({part})" for part in parts)
+    return f"""
+        SELECT e.aam_uuid,
+               json_agg(json_build_array(e.segment_id, e.is_active, e.datetime) ORDER BY e.segment_id)::text,
+               coalesce(d.regions, '[]'::jsonb)::text,
+               coalesce((SELECT json_agg(p.dpuuid ORDER BY p.id) FROM {tables["partner_ids"]} p
+                         WHERE p.device_id = e.aam_uuid AND p.dpid = %(dpid)s), '[]'::json)::text
+        FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq)
+        LEFT JOIN {tables["devices"]} d ON d.aam_uuid = e.aam_uuid
+        GROUP BY e.aam_uuid, d.regions
+        ORDER BY max(e.seq) NULLS LAST, e.aam_uuid
+    """  # noqa: S608 - quoted model tables only; every value is a parameter
 
 
 def read_portable(

@@ -29,15 +29,17 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from delivery import dialect
 from delivery.batch.reading import BatchDevice, read_batch_devices
 from delivery.batch.writing import BatchWriter
+from delivery.leases import take_unleased
 from delivery.lifecycle.erasure import batch_cut_lock_key
 from delivery.models import BatchCoverage, BatchExit, Delivery, DeliveryKind, DeliveryStatus, MembershipChange
-from delivery.realtime.claiming import lease_until
+from delivery.realtime.slots import holding_slot, slot_expiry_ms
 from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
 from delivery.sending.rounds import send_deliveries
 from destinations.models import Destination, Mapping
@@ -95,11 +97,7 @@ def read_safe_cutoff() -> int:
     to it, and holds new writers back for the instant of the read.
     """
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            table = connection.ops.quote_name(MembershipChange._meta.db_table)
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL lock_timeout = '{CUTOFF_LOCK_TIMEOUT}'")
-                cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+        dialect.lock_table_against_writers(MembershipChange, lock_timeout=CUTOFF_LOCK_TIMEOUT)
         return MembershipChange.objects.aggregate(last=Max("id"))["last"] or 0
 
 
@@ -142,9 +140,7 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
 
 def _lock_batch_cut(destination_id: int) -> None:
     # Held until commit; erasures share it, so that they see this cut-off before capturing exits.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [batch_cut_lock_key(destination_id)])
+    dialect.advisory_xact_lock(batch_cut_lock_key(destination_id))
 
 
 def _active_mappings(*, destination: Destination, today: dt.date) -> list[Mapping]:
@@ -164,7 +160,8 @@ def _split_by_coverage(
         coverage.mapping_id: (coverage.segment_id, coverage.batched_at)
         for coverage in BatchCoverage.objects.filter(mapping__in=[mapping.pk for mapping in mappings])
     }
-    full, changed = [], []
+    full: list[int] = []
+    changed: list[int] = []
     for mapping in mappings:
         carried_by_previous = covered.get(mapping.pk) == (mapping.segment_id, previous_batch_at)
         was_carried = previous_batch_at is not None and carried_by_previous
@@ -222,26 +219,27 @@ def _add_exits(
 
 def claim_batch_deliveries(*, destination: Destination, now: dt.datetime, count: int) -> list[Delivery]:
     """Lease up to `count` stored, unsent batch deliveries of `destination`, oldest first."""
-    with transaction.atomic():
-        pks = list(
-            Delivery.objects.filter(
-                destination=destination, kind=DeliveryKind.BATCH, status=DeliveryStatus.PENDING,
-                lease_until__isnull=True,
-            )
-            .order_by("pk")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:count]
-        )
-        Delivery.objects.filter(pk__in=pks).update(lease_until=lease_until(destination=destination, now=now))
+    stored = Delivery.objects.filter(destination=destination, kind=DeliveryKind.BATCH)
+    pks = take_unleased(destination=destination, deliveries=stored, now=now, count=count)
     return list(Delivery.objects.filter(pk__in=pks).order_by("pk"))
 
 
-def send_batch_deliveries(
-    *, destination: Destination, after_each_claim: Callable[[], object] | None = None
-) -> int:
+def drain_stored_batch(*, destination_id: int) -> None:
+    """Send the destination's stored batch deliveries, within one of its concurrency slots."""
+    destination = Destination.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return
+    with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
+        if renew is None:
+            return  # real-time flushes hold every slot: beat's next check sends them
+        send_batch_deliveries(destination=destination, keep_slot=renew)
+
+
+def send_batch_deliveries(*, destination: Destination, keep_slot: Callable[[], bool] | None = None) -> int:
     """Send the destination's stored batch deliveries until none is left or it is paused; return how many.
 
-    `after_each_claim` runs after each round (the caller renews its concurrency slot there).
+    `keep_slot` runs after each round: it renews the caller's concurrency slot, and
+    returns False when the slot was lost, which stops the drain (the next one sends the rest).
     """
     count = max(1, min(MAX_ROUND_REQUESTS, ROUND_USERS // destination.max_users_per_request))
     sent = 0
@@ -251,8 +249,8 @@ def send_batch_deliveries(
             break
         send_deliveries(destination=destination, deliveries=deliveries)
         sent += len(deliveries)
-        if after_each_claim is not None:
-            after_each_claim()
+        if keep_slot is not None and not keep_slot():
+            break
         try:
             destination.refresh_from_db()
         except Destination.DoesNotExist:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db import connection
 from django.utils import timezone
 
+from delivery import dialect
 from delivery.models import BatchExit, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.sending.documents import UserObject, build_document
 from destinations.models import Destination
@@ -104,17 +104,5 @@ class BatchWriter:
 
 def _store_devices(rows: list[tuple[int, str]]) -> None:
     """Insert (delivery id, aam_uuid) `DeliveryDevice` rows."""
-    if connection.vendor != "postgresql":
-        DeliveryDevice.objects.bulk_create(
-            (DeliveryDevice(delivery_id=delivery_id, aam_uuid=uuid) for delivery_id, uuid in rows),
-            batch_size=DEVICE_ROWS_PER_INSERT,
-        )
-        return
-    # Two array parameters rather than a model instance per row: a batch has millions of them.
-    table = connection.ops.quote_name(DeliveryDevice._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (delivery_id, aam_uuid) "  # noqa: S608 - the model's table name
-            "SELECT * FROM unnest(%s::bigint[], %s::varchar[])",
-            [[delivery_id for delivery_id, _ in rows], [uuid for _, uuid in rows]],
-        )
+    dialect.insert_pairs(DeliveryDevice, columns=("delivery_id", "aam_uuid"), rows=rows,
+                         batch_size=DEVICE_ROWS_PER_INSERT)

@@ -71,7 +71,7 @@ def send_batch(request: HttpRequest, pk: int) -> HttpResponse:
     destination = get_object_or_404(Destination, pk=pk)
     try:
         destination_services.start_batch_now(destination=destination)
-    except destination_services.BatchNotQueued as error:
+    except (destination_services.DestinationPaused, destination_services.BatchNotQueued) as error:
         messages.error(request, str(error))
         return redirect("console:destination", pk=pk)
     messages.success(request, f"The batch of {destination.name} is queued; its requests appear below.")

@@ -32,14 +32,18 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import orjson
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 
+from delivery import dialect
 from delivery.lifecycle.expiry import INACTIVITY, end_active_memberships
+from delivery.lifecycle.stored_documents import (
+    lock_ended_deliveries,
+    remove_carried_exits,
+    remove_from_documents,
+)
 from delivery.models import (
     BatchExit,
-    Delivery,
     DeliveryDevice,
     DeliveryStatus,
     DestinationDevice,
@@ -92,44 +96,58 @@ def erase_forgotten_devices(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -
 
 
 def _erase_chunk(uuids: list[str], *, now: dt.datetime, result: ErasureResult) -> None:
-    # Device locks first, as ingestion takes them; skip those an ingestion holds (next round).
-    locked = dict(
-        Device.objects.filter(aam_uuid__in=uuids)
-        .order_by("aam_uuid")
-        .select_for_update(skip_locked=True)
-        .values_list("aam_uuid", "last_seen")
-    )
-    absent = set(uuids) - set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
-    # Only the requests this run may act on: its devices', and those of devices already gone.
-    requests = {
-        request.aam_uuid: request
-        for request in DeviceErasure.objects.filter(aam_uuid__in=set(locked) | absent)
-        .select_for_update()
-        .order_by("id")
-    }
-    # Checked again under the request's lock: a device may have come back meanwhile.
-    still_here = Device.objects.filter(aam_uuid__in=absent).values_list("aam_uuid", flat=True)
-    gone = sorted(absent & set(requests) - set(still_here))
-    seen_again = [
-        uuid for uuid, request in requests.items()
-        if uuid in locked and request.reason == ErasureReason.INACTIVITY and locked[uuid] > now - INACTIVITY
-    ]
-    DeviceErasure.objects.filter(aam_uuid__in=gone + seen_again).delete()
-    result.cancelled += len(gone) + len(seen_again)
-    candidates = sorted(set(locked) & set(requests) - set(seen_again))
+    locked = _lock_devices(uuids)
+    requests = _lock_requests(uuids, locked=set(locked))
+    cancelled = _cancel_requests(requests, locked=locked, now=now)
+    result.cancelled += len(cancelled)
+    candidates = sorted(set(locked) & set(requests) - cancelled)
     reactivated = _end_reactivated(candidates, now=now, result=result)
     delivery_ids = lock_ended_deliveries(candidates)
     blocked = reactivated | _blocked(candidates, requests=requests, now=now)
     ready = [uuid for uuid in candidates if uuid not in blocked]
     if ready and not _share_batch_cut_locks():
-        blocked |= set(ready)  # a batch is being cut: erase once its cut-off is known
-        ready = []
+        ready = []  # a batch is being cut: erase once its cut-off is known
     result.waiting += len(candidates) - len(ready)
     if ready:
         capture_batch_exits(ready)
         result.documents += remove_from_documents(delivery_ids=delivery_ids, uuids=ready)
         _delete_device_data(ready)
         result.erased += len(ready)
+
+
+def _lock_devices(uuids: list[str]) -> dict[str, dt.datetime]:
+    """Lock the devices first, as ingestion does, skipping those it holds (next round).
+
+    Returns aam_uuid → last_seen of the devices locked.
+    """
+    return dict(
+        Device.objects.filter(aam_uuid__in=uuids)
+        .order_by("aam_uuid")
+        .select_for_update(skip_locked=True)
+        .values_list("aam_uuid", "last_seen")
+    )
+
+
+def _lock_requests(uuids: list[str], *, locked: set[str]) -> dict[str, DeviceErasure]:
+    """Lock the requests this run may act on: its locked devices', and those of devices already gone."""
+    absent = set(uuids) - set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
+    requests = DeviceErasure.objects.filter(aam_uuid__in=locked | absent).select_for_update().order_by("id")
+    return {request.aam_uuid: request for request in requests}
+
+
+def _cancel_requests(requests: dict[str, DeviceErasure], *, locked: dict[str, dt.datetime],
+                     now: dt.datetime) -> set[str]:
+    """Delete the requests of devices gone and of inactive devices seen again; return their aam_uuids."""
+    absent = set(requests) - set(locked)
+    # Checked again under the request's lock: a device may have come back meanwhile.
+    still_here = Device.objects.filter(aam_uuid__in=absent).values_list("aam_uuid", flat=True)
+    gone = absent - set(still_here)
+    seen_again = {
+        uuid for uuid, request in requests.items()
+        if uuid in locked and request.reason == ErasureReason.INACTIVITY and locked[uuid] > now - INACTIVITY
+    }
+    DeviceErasure.objects.filter(aam_uuid__in=gone | seen_again).delete()
+    return gone | seen_again
 
 
 def _end_reactivated(uuids: list[str], *, now: dt.datetime, result: ErasureResult) -> set[str]:
@@ -165,16 +183,8 @@ def _in_pending_deliveries(uuids: Iterable[str]) -> set[str]:
 
 def _share_batch_cut_locks() -> bool:
     """Hold every batch destination's cut lock, shared, until commit; False if a cut holds one."""
-    if connection.vendor != "postgresql":
-        return True  # other databases take one writer at a time
     keys = [batch_cut_lock_key(pk) for pk in _batch_destinations().values_list("pk", flat=True)]
-    if not keys:
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT bool_and(pg_try_advisory_xact_lock_shared(key)) FROM unnest(%s::bigint[]) AS key", [keys]
-        )
-        return bool(cursor.fetchone()[0])
+    return dialect.try_advisory_xact_locks_shared(keys)
 
 
 def _batch_destinations() -> QuerySet[Destination]:
@@ -219,68 +229,6 @@ def capture_batch_exits(uuids: list[str]) -> int:
         ]
         written += len(BatchExit.objects.bulk_create([exit_ for exit_ in exits if exit_.segments]))
     return written
-
-
-# ---- stored documents ------------------------------------------------------------------
-
-
-def lock_ended_deliveries(uuids: list[str]) -> list[int]:
-    """Lock the ended deliveries carrying `uuids`, in id order; return their ids.
-
-    Taken before looking for pending deliveries: a redelivery being made of one
-    of them then waits, and copies the rewritten body and rows.
-    """
-    delivery_ids = (
-        DeliveryDevice.objects.filter(aam_uuid__in=uuids)
-        .exclude(delivery__status=DeliveryStatus.PENDING)
-        .values_list("delivery_id", flat=True)
-    )
-    locked = Delivery.objects.filter(pk__in=delivery_ids).order_by("pk").select_for_update()
-    return list(locked.values_list("pk", flat=True))
-
-
-def remove_from_documents(*, delivery_ids: list[int], uuids: list[str]) -> int:
-    """Rewrite those of the (locked, ended) deliveries that carry `uuids` without them; return how many.
-
-    `User_count` and `user_count` follow; their `DeliveryDevice` rows go. Bodies
-    are read one at a time, so a device in many large batch documents costs
-    one document's memory. Retries never see it: no pending delivery is touched.
-    """
-    removed = set(uuids)
-    carrying = sorted(set(
-        DeliveryDevice.objects.filter(delivery_id__in=delivery_ids, aam_uuid__in=uuids)
-        .values_list("delivery_id", flat=True)
-    ))
-    for delivery_id in carrying:
-        body = Delivery.objects.filter(pk=delivery_id).values_list("body", flat=True).first()
-        if body is None:
-            continue
-        document = orjson.loads(bytes(body))
-        users = [user for user in document["Users"] if user.get("AAM_UUID") not in removed]
-        document["Users"], document["User_count"] = users, str(len(users))
-        Delivery.objects.filter(pk=delivery_id).update(body=orjson.dumps(document), user_count=len(users))
-    DeliveryDevice.objects.filter(delivery_id__in=carrying, aam_uuid__in=uuids).delete()
-    return len(carrying)
-
-
-def remove_carried_exits() -> int:
-    """Take erased devices out of the ended batch deliveries that carried their exits; return how many.
-
-    A device that came back since (the same AAM UUID, a new device) stays: its
-    own data may be in that document too.
-    """
-    done = BatchExit.objects.filter(delivery__isnull=False).exclude(delivery__status=DeliveryStatus.PENDING)
-    rewritten = 0
-    for delivery_id in sorted(set(done.values_list("delivery_id", flat=True))):
-        with transaction.atomic():
-            list(Delivery.objects.filter(pk=delivery_id).select_for_update().values_list("pk"))
-            exits = list(done.filter(delivery_id=delivery_id).values_list("pk", "aam_uuid"))
-            uuids = {uuid for _, uuid in exits}
-            returned = set(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", flat=True))
-            if uuids - returned:
-                rewritten += remove_from_documents(delivery_ids=[delivery_id], uuids=sorted(uuids - returned))
-            BatchExit.objects.filter(pk__in=[pk for pk, _ in exits]).delete()
-    return rewritten
 
 
 def _delete_device_data(uuids: list[str]) -> None:

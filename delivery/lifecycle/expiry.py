@@ -2,7 +2,7 @@
 
 Every exit here is recorded as a disqualification would be: the membership is
 left (`datetime` = the moment it ended), a `MembershipChange` row is written
-(batch mode reads it) and `delivery.intake.membership.mark_pending` queues the
+(batch mode reads it) and `delivery.intake.pending_marks.mark_pending` queues the
 real-time "0"s. Forgetting devices (after inactivity or an opt-out) is
 `delivery.lifecycle.erasure`.
 
@@ -30,7 +30,8 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.db.models.functions import Greatest, Trunc
 from django.utils import timezone
 
-from delivery.intake.membership import Change, ChangeKind, mark_pending
+from delivery.intake.merging import Change, ChangeKind
+from delivery.intake.pending_marks import mark_pending
 from delivery.models import Device, DeviceErasure, ErasureReason, Membership, MembershipChange
 from destinations.models import Segment
 
@@ -62,7 +63,7 @@ def expire_memberships(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> Lif
     Each chunk locks its memberships' devices first, in `aam_uuid` order and
     skipping those an ingestion (or another sweep) holds, as every writer of
     memberships and of `DestinationDevice` rows must (see
-    `delivery.intake.membership`); then it re-reads the devices' memberships still
+    `delivery.intake.storage`); then it re-reads the devices' memberships still
     active and expired. A skipped device is left for the next run.
 
     Returns how many ended and the real-time destinations that got "0"s to send.
@@ -70,38 +71,49 @@ def expire_memberships(*, now: dt.datetime, chunk_size: int = CHUNK_SIZE) -> Lif
     result = LifecycleResult()
     after: tuple[dt.datetime, int] | None = None
     while True:
-        candidates = Membership.objects.filter(is_active=True, expires_at__lte=now)
-        if after is not None:
-            candidates = candidates.filter(
-                Q(expires_at__gt=after[0]) | Q(expires_at=after[0], pk__gt=after[1])
-            )
         with transaction.atomic():
-            rows = list(candidates.order_by("expires_at", "pk").values_list("pk", "device_id", "expires_at")
-                        [:chunk_size])
+            rows = _next_expired(now=now, after=after, chunk_size=chunk_size)
             if not rows:
                 return result
             after = (rows[-1][2], rows[-1][0])
-            devices = list(
-                Device.objects.filter(aam_uuid__in={row[1] for row in rows})
-                .order_by("aam_uuid")
-                .select_for_update(skip_locked=True)
-                .values_list("aam_uuid", flat=True)
-            )
-            expired = list(
-                Membership.objects.filter(device_id__in=devices, is_active=True, expires_at__lte=now)
-                .order_by("device_id", "segment_id")
-                .select_for_update(skip_locked=True)
-                .values_list("pk", "device_id", "segment_id", "expires_at")
-            ) if devices else []
-            if expired:
-                Membership.objects.filter(pk__in=[row[0] for row in expired]).update(
-                    is_active=False, datetime=F("expires_at"), expires_at=None, updated_at=timezone.now()
-                )
-                exits = [(device_id, segment_id, ended_at) for _, device_id, segment_id, ended_at in expired]
-                result.destination_ids |= record_exits(exits=exits, now=now)
-        result.memberships += len(expired)
+            step = _expire_devices({device_id for _, device_id, _ in rows}, now=now)
+        result.add(step)
         if len(rows) < chunk_size:
             return result
+
+
+def _next_expired(
+    *, now: dt.datetime, after: tuple[dt.datetime, int] | None, chunk_size: int
+) -> list[tuple[int, str, dt.datetime]]:
+    """(pk, device_id, expires_at) of the next expired memberships in (expires_at, pk) order after `after`."""
+    candidates = Membership.objects.filter(is_active=True, expires_at__lte=now)
+    if after is not None:
+        candidates = candidates.filter(Q(expires_at__gt=after[0]) | Q(expires_at=after[0], pk__gt=after[1]))
+    ordered = candidates.order_by("expires_at", "pk").values_list("pk", "device_id", "expires_at")
+    return list(ordered[:chunk_size])
+
+
+def _expire_devices(aam_uuids: set[str], *, now: dt.datetime) -> LifecycleResult:
+    """Lock the devices not held elsewhere, then end their expired memberships at their `expires_at`."""
+    devices = list(
+        Device.objects.filter(aam_uuid__in=aam_uuids)
+        .order_by("aam_uuid")
+        .select_for_update(skip_locked=True)
+        .values_list("aam_uuid", flat=True)
+    )
+    expired = list(
+        Membership.objects.filter(device_id__in=devices, is_active=True, expires_at__lte=now)
+        .order_by("device_id", "segment_id")
+        .select_for_update(skip_locked=True)
+        .values_list("pk", "device_id", "segment_id", "expires_at")
+    ) if devices else []
+    if not expired:
+        return LifecycleResult()
+    Membership.objects.filter(pk__in=[row[0] for row in expired]).update(
+        is_active=False, datetime=F("expires_at"), expires_at=None, updated_at=timezone.now()
+    )
+    exits = [(device_id, segment_id, ended_at) for _, device_id, segment_id, ended_at in expired]
+    return LifecycleResult(memberships=len(expired), destination_ids=record_exits(exits=exits, now=now))
 
 
 def apply_segment_ttl(*, segment: Segment, chunk_size: int = CHUNK_SIZE) -> int:
@@ -134,7 +146,7 @@ def apply_segment_ttl(*, segment: Segment, chunk_size: int = CHUNK_SIZE) -> int:
 
 
 def _expiry_expression(ttl_days: int) -> Value | ExpressionWrapper:
-    """`delivery.intake.membership.compute_expires_at` as an SQL expression of `qualified_at`."""
+    """`delivery.intake.merging.compute_expires_at` as an SQL expression of `qualified_at`."""
     if ttl_days == 0:
         return Value(None, output_field=DateTimeField())
     if ttl_days == 1:

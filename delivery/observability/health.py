@@ -21,11 +21,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from delivery.coordination import probe_client
 from delivery.models import DestinationDevice
-
-# A probe must answer fast even when Redis is unreachable (a dropped SYN would
-# otherwise wait for the kernel's connect timeout).
-BROKER_TIMEOUT_S = 1.0
 
 
 def check_database() -> dict[str, Any]:
@@ -42,11 +39,7 @@ def check_database() -> dict[str, Any]:
 def check_broker() -> dict[str, Any]:
     started = time.monotonic()
     try:
-        client = redis.Redis.from_url(
-            settings.CELERY_BROKER_URL,
-            socket_timeout=BROKER_TIMEOUT_S,
-            socket_connect_timeout=BROKER_TIMEOUT_S,
-        )
+        client = probe_client(settings.CELERY_BROKER_URL)
     except ValueError as error:
         return {"ok": False, "error": error.__class__.__name__}
     try:

@@ -1,41 +1,30 @@
 """Delivery statistics for the console: plain queries that aggregate in the database.
 
 Every function groups in SQL (by destination, hour, status or reason) and returns small
-dataclasses, so that pages never load delivery rows one by one. Percentiles use
-PostgreSQL's `percentile_cont`; SQLite (the demo database) computes the same interpolation in
-Python over the window's durations.
+dataclasses, so that pages never load delivery rows one by one. Percentiles come from
+`delivery.dialect.percentiles` (PostgreSQL's `percentile_cont`, or the same interpolation in Python).
 
-Two counts are not in the database: events ingested and OAuth token fetches. Their producers call
-`count_events_ingested` and `count_token_fetch`, which increment Redis counters that every process
-shares; `read_counters` reads them back for `/metrics`.
+Two counts are not in the database (events ingested, OAuth token fetches): `delivery.counters`
+keeps them in Redis, and `read_counters` here reads them back for `/metrics`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-import redis
-from django.conf import settings
-from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Min, Sum
+from django.db.models import Count, Min, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from delivery import counters, dialect
 from delivery.models import Attempt, Delivery, DeliveryStatus, DestinationDevice
-
-logger = logging.getLogger(__name__)
 
 HOUR_CHOICES = (6, 24, 72, 168)
 DEFAULT_HOURS = 24
-
-_EVENTS_KEY = "aamdest:metrics:events_ingested"
-_TOKEN_FETCHES_KEY = "aamdest:metrics:token_fetches"
+LATENCY_FRACTIONS = (0.5, 0.95, 0.99)  # p50, p95, p99
 
 
 @dataclass(frozen=True)
@@ -95,12 +84,6 @@ class DestinationStats:
         return delivered / finished if finished else None
 
 
-@dataclass(frozen=True)
-class Counters:
-    events_ingested: int
-    token_fetches: dict[tuple[int, str], int]  # (destination id, outcome) -> fetches
-
-
 def window_start(*, hours: int, now: dt.datetime) -> dt.datetime:
     """The start of the first of `hours` hourly buckets, the last of which holds `now`."""
     current_hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
@@ -143,63 +126,18 @@ def _bucket(*, start: dt.datetime, cell: dict[str, int]) -> Bucket:
     )
 
 
-class PercentileCont(Aggregate):
-    """PostgreSQL's continuous percentile: linear interpolation between the nearest values."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression: str, *, fraction: float) -> None:
-        # A float rendered by us, never user input: safe to place in the SQL text.
-        super().__init__(expression, fraction=repr(float(fraction)))
-
-
-def percentile(*, values: Sequence[float], fraction: float) -> float | None:
-    """The same interpolation as `percentile_cont` over sorted `values`; None when empty."""
-    if not values:
-        return None
-    position = fraction * (len(values) - 1)
-    lower, upper = math.floor(position), math.ceil(position)
-    return values[lower] + (values[upper] - values[lower]) * (position - lower)
-
-
 def attempt_latency(*, destination_ids: Sequence[int], since: dt.datetime) -> dict[int, Latency]:
     """p50/p95/p99 of attempt durations per destination, attempts started since `since`."""
     attempts = Attempt.objects.filter(delivery__destination_id__in=destination_ids, started_at__gte=since)
-    if connection.vendor == "postgresql":
-        rows = (
-            attempts.values("delivery__destination_id")
-            .annotate(
-                count=Count("id"),
-                p50=PercentileCont("duration_ms", fraction=0.5),
-                p95=PercentileCont("duration_ms", fraction=0.95),
-                p99=PercentileCont("duration_ms", fraction=0.99),
-            )
-            .order_by()
-        )
-        return {
-            row["delivery__destination_id"]: Latency(count=row["count"], p50=row["p50"], p95=row["p95"],
-                                                     p99=row["p99"])
-            for row in rows
-        }
-    return _latency_in_python(attempts.values_list("delivery__destination_id", "duration_ms"))
+    found = dialect.percentiles(attempts, group="delivery__destination_id", value="duration_ms",
+                                fractions=LATENCY_FRACTIONS)
+    return {destination_id: _latency(count=count, values=values)
+            for destination_id, (count, values) in found.items()}
 
 
-def _latency_in_python(rows: Iterable[tuple[int, int]]) -> dict[int, Latency]:
-    durations: dict[int, list[float]] = defaultdict(list)
-    for destination_id, duration_ms in rows:
-        durations[destination_id].append(float(duration_ms))
-    result = {}
-    for destination_id, values in durations.items():
-        values.sort()
-        result[destination_id] = Latency(
-            count=len(values),
-            p50=percentile(values=values, fraction=0.5),
-            p95=percentile(values=values, fraction=0.95),
-            p99=percentile(values=values, fraction=0.99),
-        )
-    return result
+def _latency(*, count: int, values: list[float | None]) -> Latency:
+    p50, p95, p99 = values
+    return Latency(count=count, p50=p50, p95=p95, p99=p99)
 
 
 def failure_reasons(*, destination_ids: Sequence[int], since: dt.datetime
@@ -263,45 +201,6 @@ def destination_stats(*, destination_ids: Sequence[int], hours: int, now: dt.dat
     }
 
 
-# --- Redis counters ----------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _redis(url: str) -> redis.Redis:
-    # Short timeouts: counting must never hold up ingestion or a token fetch.
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-
-def count_events_ingested(n: int) -> None:
-    """Add `n` to the events-ingested counter. Best effort: a Redis outage is logged, not raised."""
-    if n <= 0:
-        return
-    try:
-        _redis(settings.AAMDEST_REDIS_URL).incrby(_EVENTS_KEY, n)
-    except redis.RedisError as exc:
-        logger.warning("could not count %d ingested events: %s", n, exc)
-
-
-def count_token_fetch(*, destination_id: int, outcome: str) -> None:
-    """Count one OAuth token request of a destination (`outcome`: e.g. `ok` or `error`). Best effort."""
-    try:
-        _redis(settings.AAMDEST_REDIS_URL).hincrby(_TOKEN_FETCHES_KEY, f"{destination_id}:{outcome}", 1)
-    except redis.RedisError as exc:
-        logger.warning("could not count a token fetch of destination %s: %s", destination_id, exc)
-
-
-def read_counters() -> Counters | None:
-    """The Redis counters, or None when Redis does not answer."""
-    try:
-        client = _redis(settings.AAMDEST_REDIS_URL)
-        events = client.get(_EVENTS_KEY)
-        fetches = client.hgetall(_TOKEN_FETCHES_KEY)
-    except redis.RedisError as exc:
-        logger.warning("could not read the metrics counters: %s", exc)
-        return None
-    token_fetches = {}
-    for field, value in fetches.items():
-        destination_id, _, outcome = field.decode().partition(":")
-        if destination_id.isdigit():
-            token_fetches[(int(destination_id), outcome)] = int(value)
-    return Counters(events_ingested=int(events or 0), token_fetches=token_fetches)
+def read_counters() -> counters.Counters | None:
+    """The Redis counters (`delivery.counters`) for /metrics, or None when Redis does not answer."""
+    return counters.read_counters()

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
 
+from delivery.leases import lease_until
 from delivery.models import (
     Delivery,
     DeliveryDevice,
@@ -30,13 +31,8 @@ from delivery.models import (
     PartnerId,
 )
 from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject, build_document
-from destinations.models import Destination, Mapping
-
-# A live worker renews its lease at every attempt round; this margin covers the
-# database writes around the HTTP exchange, so only a dead worker's lease passes.
-LEASE_MARGIN = dt.timedelta(seconds=10)
-# The longest retry wait one lease covers: 30 s timeout + 15 s + 10 s margin < 60 s.
-RETRY_WAIT_SLICE_MS = 15_000
+from delivery.sending.rounds import active_mapping_values
+from destinations.models import Destination
 
 
 class PendingState(NamedTuple):
@@ -55,23 +51,6 @@ class PlannedRequest:
 
     states: list[PendingState] = field(default_factory=list)
     users: list[UserObject] = field(default_factory=list)
-
-
-def lease_until(*, destination: Destination, now: dt.datetime) -> dt.datetime:
-    """Return until when a worker owns one attempt round of a delivery to `destination`.
-
-    One attempt plus at most one slice of the retry wait (the sender renews the
-    lease before each further slice), so that even at the largest settings a dead
-    worker's delivery is taken back well within SPEC §2's 60 seconds.
-    """
-    round_ms = destination.timeout_ms + min(destination.retry_delay_ms, RETRY_WAIT_SLICE_MS)
-    return now + dt.timedelta(milliseconds=round_ms) + LEASE_MARGIN
-
-
-def active_mapping_values(*, destination: Destination, today: dt.date) -> dict[int, str]:
-    """Return {segment ID: value sent as Segment_ID} for the mappings active on `today` (UTC)."""
-    mappings = Mapping.objects.filter(destination=destination).active_on(today)
-    return dict(mappings.values_list("segment_id", "value"))
 
 
 def claim_due_requests(*, destination: Destination, now: dt.datetime, max_requests: int) -> list[Delivery]:

@@ -22,8 +22,13 @@ import redis
 from django.conf import settings
 from redis.commands.core import Script
 
+from delivery.coordination import scheduling_client, slots_key
+from destinations.models import Destination
+
 # Keys are dropped when no holder renews them for this long past their expiry.
 KEY_IDLE_MS = 60_000
+# Added to a slot's expiry: covers the claim and the database writes around the sending.
+SLOT_MARGIN_MS = 10_000
 
 # KEYS[1]: the destination's set. ARGV: holder, expiry (ms), slot count, key idle time (ms).
 _ACQUIRE = """
@@ -57,34 +62,25 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 
 
 @functools.cache
-def _client_for(url: str) -> redis.Redis:
-    # One client (and connection pool, thread-safe) per URL and process.
-    return redis.Redis.from_url(url)
-
-
-def redis_client() -> redis.Redis:
-    """The Redis holding slots and flush wake-ups (`AAMDEST_REDIS_URL`, the broker's by default)."""
-    return _client_for(settings.AAMDEST_REDIS_URL)
-
-
-@functools.cache
-def _script_for(url: str, source: str) -> Script:
-    return _client_for(url).register_script(source)
+def _script_for(client: redis.Redis, source: str) -> Script:
+    return client.register_script(source)
 
 
 def _script(source: str) -> Script:
-    return _script_for(settings.AAMDEST_REDIS_URL, source)
+    return _script_for(scheduling_client(), source)
 
 
-def _key(destination_id: int) -> str:
-    return f"aamdest:slots:{destination_id}"
+def slot_expiry_ms(destination: Destination) -> int:
+    """How long a flush may hold a slot between renewals: one claim sent with all its retries."""
+    round_ms = destination.timeout_ms + destination.retry_delay_ms
+    return round_ms * (destination.max_retries + 1) + SLOT_MARGIN_MS
 
 
 def acquire_slot(*, destination_id: int, expiry_ms: int) -> str | None:
     """Take a slot of the destination for `expiry_ms`; return the holder token, or None if all are taken."""
     holder = uuid.uuid4().hex
     taken = _script(_ACQUIRE)(
-        keys=[_key(destination_id)],
+        keys=[slots_key(destination_id)],
         args=[holder, expiry_ms, settings.AAMDEST_DESTINATION_CONCURRENCY, KEY_IDLE_MS],
     )
     return holder if taken else None
@@ -92,38 +88,32 @@ def acquire_slot(*, destination_id: int, expiry_ms: int) -> str | None:
 
 def renew_slot(*, destination_id: int, holder: str, expiry_ms: int) -> bool:
     """Extend `holder`'s slot by `expiry_ms` from now; False when it had expired (and may be reused)."""
-    return bool(_script(_RENEW)(keys=[_key(destination_id)], args=[holder, expiry_ms, KEY_IDLE_MS]))
+    return bool(_script(_RENEW)(keys=[slots_key(destination_id)], args=[holder, expiry_ms, KEY_IDLE_MS]))
 
 
 def release_slot(*, destination_id: int, holder: str) -> None:
     """Give the slot back (nothing happens when it had expired)."""
-    _script(_RELEASE)(keys=[_key(destination_id)], args=[holder])
+    _script(_RELEASE)(keys=[slots_key(destination_id)], args=[holder])
 
 
 @contextmanager
-def holding_slot(*, destination_id: int, expiry_ms: int) -> Iterator[Callable[[], None] | None]:
+def holding_slot(*, destination_id: int, expiry_ms: int) -> Iterator[Callable[[], bool] | None]:
     """Hold one of the destination's slots for the block and release it after.
 
-    Yields a function that renews the slot, or None when every slot is held (the
-    block then must not send).
+    Yields a function that renews the slot and returns False when the slot was
+    lost (it expired, and may be held by another flush now: the block must then
+    stop sending), or None when every slot is held (the block then must not send).
     """
     holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms)
     if holder is None:
         yield None
         return
 
-    def renew() -> None:
-        renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
+    def renew() -> bool:
+        return renew_slot(destination_id=destination_id, holder=holder, expiry_ms=expiry_ms)
 
     try:
         yield renew
     finally:
         release_slot(destination_id=destination_id, holder=holder)
 
-
-def slot_holders(*, destination_id: int) -> int:
-    """Return how many slots of the destination are held now (expired holders not counted)."""
-    client = redis_client()
-    now_seconds, now_micros = client.time()
-    now_ms = now_seconds * 1000 + now_micros // 1000
-    return int(client.zcount(_key(destination_id), f"({now_ms}", "+inf"))

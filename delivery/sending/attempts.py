@@ -16,7 +16,10 @@ from django.utils import timezone
 
 from delivery.models import Attempt, Delivery
 from delivery.sending.http import HttpRequest, HttpResult, post_many, unbuildable
-from delivery.sending.tokens import TokenError, discard_token, get_access_token
+from delivery.sending.http.messages import EXCERPT_CHARS
+from delivery.sending.redaction import redact_credentials, storable_answer, storable_text
+from delivery.sending.token_endpoint import TokenError
+from delivery.sending.tokens import discard_token, get_access_token
 from destinations.models import AuthMode, Destination
 from destinations.signing import signature_headers
 
@@ -35,6 +38,9 @@ class Sending:
     attempt_number: int
     lease: dt.datetime | None
     token: str = ""  # the bearer token of the current attempt ("" without OAuth)
+    # What authenticated the current attempt (signatures, the Authorization value and its token):
+    # taken out of whatever the partner answers before it is stored.
+    credentials: tuple[str, ...] = ()
 
 
 def make_attempts(*, destination: Destination, sendings: list[Sending]) -> list[HttpResult]:
@@ -72,6 +78,7 @@ def _headers_for(*, destination: Destination, sending: Sending, started: float) 
     deadline_ms = max(destination.timeout_ms - _elapsed_ms(started), 1)
     auth = auth_headers_for(destination=destination, body=body, deadline_ms=deadline_ms)
     sending.token = auth.get("Authorization", "").removeprefix("Bearer ")
+    sending.credentials = (*auth.values(), sending.token) if sending.token else tuple(auth.values())
     return {
         "Content-Type": "application/json",
         "X-AAMDest-Delivery-Id": str(sending.delivery.document_id),
@@ -119,8 +126,10 @@ def record_attempts(*, destination: Destination, sendings: list[Sending], result
             duration_ms=max(result.duration_ms, 0),
             status_code=result.status_code,
             reason=result.reason,
-            error=result.error,
-            response_excerpt=result.response_excerpt,
+            error=storable_text(redact_credentials(result.error, sending.credentials)),
+            response_excerpt=storable_answer(
+                result.body, credentials=sending.credentials, limit=EXCERPT_CHARS
+            ),
         )
         for sending, result in zip(sendings, results, strict=True)
     )
@@ -132,7 +141,8 @@ def record_attempts(*, destination: Destination, sendings: list[Sending], result
 
 
 def _log_attempt(*, destination: Destination, sending: Sending, result: HttpResult) -> None:
-    outcome = "delivered" if result.is_success else f"failed ({result.reason}): {result.error}"
+    error = redact_credentials(result.error, sending.credentials)
+    outcome = "delivered" if result.is_success else f"failed ({result.reason}): {error}"
     logger.log(
         logging.INFO if result.is_success else logging.WARNING,
         "delivery %s attempt %s to %s: %s in %d ms",

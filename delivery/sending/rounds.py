@@ -8,8 +8,8 @@ last failures, sleeps `retry_delay_ms` once and retries the others.
 
 Ownership: a worker owns a pending delivery while `lease_until` holds the value
 it last wrote. Each round renews the lease conditionally on that value, so a
-worker whose lease was taken by the reaper (`reap_expired_deliveries`) stops
-instead of sending the same document alongside the new owner.
+worker whose lease was taken by the reaper (`delivery.leases.reap_expired_deliveries`)
+stops instead of sending the same document alongside the new owner.
 """
 
 from __future__ import annotations
@@ -17,62 +17,29 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
-from delivery.realtime.claiming import (
-    RETRY_WAIT_SLICE_MS,
-    active_mapping_values,
-    claim_due_requests,
-    lease_until,
-)
+from delivery.leases import RETRY_WAIT_SLICE_MS, lease_until, renew_owned
+from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.sending.attempts import Sending, make_attempts, record_attempts
 from delivery.sending.documents import ACTIVE, SegmentStatus, UserObject, build_document
+from delivery.sending.ending import end_deliveries
+from delivery.sending.http import HttpResult
 from delivery.sending.retry import should_retry
-from destinations.models import Destination
+from destinations.models import Destination, Mapping
 
 # Re-read before each retry, so that a retry is signed with the keys in force.
 AUTH_FIELDS = [
     "auth_mode", "signing_algorithm", "signing_header", "signing_key", "new_signing_key",
     "oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_scope", "oauth_client_auth",
 ]
-REAP_BATCH = 100
 SAMPLE_SEGMENT_ID = "1"
 
 
 class RedeliveryConflict(Exception):
     """The original delivery is still pending: redeliver it once it has ended (HTTP 409)."""
-
-
-def send_due_requests(
-    *,
-    destination: Destination,
-    max_requests: int,
-    before_sending: Callable[[list[Delivery]], object] | None = None,
-) -> int:
-    """Claim and send `destination`'s due requests until none is due; return how many were sent.
-
-    `before_sending` runs after each claim, before its requests go (the caller
-    renews its concurrency slot and may wake helpers there). Settings and pauses
-    take effect between claims.
-    """
-    sent = 0
-    while True:
-        now = timezone.now()
-        deliveries = claim_due_requests(destination=destination, now=now, max_requests=max_requests)
-        if not deliveries:
-            return sent
-        if before_sending is not None:
-            before_sending(deliveries)
-        send_deliveries(destination=destination, deliveries=deliveries)
-        sent += len(deliveries)
-        try:
-            destination.refresh_from_db()
-        except Destination.DoesNotExist:
-            return sent
 
 
 def send_deliveries(*, destination: Destination, deliveries: list[Delivery]) -> None:
@@ -104,7 +71,7 @@ def send_delivery(*, delivery_id: int) -> None:
     sending = Sending(delivery=delivery, attempt_number=next_number, lease=delivery.lease_until)
     if last is not None and last.status_code == 200 and last.reason is None:
         if _renew_leases(destination=destination, sendings=[sending]):
-            _end(destination=destination, ended=[(sending, DeliveryStatus.DELIVERED)])
+            end_deliveries(destination=destination, ended=[(sending, DeliveryStatus.DELIVERED)])
         return
     max_retries = max(destination.max_retries, sending.attempt_number - 1)
     # Renewing first is taking over: a second task for the same delivery then finds it taken.
@@ -114,32 +81,46 @@ def send_delivery(*, delivery_id: int) -> None:
 def _send_rounds(
     *, destination: Destination, sendings: list[Sending], max_retries: int, renew_first: bool
 ) -> None:
-    must_renew = renew_first
+    """Attempt rounds until each delivery has ended or was taken over by another worker.
+
+    A round: attempt every delivery at once, record the attempts and end the successes
+    and the last failures in one transaction, then wait and retry the others.
+    """
+    if renew_first:
+        sendings = _renew_leases(destination=destination, sendings=sendings)
     while sendings:
-        if must_renew:
-            sendings = _renew_leases(destination=destination, sendings=sendings)
-            if not sendings:
-                return
-        must_renew = True
         results = make_attempts(destination=destination, sendings=sendings)
-        retries, ended = [], []
-        for sending, result in zip(sendings, results, strict=True):
-            if result.is_success:
-                ended.append((sending, DeliveryStatus.DELIVERED))
-            elif should_retry(attempt_number=sending.attempt_number, max_retries=max_retries, result=result):
-                retries.append(sending)
-            else:
-                ended.append((sending, DeliveryStatus.FAILED))
-        # One transaction per round: its Attempt rows and the ends it makes.
+        ended, retries = _sort_outcomes(sendings=sendings, results=results, max_retries=max_retries)
         with transaction.atomic():
             record_attempts(destination=destination, sendings=sendings, results=results)
-            _end(destination=destination, ended=ended)
-        if retries:
-            retries = _wait_for_retry(destination=destination, sendings=retries)
-            destination.refresh_from_db(fields=AUTH_FIELDS)
-        for sending in retries:
-            sending.attempt_number += 1
-        sendings = retries
+            end_deliveries(destination=destination, ended=ended)
+        sendings = _prepare_retries(destination=destination, sendings=retries)
+
+
+def _sort_outcomes(
+    *, sendings: list[Sending], results: list[HttpResult], max_retries: int
+) -> tuple[list[tuple[Sending, DeliveryStatus]], list[Sending]]:
+    """Split a round's outcomes: (the deliveries that end, with their status; those to retry)."""
+    ended, retries = [], []
+    for sending, result in zip(sendings, results, strict=True):
+        if result.is_success:
+            ended.append((sending, DeliveryStatus.DELIVERED))
+        elif should_retry(attempt_number=sending.attempt_number, max_retries=max_retries, result=result):
+            retries.append(sending)
+        else:
+            ended.append((sending, DeliveryStatus.FAILED))
+    return ended, retries
+
+
+def _prepare_retries(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
+    """Wait `retry_delay_ms`, re-read the keys in force, renew the leases; return the retries still owned."""
+    if not sendings:
+        return []
+    sendings = _wait_for_retry(destination=destination, sendings=sendings)
+    destination.refresh_from_db(fields=AUTH_FIELDS)
+    for sending in sendings:
+        sending.attempt_number += 1
+    return _renew_leases(destination=destination, sendings=sendings) if sendings else []
 
 
 def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
@@ -160,136 +141,12 @@ def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> lis
 
 def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
     """Extend the lease of the deliveries this worker still owns; return those."""
-    now = timezone.now()
-    renewed = lease_until(destination=destination, now=now)
-    with transaction.atomic():
-        owned = _lock_owned(sendings)
-        Delivery.objects.filter(pk__in=owned).update(lease_until=renewed)
+    leases = {sending.delivery.pk: sending.lease for sending in sendings}
+    owned, renewed = renew_owned(destination=destination, leases=leases, now=timezone.now())
     kept = [sending for sending in sendings if sending.delivery.pk in owned]
     for sending in kept:
         sending.lease = sending.delivery.lease_until = renewed
     return kept
-
-
-def _lock_owned(sendings: list[Sending]) -> list[int]:
-    """Lock the deliveries still pending with the lease this worker last wrote; return their ids.
-
-    Call inside a transaction: the locks hold until it ends.
-    """
-    leases = {sending.delivery.pk: sending.lease for sending in sendings}
-    current = Delivery.objects.select_for_update().filter(pk__in=leases, status=DeliveryStatus.PENDING)
-    return [pk for pk, lease in current.values_list("pk", "lease_until") if lease == leases[pk]]
-
-
-def _end(*, destination: Destination, ended: list[tuple[Sending, DeliveryStatus]]) -> None:
-    """End the deliveries this worker still owns, free their devices, note the latest outcome.
-
-    On PostgreSQL a round's ends take three statements whatever their number: the
-    deliveries' conditional UPDATE, the devices' UPDATE (locked in ingestion's order,
-    destination then device, so that the two never deadlock), and the destination's
-    latest outcome, written once per round (a failure wins over a success).
-    """
-    if not ended:
-        return
-    now = timezone.now()
-    # Inside the round's transaction (no savepoint needed), or a transaction of its own.
-    with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
-            owned = _end_postgresql(ended=ended, now=now)
-        else:
-            owned = {}
-            for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
-                sendings = [sending for sending, end_status in ended if end_status == status]
-                owned.update(dict.fromkeys(_end_portable(sendings=sendings, status=status, now=now), status))
-        if owned:
-            failed = DeliveryStatus.FAILED in owned.values()
-            latest = DeliveryStatus.FAILED if failed else DeliveryStatus.DELIVERED
-            Destination.objects.filter(pk=destination.pk).update(
-                last_delivery_status=latest, last_delivery_at=now
-            )
-    for sending, _status in ended:
-        if sending.delivery.pk in owned:
-            sending.delivery.status, sending.delivery.finished_at = owned[sending.delivery.pk], now
-
-
-def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime) -> dict[int, str]:
-    deliveries, states = Delivery._meta.db_table, DestinationDevice._meta.db_table
-    with connection.cursor() as cursor:
-        # Owned: still pending with the lease this worker last wrote (re-checked on the row's latest version).
-        cursor.execute(
-            f"""
-            UPDATE {deliveries} AS d SET status = e.status, finished_at = %s, lease_until = NULL
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS e(id, lease, status)
-            WHERE d.id = e.id AND d.status = %s AND d.lease_until IS NOT DISTINCT FROM e.lease
-            RETURNING d.id, d.status
-            """,  # noqa: S608 - table names from the models
-            [
-                now,
-                [sending.delivery.pk for sending, _ in ended],
-                [sending.lease for sending, _ in ended],
-                [str(status) for _, status in ended],
-                DeliveryStatus.PENDING,
-            ],
-        )
-        owned = dict(cursor.fetchall())
-        if owned:
-            delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
-            cursor.execute(
-                f"""
-                UPDATE {states} AS s
-                SET in_flight_delivery_id = NULL,
-                    last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
-                FROM (
-                    SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered FROM {states}
-                    WHERE in_flight_delivery_id = ANY(%s::bigint[])
-                    ORDER BY destination_id, device_id
-                    FOR UPDATE
-                ) AS held
-                WHERE s.id = held.id
-                """,  # noqa: S608 - table names from the models
-                [now, delivered, list(owned)],
-            )
-    return owned
-
-
-def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.datetime) -> list[int]:
-    if not sendings:
-        return []
-    owned = _lock_owned(sendings)
-    Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
-    # Locked in ingestion's order (destination, device), so that the two never deadlock.
-    held_pks = (
-        DestinationDevice.objects.select_for_update()
-        .filter(in_flight_delivery_id__in=owned)
-        .order_by("destination_id", "device_id")
-        .values_list("pk", flat=True)
-    )
-    held = DestinationDevice.objects.filter(pk__in=list(held_pks))
-    if status == DeliveryStatus.DELIVERED:
-        held.update(in_flight_delivery=None, last_sent_at=now)
-    else:
-        held.update(in_flight_delivery=None)
-    return owned
-
-
-def reap_expired_deliveries(*, now: dt.datetime) -> list[int]:
-    """Take over pending deliveries whose lease passed (their worker died); return their ids.
-
-    Each is taken with a conditional UPDATE, so that two reapers never both
-    re-send one delivery; the caller sends each with `send_delivery`.
-    """
-    expired = Delivery.objects.filter(status=DeliveryStatus.PENDING, lease_until__lt=now).select_related(
-        "destination"
-    )
-    taken = []
-    for delivery in expired.order_by("lease_until")[:REAP_BATCH]:
-        renewed = lease_until(destination=delivery.destination, now=now)
-        still_expired = Delivery.objects.filter(
-            pk=delivery.pk, status=DeliveryStatus.PENDING, lease_until=delivery.lease_until
-        )
-        if still_expired.update(lease_until=renewed):
-            taken.append(delivery.pk)
-    return taken
 
 
 def create_redelivery(*, delivery: Delivery) -> Delivery:
@@ -342,6 +199,12 @@ def send_test_document(*, destination: Destination) -> Delivery:
     _send_rounds(destination=destination, sendings=[sending], max_retries=0, renew_first=False)
     delivery.refresh_from_db()
     return delivery
+
+
+def active_mapping_values(*, destination: Destination, today: dt.date) -> dict[int, str]:
+    """Return {segment ID: value sent as Segment_ID} for the mappings active on `today` (UTC)."""
+    mappings = Mapping.objects.filter(destination=destination).active_on(today)
+    return dict(mappings.values_list("segment_id", "value"))
 
 
 def _sample_user(*, destination: Destination, now: dt.datetime) -> UserObject:

@@ -2,7 +2,7 @@
 
 The Redis half of `manage.py rotate_encryption_keys` (the database half is
 `destinations.reencryption`). `delivery.sending.tokens` keeps each token in a hash
-`aamdest:oauth-token:<destination>:<fingerprint>` whose `token` field is
+(`delivery.coordination.token_cache_key`) whose `token` field is
 Fernet ciphertext. Here each one is:
 
 - left alone when already under the first key (running again changes nothing);
@@ -20,10 +20,8 @@ import redis
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
+from delivery.coordination import TOKEN_CACHE_PATTERN
 from destinations.secrets import fernet
-
-# delivery.sending.tokens' cache keys; its lock and error keys are strings, not hashes.
-TOKEN_KEYS = "aamdest:oauth-token:*"
 
 # Replace (or delete, when ARGV[2] is empty) the token only if it is still the one read.
 _SWAP = """
@@ -53,7 +51,8 @@ def reencrypt_cached_tokens(*, client: redis.Redis, batch_size: int) -> TokenRep
     report = TokenReport()
     first = Fernet(settings.AAMDEST_ENCRYPTION_KEYS[0])
     swap = client.register_script(_SWAP)
-    for key in client.scan_iter(match=TOKEN_KEYS, count=batch_size, _type="hash"):
+    # The cache entries are hashes; the lock and error keys (strings) are skipped.
+    for key in client.scan_iter(match=TOKEN_CACHE_PATTERN, count=batch_size, _type="hash"):
         stored = client.hget(key, "token")
         if not stored:
             continue

@@ -1,8 +1,8 @@
 """OAuth 2.0 client-credentials tokens, cached in Redis for every worker (SPEC §3).
 
-The token stage of delivery: it posts to the destination's token endpoint
-through `delivery.sending.http.post` (same deadline, same address policy, no redirects)
-and shares the answer with every worker, process and machine:
+The token stage of delivery: it asks the destination's token endpoint
+(`delivery.sending.token_endpoint`) and shares the answer with every worker,
+process and machine:
 
 - The cache is a Redis hash per destination and credentials fingerprint
   (an HMAC of token URL, client ID, secret, scope and client auth, so a
@@ -19,23 +19,19 @@ and shares the answer with every worker, process and machine:
 
 from __future__ import annotations
 
-import base64
-import functools
 import json
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import quote_plus, urlencode
 
 import redis
-from django.conf import settings
 from django.utils.crypto import salted_hmac
+from redis.typing import EncodableT, FieldT
 
-from delivery.observability.stats import count_token_fetch
-from delivery.sending.http import HttpRequest, HttpResult, post
-from destinations.models import AuthMode, Destination, OAuthClientAuth
+from delivery.coordination import token_cache_client, token_cache_key, token_error_key, token_lock_key
+from delivery.sending.token_endpoint import TokenError, failed, fetch_token
+from destinations.models import AuthMode, Destination
 from destinations.secrets import SecretUnreadable, decrypt_secret, encrypt_secret
 
 logger = logging.getLogger(__name__)
@@ -46,7 +42,6 @@ LOCK_MARGIN_MS = 1000  # the lock outlives the fetcher's deadline by this much
 ERROR_TTL_MS = 5000  # how long waiters can read the fetcher's failure
 POLL_S = 0.01
 MAX_CACHE_S = 366 * 24 * 3600  # Redis refuses absurd expiry times
-CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
 
 # Delete the cached token only if it is still the one the partner refused.
 _DISCARD = """
@@ -62,10 +57,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-class TokenError(Exception):
-    """The token endpoint failed; the message says why and never holds a secret."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ def get_access_token(*, destination: Destination, deadline_ms: int) -> str:
     except redis.RedisError as error:
         # Better one token request per attempt than no delivery while Redis is away.
         logger.warning("token cache unavailable (%s): destination %s fetches directly", error, destination.pk)
-        token, _ = _fetch(destination=destination, timeout_ms=_remaining_ms(deadline_ms, started))
+        token, _ = fetch_token(destination=destination, timeout_ms=_remaining_ms(deadline_ms, started))
         return token
 
 
@@ -117,11 +108,11 @@ def _get_through_cache(*, destination: Destination, deadline_ms: int, started: f
     cached = _read(key)
     if cached is not None and not cached.needs_renewal:
         return cached.token
-    lock_key, owner = f"{key}:lock", uuid.uuid4().hex
+    lock_key, owner = token_lock_key(key), uuid.uuid4().hex
     while True:
         remaining_ms = _remaining_ms(deadline_ms, started)
         if remaining_ms <= 0:
-            raise _failed(f"no token within {deadline_ms} ms")
+            raise failed(f"no token within {deadline_ms} ms")
         if _client().set(lock_key, owner, nx=True, px=remaining_ms + LOCK_MARGIN_MS):
             lock = (lock_key, owner)
             return _fetch_holding_lock(
@@ -144,10 +135,10 @@ def _fetch_holding_lock(
             return cached.token
         try:
             timeout_ms = _remaining_ms(deadline_ms, started)
-            token, expires_in = _fetch(destination=destination, timeout_ms=timeout_ms)
+            token, expires_in = fetch_token(destination=destination, timeout_ms=timeout_ms)
         except TokenError as error:
             # Waiters read this instead of each asking the partner again.
-            _client().set(f"{lock_key}:error:{owner}", str(error), px=ERROR_TTL_MS)
+            _client().set(token_error_key(lock_key=lock_key, owner=owner), str(error), px=ERROR_TTL_MS)
             if cached is not None:
                 logger.warning("renewing the token of destination %s failed: %s", destination.pk, error)
                 return cached.token
@@ -173,11 +164,11 @@ def _wait_for_fetcher(*, key: str, lock_key: str, deadline_ms: int, started: flo
         if cached is not None:
             return cached
         if client.get(lock_key) != holder:
-            failure = client.get(f"{lock_key}:error:{holder.decode()}")
+            failure = client.get(token_error_key(lock_key=lock_key, owner=_text(holder)))
             if failure is not None:
-                raise TokenError(failure.decode())
+                raise TokenError(_text(failure))
             return None
-    raise _failed(f"no token within {deadline_ms} ms (another worker was fetching it)")
+    raise failed(f"no token within {deadline_ms} ms (another worker was fetching it)")
 
 
 def _read(key: str) -> _Cached | None:
@@ -201,7 +192,9 @@ def _read(key: str) -> _Cached | None:
 def _store(key: str, *, token: str, expires_in: int | None) -> None:
     pipe = _client().pipeline(transaction=True)
     pipe.delete(key)
-    fields = {"token": encrypt_secret(token), "digest": _digest(token), "expires_in": expires_in or 0}
+    fields: dict[FieldT, EncodableT] = {
+        "token": encrypt_secret(token), "digest": _digest(token), "expires_in": expires_in or 0
+    }
     pipe.hset(key, mapping=fields)
     if expires_in:
         pipe.pexpire(key, min(expires_in, MAX_CACHE_S) * 1000)
@@ -209,7 +202,7 @@ def _store(key: str, *, token: str, expires_in: int | None) -> None:
 
 
 def _cache_key(destination: Destination) -> str:
-    return f"aamdest:oauth-token:{destination.pk}:{_fingerprint(destination)}"
+    return token_cache_key(destination_id=destination.pk, fingerprint=_fingerprint(destination))
 
 
 def _fingerprint(destination: Destination) -> str:
@@ -223,111 +216,13 @@ def _digest(token: str) -> str:
     return salted_hmac("aamdest.tokens.digest", token).hexdigest()
 
 
-@functools.cache
-def _client_for(url: str) -> redis.Redis:
-    # Short socket timeouts: a stuck Redis must not hold an attempt past its deadline for long.
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
-
-
 def _client() -> redis.Redis:
-    return _client_for(settings.AAMDEST_REDIS_URL)
+    return token_cache_client()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _remaining_ms(deadline_ms: int, started: float) -> int:
     return deadline_ms - int((time.monotonic() - started) * 1000)
-
-
-# --- The token request --------------------------------------------------------
-
-
-def _fetch(*, destination: Destination, timeout_ms: int) -> tuple[str, int | None]:
-    """POST the client-credentials grant; return (access_token, expires_in or None). Raises TokenError."""
-    if timeout_ms <= 0:
-        raise _failed("no time left before the attempt's deadline")
-    body, headers = _token_request(destination)
-    url = destination.oauth_token_url
-    result = post(HttpRequest(url=url, body=body, headers=headers, timeout_ms=timeout_ms))
-    try:
-        token, expires_in = _parse_answer(result)
-    except TokenError as error:
-        count_token_fetch(destination_id=destination.pk, outcome="error")
-        raise TokenError(_redact(str(error), destination)) from None
-    count_token_fetch(destination_id=destination.pk, outcome="ok")
-    logger.info("fetched an OAuth token for destination %s (expires_in %s)", destination.pk, expires_in)
-    return token, expires_in
-
-
-def _token_request(destination: Destination) -> tuple[bytes, dict[str, str]]:
-    """The form body and headers; credentials in Basic auth or in the form, never both."""
-    form = {"grant_type": "client_credentials"}
-    if destination.oauth_scope:
-        form["scope"] = destination.oauth_scope
-    headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
-    client_id, secret = destination.oauth_client_id, destination.oauth_client_secret
-    if destination.oauth_client_auth == OAuthClientAuth.BODY:
-        form |= {"client_id": client_id, "client_secret": secret}
-    else:
-        # RFC 6749 §2.3.1: each part form-urlencoded before Base64.
-        pair = f"{quote_plus(client_id, safe='')}:{quote_plus(secret, safe='')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-    return urlencode(form).encode("ascii"), headers
-
-
-# RFC 6750 §2.1 b64token: the only characters a bearer token may have.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
-def _parse_answer(result: HttpResult) -> tuple[str, int | None]:
-    if not result.is_success:
-        raise _failed(f"{result.error}{_oauth_error(result)}")
-    try:
-        answer = json.loads(result.body)
-    except ValueError:
-        raise _failed(f"the answer is not JSON: {result.response_excerpt[:200]!r}") from None
-    token = answer.get("access_token") if isinstance(answer, dict) else None
-    if not isinstance(token, str) or not token:
-        raise _failed("the answer has no access_token")
-    if not _B64TOKEN.fullmatch(token):
-        # It goes into an Authorization header: never echo it.
-        raise _failed("the access_token is not a valid bearer token")
-    token_type = answer.get("token_type", "bearer")
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise _failed(f"token_type {token_type!r} is not supported (only bearer)")
-    return token, _expires_in(answer.get("expires_in"))
-
-
-def _expires_in(value: object) -> int | None:
-    if value is None:
-        return None
-    try:
-        seconds = int(float(str(value)))
-    except (ValueError, OverflowError):
-        seconds = 0
-    if seconds <= 0:
-        raise _failed(f"expires_in {value!r} is not a positive number of seconds")
-    return seconds
-
-
-def _failed(why: str) -> TokenError:
-    return TokenError(f"token endpoint failed: {why}")
-
-
-def _oauth_error(result: HttpResult) -> str:
-    """RFC 6749 §5.2's error code and description, when the endpoint gave them."""
-    try:
-        answer = json.loads(result.body)
-    except ValueError:
-        return ""
-    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
-        return ""
-    description = answer.get("error_description")
-    return f" ({answer['error']}: {description})" if isinstance(description, str) else f" ({answer['error']})"
-
-
-def _redact(message: str, destination: Destination) -> str:
-    # An endpoint could echo the secret back in its error; never pass it on.
-    secret = destination.oauth_client_secret
-    for form in {secret, quote_plus(secret, safe=""), base64.b64encode(secret.encode()).decode()}:
-        if form:
-            message = message.replace(form, "***")
-    return message

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from delivery.intake.events import Event, EventType
 from delivery.intake.membership import apply_events
-from delivery.sending.rounds import send_due_requests
+from delivery.realtime.flush import send_due_requests
 from destinations.models import Destination
 from tests.local_partner import Partner
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.sending.documents import SegmentStatus, UserObject, build_document
@@ -13,7 +14,11 @@ from destinations.models import Destination
 
 @dataclass(frozen=True)
 class Try:
-    """One attempt: None/None/duration is a success (200)."""
+    """One attempt: None/None/duration is a success (200).
+
+    The failures below carry the error texts that delivery.sending.http and
+    delivery.sending.tokens write, so the pages show what an operator really reads.
+    """
 
     duration_ms: int = 80
     status_code: int | None = 200
@@ -23,13 +28,16 @@ class Try:
 
 
 OK = Try()
-TIMEOUT = Try(duration_ms=3000, status_code=None, reason="timeout", error="deadline of 3000 ms passed",
-              response_excerpt="")
+TIMEOUT = Try(duration_ms=3000, status_code=None, reason="timeout",
+              error="no complete answer within 3000 ms (waiting for the status line)", response_excerpt="")
+TOKEN_FAILED = Try(duration_ms=150, status_code=None, reason="token", response_excerpt="",
+                   error="token endpoint failed: partner answered 500 Internal Server Error")
 
 
 def status(code: int, *, duration_ms: int = 120, excerpt: str = "") -> Try:
-    return Try(duration_ms=duration_ms, status_code=code, reason="status", error=f"HTTP {code}",
-               response_excerpt=excerpt)
+    """A non-200 answer, with the error `delivery.sending.http` writes for it."""
+    return Try(duration_ms=duration_ms, status_code=code, reason="status",
+               error=f"partner answered {code} {HTTPStatus(code).phrase}", response_excerpt=excerpt)
 
 
 def log_delivery(

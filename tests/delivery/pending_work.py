@@ -13,6 +13,8 @@ from destinations.models import Destination, Mapping
 from tests.factories import MappingFactory, SegmentFactory
 
 MOMENT = dt.datetime(2016, 7, 27, 16, 17, 22, tzinfo=dt.UTC)
+# The segments the delivery tests map (the ids of the contract's examples).
+SPORTS, NEWS, OLD = 14356, 12176, 10329
 
 
 def map_segments(destination: Destination, *segment_ids: int, **dates: dt.date | None) -> list[Mapping]:

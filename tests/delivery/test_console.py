@@ -331,7 +331,9 @@ def test_sending_a_test_document_shows_its_outcome(operator, monkeypatch, now):
     # Then the operator lands on the test delivery with the partner's answer
     assert calls == [destination.pk]
     assert response.redirect_chain[-1][0] == f"/dashboard/deliveries/{sent.pk}/"
-    assert _messages(response) == ["Test document failed after 1 attempt(s): HTTP 401. HTTP 401"]
+    assert _messages(response) == [
+        "Test document failed after 1 attempt(s): HTTP 401. partner answered 401 Unauthorized"
+    ]
 
 
 def test_a_test_document_that_cannot_be_sent_reads_as_a_message_not_a_500(operator, monkeypatch):
@@ -425,8 +427,8 @@ def test_the_delivery_page_shows_the_document_and_every_attempt(viewer, now):
     page = html.unescape(response.content.decode())
     assert response.status_code == 200
     assert '"User_count": "2"' in page and '\n  "Users": [' in page  # indented JSON
-    assert "3000 ms" in page and "deadline of 3000 ms passed" in page and "timeout" in page
-    assert "HTTP 503" in page and "Service Unavailable" in page
+    assert "3000 ms" in page and "no complete answer within 3000 ms" in page and "timeout" in page
+    assert "partner answered 503 Service Unavailable" in page
     assert 'href="/dashboard/devices/dev-a/"' in page
     assert 'http-equiv="refresh"' not in page
 

@@ -11,7 +11,7 @@ import time_machine
 from rest_framework.test import APIClient
 
 from delivery import tasks
-from delivery.intake.events import MAX_BODY_BYTES
+from delivery.intake.bodies import MAX_BODY_BYTES
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange, PartnerId
 from destinations.models import Segment
 from tests.factories import MappingFactory, SegmentFactory

@@ -8,25 +8,17 @@ import os
 from pathlib import Path
 
 import pytest
-import time_machine
 from django.core.management import CommandError, call_command
 
 from delivery.batch.transfers import cut_batch, send_batch_deliveries
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange
 from tests.delivery.lifecycle_events import documents, send_realtime
-from tests.delivery.pending_work import map_segments
+from tests.delivery.pending_work import NEWS, SPORTS, map_segments
 from tests.factories import DestinationFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
-NOW = dt.datetime(2026, 5, 4, 10, 0, tzinfo=dt.UTC)
-SPORTS, NEWS = 14356, 12176
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+T0 = NOW = dt.datetime(2026, 5, 4, 10, 0, tzinfo=dt.UTC)  # the clock stands at T0
 
 
 def write(tmp_path: Path, text: str, *, modified: dt.datetime = NOW - dt.timedelta(hours=1)) -> Path:

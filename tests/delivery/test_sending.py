@@ -12,16 +12,16 @@ import pytest
 from django.utils import timezone
 
 from aamdest.logging import JsonFormatter
+from delivery.coordination import scheduling_client
+from delivery.leases import reap_expired_deliveries
 from delivery.models import Attempt, Delivery, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.realtime.claiming import claim_due_requests
-from delivery.realtime.slots import redis_client
 from delivery.sending import attempts
 from delivery.sending import rounds as sending
 from delivery.sending.attempts import Sending
 from delivery.sending.rounds import (
     RedeliveryConflict,
     create_redelivery,
-    reap_expired_deliveries,
     send_deliveries,
     send_delivery,
     send_test_document,
@@ -415,7 +415,7 @@ class OAuthPartner:
 
 @pytest.fixture
 def oauth_partner(partner, destination) -> OAuthPartner:
-    redis_client().flushdb()  # the token cache
+    scheduling_client().flushdb()  # the token cache
     oauth = OAuthPartner()
     partner.responder = oauth.reply
     destination.auth_mode = "oauth2"
@@ -423,7 +423,7 @@ def oauth_partner(partner, destination) -> OAuthPartner:
     destination.oauth_client_id, destination.oauth_client_secret = "client", "s3cret"
     destination.save()
     yield oauth
-    redis_client().flushdb()
+    scheduling_client().flushdb()
 
 
 def test_an_oauth_delivery_carries_the_bearer_token(partner, destination, oauth_partner):

@@ -15,19 +15,12 @@ from delivery.models import Device, Membership
 from delivery.sending.documents import format_aam_time
 from destinations.models import Segment
 from tests.delivery.lifecycle_events import apply, documents, id_sync, qualify, send_realtime, statuses
-from tests.delivery.pending_work import map_segments
+from tests.delivery.pending_work import NEWS, SPORTS, map_segments
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
 
 T0 = dt.datetime(2026, 6, 1, 6, 0, tzinfo=dt.UTC)
-SPORTS, NEWS = 14356, 12176
-
-
-@pytest.fixture
-def clock():
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
 
 
 def sweep() -> str:

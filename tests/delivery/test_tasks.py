@@ -9,10 +9,14 @@ import time
 import pytest
 from django.utils import timezone
 
+from aamdest.celery import QUEUES
 from delivery import tasks
+from delivery.coordination import scheduling_client, sending_guard_key, slots_key
 from delivery.models import Delivery, DeliveryStatus
-from delivery.realtime.slots import acquire_slot, redis_client, release_slot, renew_slot, slot_holders
+from delivery.realtime import flush
+from delivery.realtime.slots import acquire_slot, holding_slot, release_slot, renew_slot, slot_expiry_ms
 from tests.delivery.pending_work import map_segments, pending_devices
+from tests.delivery.slots import slot_holders
 from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
@@ -23,16 +27,21 @@ SEGMENT = 14356
 @pytest.fixture(autouse=True)
 def empty_redis(settings):
     """The test's own Redis database (TEST_BROKER_URL), emptied around each test."""
-    client = redis_client()
+    client = scheduling_client()
     client.flushdb()
     yield client
     client.flushdb()
 
 
+def queued_messages() -> list[dict]:
+    """The messages waiting in the three queues (realtime, batch, maintenance)."""
+    client = scheduling_client()
+    return [json.loads(raw) for queue in QUEUES for raw in client.lrange(queue, 0, -1)]
+
+
 def queued_tasks() -> list[tuple[str, str]]:
-    """(task name, args) of the messages waiting in the default queue."""
-    messages = [json.loads(raw) for raw in redis_client().lrange("celery", 0, -1)]
-    return sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages)
+    """(task name, args) of the messages waiting in the queues."""
+    return sorted((m["headers"]["task"], m["headers"]["argsrepr"]) for m in queued_messages())
 
 
 def seconds_ago(seconds: float) -> dt.datetime:
@@ -72,6 +81,37 @@ def test_a_dead_holders_slot_frees_itself_when_its_expiry_passes(settings):
     assert not renew_slot(destination_id=1, holder=dead, expiry_ms=200)
 
 
+def test_renewing_a_slot_that_was_lost_says_so(settings, empty_redis):
+    settings.AAMDEST_DESTINATION_CONCURRENCY = 1
+    with holding_slot(destination_id=1, expiry_ms=10_000) as renew:
+        assert renew is not None and renew()
+
+        empty_redis.delete(slots_key(1))  # the slot expired, and another flush may take it
+
+        assert renew() is False
+        assert acquire_slot(destination_id=1, expiry_ms=10_000) is not None
+
+
+def test_a_flush_that_loses_its_slot_claims_nothing_more(destination, partner, monkeypatch, empty_redis):
+    # Given a backlog of three requests, claimed one at a time
+    monkeypatch.setattr(flush, "CLAIM_MAX_REQUESTS", 1)
+    pending_devices(destination, 25, pending_since=seconds_ago(2), segment_id=SEGMENT)
+    send_deliveries = flush.send_deliveries
+
+    def send_then_lose_the_slot(**kwargs: object) -> None:
+        send_deliveries(**kwargs)
+        empty_redis.delete(slots_key(destination.pk))  # it expired meanwhile
+
+    monkeypatch.setattr(flush, "send_deliveries", send_then_lose_the_slot)
+
+    # When
+    tasks.flush_destination(destination.pk)
+
+    # Then the request it held went, and nothing more was claimed
+    assert len(partner.requests) == 1
+    assert list(Delivery.objects.values_list("status", flat=True)) == [DeliveryStatus.DELIVERED]
+
+
 def test_schedule_flushes_queues_one_flush_per_destination_until_it_starts(destination):
     tasks.schedule_flushes({destination.pk, destination.pk + 1})
     tasks.schedule_flushes({destination.pk})
@@ -99,7 +139,7 @@ def test_a_flush_sends_every_due_request_and_frees_its_slot(destination, partner
 
 
 def test_a_full_claim_calls_a_helper_flush_to_drain_in_parallel(destination, partner, monkeypatch):
-    monkeypatch.setattr(tasks, "CLAIM_MAX_REQUESTS", 2)
+    monkeypatch.setattr(flush, "CLAIM_MAX_REQUESTS", 2)
     pending_devices(destination, 25, pending_since=seconds_ago(2), segment_id=SEGMENT)
 
     tasks.flush_destination(destination.pk)
@@ -127,7 +167,7 @@ def test_a_flush_schedules_itself_when_the_oldest_pending_device_falls_due(desti
 
     assert partner.requests == []
     assert queued_tasks() == [("delivery.tasks.flush_destination", f"({destination.pk},)")]
-    [message] = [json.loads(raw) for raw in empty_redis.lrange("celery", 0, -1)]
+    [message] = queued_messages()
     eta = dt.datetime.fromisoformat(message["headers"]["eta"])
     assert timezone.now() < eta <= timezone.now() + dt.timedelta(milliseconds=1000)
 
@@ -180,7 +220,7 @@ def test_send_delivery_task_sends_and_wakes_the_destination(destination, partner
 
 def test_a_delivery_being_sent_by_another_task_is_left_to_it(destination, partner, empty_redis):
     delivery = Delivery.objects.create(destination=destination, kind="redelivery", body=b"{}", user_count=0)
-    empty_redis.set(f"aamdest:sending:{delivery.pk}", 1, px=10_000)
+    empty_redis.set(sending_guard_key(delivery.pk), 1, px=10_000)
 
     tasks.send_delivery_task(delivery.pk)
 
@@ -192,4 +232,4 @@ def test_a_delivery_being_sent_by_another_task_is_left_to_it(destination, partne
 def test_the_slot_outlives_one_claim_sent_with_all_its_retries():
     destination = DestinationFactory.build(timeout_ms=3000, retry_delay_ms=1000, max_retries=1)
 
-    assert tasks.slot_expiry_ms(destination) == (3000 + 1000) * 2 + 10_000
+    assert slot_expiry_ms(destination) == (3000 + 1000) * 2 + 10_000

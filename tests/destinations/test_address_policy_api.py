@@ -8,47 +8,17 @@ the token endpoint) and nothing is sent.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from delivery.models import Attempt
 from destinations.models import Destination
-from destinations.network import use_resolver
+from tests.destinations.resolver import PUBLIC
 from tests.factories import DestinationFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("dns")]
 
 URL = "/api/v1/destinations/"
-PUBLIC = "93.184.216.34"
 FIELDS = ("url", "oauth_token_url")
-
-
-class Resolver:
-    """A made-up DNS: a table of names, which a test may re-point."""
-
-    def __init__(self) -> None:
-        self.table = {
-            "partner.example.com": [PUBLIC],
-            "auth.example.com": [PUBLIC],
-            "localhost": ["127.0.0.1", "::1"],
-            "internal.example.com": ["10.0.0.7"],
-            "mixed.example.com": [PUBLIC, "192.168.0.9"],
-        }
-
-    def __call__(self, host: str, port: int) -> list[str]:
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return self.table[host]
-
-
-@pytest.fixture(autouse=True)
-def dns(settings):
-    settings.AAMDEST_ALLOW_HTTP = False
-    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = False
-    resolver = Resolver()
-    with use_resolver(resolver):
-        yield resolver
 
 
 def payload(**overrides) -> dict:

@@ -9,14 +9,9 @@ import time_machine
 
 from destinations.models import Mapping, Segment
 from destinations.serializers import MappingSerializer
-from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
+from tests.factories import MappingFactory, SegmentFactory
 
 URL = "/api/v1/mappings/"
-
-
-@pytest.fixture
-def destination(db):
-    return DestinationFactory()
 
 
 def test_it_maps_a_configured_segment_with_the_defaults(operator_client, destination):

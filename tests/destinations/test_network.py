@@ -14,9 +14,9 @@ from destinations.network import (
     Target,
     resolve_host,
     resolve_target,
-    use_resolver,
     validate_url,
 )
+from tests.dns import use_resolver
 
 
 @pytest.fixture(autouse=True)
@@ -190,14 +190,48 @@ def test_it_uses_the_default_port_of_the_scheme(settings):
         assert resolve_target("http://partner.example.com/aam").port == 80
 
 
-def test_it_connects_to_a_legacy_address_spelling_as_the_address_it_means(settings):
-    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = True
-    resolver = resolver_of({})
-    with use_resolver(resolver):
-        target = resolve_target("https://0x7f.1:8443/aam")
+@pytest.mark.parametrize(
+    ("host", "canonical"),
+    [
+        ("1.2.3.0x", "1.2.3.0"),  # curl reads this as a name and resolves it itself
+        ("16909060", "1.2.3.4"),
+        ("0x01020304", "1.2.3.4"),
+        ("01.02.03.04", "1.2.3.4"),
+        ("1.2.772", "1.2.3.4"),
+        ("1.2.3.4.", "1.2.3.4"),
+        ("1.2.3.4.5", None),
+        ("partner.example.0x1f", None),
+    ],
+)
+def test_it_refuses_public_addresses_not_written_canonically(settings, host, canonical):
+    with use_resolver(resolver_of({})):
+        message = refusal(f"https://{host}/aam")
 
-    assert target.address == "127.0.0.1"
-    assert resolver.calls == []
+    assert "not written as a canonical IP address" in message
+    if canonical:
+        assert f"write it as {canonical}" in message
+
+
+def test_a_legacy_spelling_is_refused_even_where_private_networks_are_allowed(settings):
+    settings.AAMDEST_ALLOW_PRIVATE_NETWORKS = True
+
+    with pytest.raises(AddressRefused, match="canonical"):
+        resolve_target("https://0x7f.1:8443/aam")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://93.184.216.34:0/aam", "port 0"),
+        ("https://[fec0::1]/aam", "deprecated site-local address"),
+        ("https://[3fff::1]/aam", "documentation address"),
+        ("https://[2001:db8::1]/aam", "private address"),
+        ("https://[2606:2800:220:1::1%25eth0]/aam", "zone"),
+    ],
+)
+def test_it_refuses_port_0_and_deprecated_or_documentation_ipv6_ranges(url, why):
+    with use_resolver(resolver_of({})):
+        assert why in refusal(url)
 
 
 def test_it_refuses_at_send_time_a_name_that_now_resolves_to_a_private_address():
@@ -233,9 +267,9 @@ def test_the_default_resolver_reads_the_hosts_file():
 
 def test_use_resolver_restores_the_previous_resolver():
     with use_resolver(resolver_of({"localhost": ["192.0.2.1"]})):
-        assert resolve_host("localhost", 443) == ["192.0.2.1"]
+        assert network.resolve_host("localhost", 443) == ["192.0.2.1"]
 
-    assert "127.0.0.1" in resolve_host("localhost", 443)
+    assert "127.0.0.1" in network.resolve_host("localhost", 443)
 
 
 @pytest.mark.parametrize("host", ["localhost", "loCalhost.", "api.localhost", "API.LOCALHOST."])
@@ -246,7 +280,7 @@ def test_loopback_names_are_refused_by_name_even_when_they_do_not_resolve(settin
     def unresolvable(name: str, port: int) -> list[str]:
         raise OSError("no resolver here")
 
-    with network.use_resolver(unresolvable):
+    with use_resolver(unresolvable):
         # Then configuration and send time both refuse the name
         with pytest.raises(ValidationError, match="loopback name"):
             network.validate_url(f"https://{host}/aam", field="url")

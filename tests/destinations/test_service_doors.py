@@ -140,7 +140,8 @@ def test_a_test_send_succeeds_or_fails_alike_through_every_door(door, monkeypatc
 
     if door.source == "api":
         answer = response.json()
-        assert (answer["status_code"], answer["error"]) == ((200, None) if succeeded else (401, "HTTP 401"))
+        refused = (401, "partner answered 401 Unauthorized")
+        assert (answer["status_code"], answer["error"]) == ((200, None) if succeeded else refused)
     else:
         [(level, _text)] = door.said(response)
         assert (level == "success") is succeeded
@@ -173,6 +174,19 @@ def test_send_batch_now_with_the_broker_down_says_the_same_through_every_door(do
 
     expected = "503" if door.source == "api" else "error"
     assert door.said(response) == [(expected, BROKER_UNAVAILABLE)]
+
+
+def test_send_batch_now_on_a_paused_destination_is_refused_through_every_door(door, monkeypatch):
+    destination = DestinationFactory(name="Acme", enabled=False)
+    queued: list[int] = []
+    monkeypatch.setattr(delivery.tasks.send_batch_now, "delay", queued.append)
+
+    response = door.post(api=f"destinations/{destination.pk}/send-batch/",
+                         admin=_select(destination, "send_batch"), console=f"{destination.pk}/send-batch/")
+
+    expected = "409" if door.source == "api" else "error"
+    assert door.said(response) == [(expected, "Acme is paused: resume it to send its batch.")]
+    assert queued == []
 
 
 @pytest.mark.parametrize("door", ["api", "admin"], indirect=True)  # the console changes no segment

@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from delivery.realtime.slots import redis_client
+from delivery.coordination import scheduling_client
 from partner.certificates import CertificateFiles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def celery_stack(
     worker_env: dict[str, str], local_network: CertificateFiles, tmp_path: Path
 ) -> Iterator[CeleryStack]:
     """Beat and one worker, started on an emptied Redis database; all killed at the end."""
-    redis_client().flushdb()
+    scheduling_client().flushdb()
     stack = CeleryStack(env=worker_env, directory=tmp_path)
     try:
         stack.start_beat()
@@ -129,4 +129,4 @@ def celery_stack(
         yield stack
     finally:
         stack.stop_all()
-        redis_client().flushdb()
+        scheduling_client().flushdb()

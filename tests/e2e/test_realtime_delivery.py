@@ -51,29 +51,63 @@ def destination(partner):
     return destination
 
 
+FIRST, SECOND = "19393572368547369350319949416899715727", "0578240750487542456854736923319946899715232"
+
+
+def ingest_two_devices(operator_client, *, at: dt.datetime, later: dt.datetime) -> None:
+    """FIRST with two partner IDs enters 14356, enters and leaves 12176; SECOND enters 10329 twice."""
+    iso = [at.isoformat(), later.isoformat()]
+    ingest(operator_client, [
+        id_sync(FIRST, 20914, "4250948725049857", datetime=iso[0]),
+        id_sync(FIRST, 20915, "ios-id", datetime=iso[0]),
+        qualify(FIRST, 14356, datetime=iso[1], regions=[9]),
+        qualify(FIRST, 12176, datetime=iso[0], regions=[9]),
+    ])
+    ingest(operator_client, [
+        id_sync(SECOND, 20914, "848457757347734", datetime=iso[0]),
+        qualify(SECOND, 10329, datetime=iso[0], regions=[9]),
+        qualify(SECOND, 10329, datetime=iso[0], regions=[6]),
+    ])
+    ingest(operator_client, [{"type": "disqualification", "aam_uuid": FIRST, "segment_id": 12176,
+                              "datetime": iso[1]}])
+
+
+def expected_document(*, at: dt.datetime, later: dt.datetime) -> dict:
+    """The document `ingest_two_devices` leads to, without its ProcessTime."""
+    return {
+        "User_DPID": "20914",
+        "Client_ID": "74323",
+        "AAM_Destination_Id": "423",
+        "User_count": "2",
+        "Users": [
+            {
+                "AAM_UUID": FIRST,
+                "DataPartner_UUID": "4250948725049857",
+                "AAM_Regions": ["9"],
+                "Segments": [
+                    {"Segment_ID": "14356", "Status": "1", "DateTime": format_aam_time(later)},
+                    {"Segment_ID": "12176", "Status": "0", "DateTime": format_aam_time(later)},
+                ],
+            },
+            {
+                "AAM_UUID": SECOND,
+                "DataPartner_UUID": "848457757347734",
+                "AAM_Regions": ["6", "9"],
+                "Segments": [{"Segment_ID": "10329", "Status": "1", "DateTime": format_aam_time(at)}],
+            },
+        ],
+    }
+
+
 def test_the_partner_receives_the_exact_document(celery_stack, operator_client, partner):
     destination = DestinationFactory(
         url=partner.url, user_dpid=20914, client_id="74323", aam_destination_id=423, max_wait_ms=1000
     )
     map_segments(destination, 14356, 12176, 10329)
-    first, second = "19393572368547369350319949416899715727", "0578240750487542456854736923319946899715232"
     at = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=30)
     later = at + dt.timedelta(seconds=1)
-    iso = [at.isoformat(), later.isoformat()]
     started = time.monotonic()
-    ingest(operator_client, [
-        id_sync(first, 20914, "4250948725049857", datetime=iso[0]),
-        id_sync(first, 20915, "ios-id", datetime=iso[0]),
-        qualify(first, 14356, datetime=iso[1], regions=[9]),
-        qualify(first, 12176, datetime=iso[0], regions=[9]),
-    ])
-    ingest(operator_client, [
-        id_sync(second, 20914, "848457757347734", datetime=iso[0]),
-        qualify(second, 10329, datetime=iso[0], regions=[9]),
-        qualify(second, 10329, datetime=iso[0], regions=[6]),
-    ])
-    ingest(operator_client, [{"type": "disqualification", "aam_uuid": first, "segment_id": 12176,
-                              "datetime": iso[1]}])
+    ingest_two_devices(operator_client, at=at, later=later)
 
     [received] = partner.wait_for_requests(1, timeout_s=5)
     time.sleep(0.3)  # nothing else follows
@@ -84,29 +118,7 @@ def test_the_partner_receives_the_exact_document(celery_stack, operator_client, 
     ]
     process_time = document.pop("ProcessTime")
     assert process_time.endswith(f"UTC {timezone.now().year}")
-    assert document == {
-        "User_DPID": "20914",
-        "Client_ID": "74323",
-        "AAM_Destination_Id": "423",
-        "User_count": "2",
-        "Users": [
-            {
-                "AAM_UUID": first,
-                "DataPartner_UUID": "4250948725049857",
-                "AAM_Regions": ["9"],
-                "Segments": [
-                    {"Segment_ID": "14356", "Status": "1", "DateTime": format_aam_time(later)},
-                    {"Segment_ID": "12176", "Status": "0", "DateTime": format_aam_time(later)},
-                ],
-            },
-            {
-                "AAM_UUID": second,
-                "DataPartner_UUID": "848457757347734",
-                "AAM_Regions": ["6", "9"],
-                "Segments": [{"Segment_ID": "10329", "Status": "1", "DateTime": format_aam_time(at)}],
-            },
-        ],
-    }
+    assert document == expected_document(at=at, later=later)
     assert [list(user) for user in document["Users"]] == [
         ["AAM_UUID", "DataPartner_UUID", "AAM_Regions", "Segments"]
     ] * 2

@@ -9,8 +9,8 @@ import pytest
 from django.db.models import Q
 
 from delivery.models import Delivery, DeliveryStatus, DestinationDevice
-from delivery.realtime.slots import slot_holders
 from tests.delivery.pending_work import map_segments
+from tests.delivery.slots import slot_holders
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
 from tests.local_partner import Received, Reply, start_partner

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from delivery.intake.events import Event, EventType
 from delivery.intake.membership import apply_events
 from delivery.models import Membership
-from delivery.sending.rounds import send_due_requests
+from delivery.realtime.flush import send_due_requests
 from destinations.models import Destination
 from tests.delivery.pending_work import map_segments
 from tests.factories import DestinationFactory

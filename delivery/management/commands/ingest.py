@@ -18,6 +18,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
 
+from delivery.counters import count_events_ingested
 from delivery.intake.events import InvalidField, validate_event
 from delivery.intake.importing import Defaults, LineError, import_events
 
@@ -112,6 +113,4 @@ def _wake(destination_ids: set[int]) -> None:
 
 
 def _count(events: int) -> None:
-    from delivery.observability.stats import count_events_ingested
-
     count_events_ingested(events)

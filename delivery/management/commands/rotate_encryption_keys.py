@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from delivery.coordination import maintenance_client
 from delivery.sending.token_reencryption import reencrypt_cached_tokens
 from destinations.reencryption import reencrypt_stored_secrets
 
@@ -51,13 +51,10 @@ class Command(BaseCommand):
         return [f"{secret}: {why}" for secret in report.unreadable]
 
     def _cached_tokens(self, *, batch_size: int) -> list[str]:
-        client = redis.Redis.from_url(settings.AAMDEST_REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
         try:
-            report = reencrypt_cached_tokens(client=client, batch_size=batch_size)
+            report = reencrypt_cached_tokens(client=maintenance_client(), batch_size=batch_size)
         except redis.RedisError as error:
             return [f"cached OAuth tokens: Redis did not answer ({error}); run the command again"]
-        finally:
-            client.close()
         self.stdout.write(
             f"cached OAuth tokens: {report.reencrypted} re-encrypted, {report.already_current} already under "
             f"the first key, {report.dropped} dropped (unreadable: fetched anew at the next send)"

@@ -1,0 +1,134 @@
+"""Redis coordination: the one place that opens Redis clients and spells Redis keys.
+
+Every Redis use has its own named client, each with deadlines that fit it (a
+socket connect timeout and a read timeout), so that a stuck Redis holds up
+nothing for longer than that use can afford:
+
+- `scheduling_client`: concurrency slots, queued flushes, wake-up timers and
+  the one-send-per-delivery guard (`delivery.realtime`);
+- `token_cache_client`: the shared OAuth token cache, its lock and its error
+  notes (`delivery.sending.tokens`): short, an attempt's deadline waits for it;
+- `counters_client`: the /metrics counters (`delivery.counters`): shortest,
+  counting never holds up ingestion or a token fetch;
+- `maintenance_client`: one-off commands (`rotate_encryption_keys`);
+- `probe_client`: a fresh client for one health probe of a URL, closed by its caller.
+
+Each key builder below is the only spelling of its key: callers (tests
+included) build keys here instead of re-declaring their format.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+PREFIX = "aamdest"
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a client waits to connect and for an answer, in seconds."""
+
+    connect_s: float
+    read_s: float
+
+
+# A flush and a task wait on these between sends: a short stall is tolerated, a hung Redis is not.
+SCHEDULING = Deadlines(connect_s=2.0, read_s=5.0)
+# Inside an attempt's deadline: a stuck Redis must not hold an attempt past it for long.
+TOKEN_CACHE = Deadlines(connect_s=1.0, read_s=2.0)
+# Best effort: counting must never hold up ingestion or a token fetch.
+COUNTERS = Deadlines(connect_s=0.5, read_s=0.5)
+# An operator's command: patient.
+MAINTENANCE = Deadlines(connect_s=5.0, read_s=5.0)
+# A monitoring probe must answer fast even when Redis is unreachable (a dropped SYN
+# would otherwise wait for the kernel's connect timeout).
+PROBE = Deadlines(connect_s=1.0, read_s=1.0)
+
+
+@functools.cache
+def _client_for(url: str, deadlines: Deadlines) -> redis.Redis:
+    # One client (and connection pool, thread-safe) per URL, use and process.
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=deadlines.connect_s, socket_timeout=deadlines.read_s
+    )
+
+
+def scheduling_client() -> redis.Redis:
+    """Slots, flush queueing, wake-up timers, send guards (`AAMDEST_REDIS_URL`, the broker's by default)."""
+    return _client_for(settings.AAMDEST_REDIS_URL, SCHEDULING)
+
+
+def token_cache_client() -> redis.Redis:
+    """The shared OAuth token cache."""
+    return _client_for(settings.AAMDEST_REDIS_URL, TOKEN_CACHE)
+
+
+def counters_client() -> redis.Redis:
+    """The /metrics counters."""
+    return _client_for(settings.AAMDEST_REDIS_URL, COUNTERS)
+
+
+def maintenance_client() -> redis.Redis:
+    """Management commands working through Redis."""
+    return _client_for(settings.AAMDEST_REDIS_URL, MAINTENANCE)
+
+
+def probe_client(url: str) -> redis.Redis:
+    """A new client for one probe of `url`; the caller closes it. Raises ValueError for a malformed URL."""
+    return redis.Redis.from_url(url, socket_connect_timeout=PROBE.connect_s, socket_timeout=PROBE.read_s)
+
+
+# ---- keys -------------------------------------------------------------------------------------
+
+
+def slots_key(destination_id: int) -> str:
+    """The sorted set of a destination's concurrency slot holders (`delivery.realtime.slots`)."""
+    return f"{PREFIX}:slots:{destination_id}"
+
+
+def flush_queued_key(destination_id: int) -> str:
+    """Set while a flush of the destination is queued and not yet started."""
+    return f"{PREFIX}:flush-queued:{destination_id}"
+
+
+def flush_timer_key(destination_id: int) -> str:
+    """Set while a wake-up flush of the destination is scheduled; expires as it fires."""
+    return f"{PREFIX}:flush-timer:{destination_id}"
+
+
+def sending_guard_key(delivery_id: int) -> str:
+    """Set while one task sends the delivery, so that a duplicate task does not send alongside."""
+    return f"{PREFIX}:sending:{delivery_id}"
+
+
+# The token cache's keys all start so; the cache entries are hashes, the lock and error keys strings.
+TOKEN_CACHE_PATTERN = f"{PREFIX}:oauth-token:*"
+
+
+def token_cache_key(*, destination_id: int, fingerprint: str) -> str:
+    """The hash caching a destination's OAuth token under one credentials fingerprint."""
+    return f"{PREFIX}:oauth-token:{destination_id}:{fingerprint}"
+
+
+def token_lock_key(cache_key: str) -> str:
+    """The single-flight lock of one token cache entry."""
+    return f"{cache_key}:lock"
+
+
+def token_error_key(*, lock_key: str, owner: str) -> str:
+    """Where the lock's owner leaves its fetch error for the callers waiting on it."""
+    return f"{lock_key}:error:{owner}"
+
+
+EVENTS_INGESTED_KEY = f"{PREFIX}:metrics:events_ingested"
+# A hash: field `<destination id>:<outcome>` -> fetches.
+TOKEN_FETCHES_KEY = f"{PREFIX}:metrics:token_fetches"
+
+
+def token_fetch_field(*, destination_id: int, outcome: str) -> str:
+    """The field of `TOKEN_FETCHES_KEY` counting a destination's token fetches with `outcome`."""
+    return f"{destination_id}:{outcome}"

@@ -1,0 +1,235 @@
+"""The database dialect: every difference between PostgreSQL and SQLite, in one place.
+
+PostgreSQL runs production; SQLite is what `make run` falls back to when no PostgreSQL is
+configured (SPEC §6). Each function here means the same on both. PostgreSQL gets the form that
+stays fast on large sets of rows, or that takes a lock; SQLite gets Django's portable form and
+needs no lock, because it lets one writer in at a time (every transaction begins `IMMEDIATE`,
+see `aamdest.settings`) and has no other connection to exclude.
+
+The stage modules never look at `connection.vendor`. Where a stage keeps a set-based PostgreSQL
+query of its own beside a portable one (`delivery.intake.storage`, `delivery.batch.reading`,
+`delivery.sending.rounds`), it asks `is_postgresql()`. `make test` runs the stage tests on both.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import orjson
+from django.apps import apps
+from django.db import IntegrityError, connection
+from django.db.models import Aggregate, Count, Field, FloatField, Model, QuerySet
+from django.utils import timezone
+
+Percentiles = tuple[int, list[float | None]]  # (count of values, one percentile per fraction)
+
+
+def is_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+# ---- reading a refused write -------------------------------------------------------------------
+
+_SQLITE_CHECK = re.compile(r"CHECK constraint failed: (?P<name>\w+)")
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w., ]+)")
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The PostgreSQL name of the constraint `error` broke (SQLite's message mapped to it), or None."""
+    name = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
+    if name is not None:
+        return str(name)
+    message = str(error)
+    if match := _SQLITE_CHECK.search(message):
+        return match["name"]
+    if match := _SQLITE_UNIQUE.search(message):
+        table, columns = _table_and_columns(match["columns"])
+        return _unique_constraint_names().get((table, columns))
+    return None
+
+
+def _table_and_columns(listed: str) -> tuple[str, tuple[str, ...]]:
+    qualified = [part.strip() for part in listed.split(",")]
+    return qualified[0].rpartition(".")[0], tuple(sorted(part.rpartition(".")[2] for part in qualified))
+
+
+def _unique_constraint_names() -> dict[tuple[str, tuple[str, ...]], str]:
+    """(table, sorted columns) → the name PostgreSQL gives that unique constraint, for every model."""
+    names: dict[tuple[str, tuple[str, ...]], str] = {}
+    for model in apps.get_models():
+        table, meta = model._meta.db_table, model._meta
+        for field in meta.concrete_fields:
+            if field.primary_key or field.unique:
+                suffix = "pkey" if field.primary_key else f"{field.column}_key"
+                names[(table, (field.column,))] = f"{table}_{suffix}"
+        for constraint in meta.constraints:
+            fields = getattr(constraint, "fields", ())
+            if fields:
+                columns = tuple(sorted(meta.get_field(name).column for name in fields))
+                names[(table, columns)] = str(constraint.name)
+    return names
+
+
+# ---- writing many rows ------------------------------------------------------------------------
+
+
+def bulk_write(
+    model: type[Model], rows: list[dict[str, object]], *, unique: tuple[str, ...] = (),
+    update: tuple[str, ...] = (),
+) -> None:
+    """Insert `rows` (column → value) in their order; on a conflict over `unique`,
+    update the `update` columns, or skip the row when `update` is empty."""
+    if not rows:
+        return
+    if is_postgresql():
+        _bulk_write_postgresql(model, rows, unique=unique, update=update)
+        return
+    model.objects.bulk_create(
+        [model(**row) for row in rows], ignore_conflicts=bool(unique) and not update,
+        update_conflicts=bool(update), unique_fields=unique or None, update_fields=update or None,
+    )
+
+
+def _bulk_write_postgresql(
+    model: type[Model], rows: list[dict[str, object]], *, unique: tuple[str, ...], update: tuple[str, ...]
+) -> None:
+    # Django's bulk_create spends most of its time building model instances and
+    # adapting values one by one; here the rows travel as one JSON parameter,
+    # several times faster for thousands of rows. Timestamps are filled in.
+    quote = connection.ops.quote_name
+    fields = {field.column: field for field in model._meta.concrete_fields}
+    columns = list(rows[0])
+    stamps = [column for column, field in fields.items() if column not in columns and _is_timestamp(field)]
+    record = ", ".join(f"{quote(column)} {fields[column].db_type(connection)}" for column in columns)
+    names = ", ".join(quote(column) for column in columns)
+    # Only quoted names from the model go into the text; every value is a parameter.
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns + stamps))}) "  # noqa: S608
+        f"SELECT {names}{', %s' * len(stamps)} "
+        f"FROM ROWS FROM (json_to_recordset(%s::json) AS ({record})) "
+        f"WITH ORDINALITY AS r({names}, row_number_) ORDER BY r.row_number_"
+    )
+    if unique:
+        updates = ", ".join(f"{quote(column)} = EXCLUDED.{quote(column)}" for column in update)
+        sql += f" ON CONFLICT ({', '.join(map(quote, unique))}) " + (f"DO UPDATE SET {updates}" if update
+                                                                      else "DO NOTHING")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [timezone.now()] * len(stamps) + [orjson.dumps(rows).decode()])
+
+
+def _is_timestamp(field: Field) -> bool:
+    return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
+
+
+def insert_pairs(model: type[Model], *, columns: tuple[str, str], rows: list[tuple[int, str]],
+                 batch_size: int) -> None:
+    """Insert (integer, text) `rows` into `columns` of `model`'s table.
+
+    PostgreSQL: two array parameters, no model instance per row (a batch writes millions of rows);
+    elsewhere `bulk_create`, `batch_size` rows a statement.
+    """
+    if not is_postgresql():
+        model.objects.bulk_create((model(**dict(zip(columns, row, strict=True))) for row in rows),
+                                  batch_size=batch_size)
+        return
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) "  # noqa: S608
+            "SELECT * FROM unnest(%s::bigint[], %s::varchar[])",
+            [[number for number, _ in rows], [text for _, text in rows]],
+        )
+
+
+# ---- locks ------------------------------------------------------------------------------------
+
+
+def lock_table_against_writers(model: type[Model], *, lock_timeout: str) -> None:
+    """Wait for the transactions writing to `model`'s table and hold new writers back until commit.
+
+    PostgreSQL: a SHARE lock, given up after `lock_timeout` (an error). SQLite: nothing to do, the
+    transaction already holds the one write lock.
+    """
+    if not is_postgresql():
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = '{lock_timeout}'")
+        cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+
+
+def advisory_xact_lock(key: int) -> None:
+    """Hold the advisory lock `key` exclusively until commit, waiting for it (PostgreSQL; SQLite:
+    the transaction's write lock already excludes every other writer)."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def try_advisory_xact_locks_shared(keys: Sequence[int]) -> bool:
+    """Hold every advisory lock of `keys`, shared, until commit; False if a transaction holds one
+    exclusively (PostgreSQL; SQLite: always True, as for `advisory_xact_lock`)."""
+    if not is_postgresql() or not keys:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bool_and(pg_try_advisory_xact_lock_shared(key)) FROM unnest(%s::bigint[]) AS key",
+            [list(keys)],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+# ---- percentiles ------------------------------------------------------------------------------
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's continuous percentile: linear interpolation between the nearest values."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: str, *, fraction: float) -> None:
+        # A float rendered by us, never user input: safe to place in the SQL text.
+        super().__init__(expression, fraction=repr(float(fraction)))
+
+
+def percentiles(rows: QuerySet[Any], *, group: str, value: str, fractions: Sequence[float]
+                ) -> dict[Any, Percentiles]:
+    """Per distinct `group` of `rows`: the count and the continuous percentiles of `value`, one per fraction.
+
+    PostgreSQL aggregates with `percentile_cont`; SQLite, which has none, reads the values and
+    interpolates the same way in Python (`percentiles_in_python`).
+    """
+    if not is_postgresql():
+        return percentiles_in_python(rows.values_list(group, value), fractions=fractions)
+    names = [f"p{index}" for index in range(len(fractions))]
+    aggregates = {name: PercentileCont(value, fraction=fraction) for name, fraction in zip(names, fractions,
+                                                                                             strict=True)}
+    found = rows.values(group).annotate(count_=Count("pk"), **aggregates).order_by()
+    return {row[group]: (row["count_"], [row[name] for name in names]) for row in found}
+
+
+def percentiles_in_python(rows: Iterable[tuple[Hashable, float]], *, fractions: Sequence[float]
+                          ) -> dict[Any, Percentiles]:
+    """`percentiles` over (group, value) pairs, computed in Python."""
+    values: dict[Hashable, list[float]] = defaultdict(list)
+    for key, number in rows:
+        values[key].append(float(number))
+    for numbers in values.values():
+        numbers.sort()
+    return {key: (len(numbers), [percentile(values=numbers, fraction=fraction) for fraction in fractions])
+            for key, numbers in values.items()}
+
+
+def percentile(*, values: Sequence[float], fraction: float) -> float | None:
+    """The same interpolation as `percentile_cont` over sorted `values`; None when empty."""
+    if not values:
+        return None
+    position = fraction * (len(values) - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    return values[lower] + (values[upper] - values[lower]) * (position - lower)

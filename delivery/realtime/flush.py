@@ -1,0 +1,128 @@
+"""The real-time path: from a stored event to the partner's answer, step by step (SPEC §2).
+
+1. Event stored: `delivery.intake.membership.apply_events` writes the device's
+   memberships and their `MembershipChange` rows.
+2. Pending mark: in the same transaction, `delivery.intake.membership.mark_pending`
+   sets `DestinationDevice.pending_since` for each destination the change concerns.
+3. Flush queued: on commit, `delivery.realtime.scheduling.schedule_flushes` queues
+   `delivery.tasks.flush_destination` once per destination (beat's `tick` is the
+   safety net for expired waits).
+4. Slot: `run_flush` takes one of the destination's concurrency slots
+   (`delivery.realtime.slots.holding_slot`), or returns when all are held.
+5. Claim: `send_due_requests` calls `delivery.realtime.claiming.claim_due_requests`,
+   which locks the due pending devices (`SKIP LOCKED`) and records one pending,
+   leased (`delivery.leases.lease_until`) `Delivery` per request.
+6. Build document: in that claim, `claiming.build_user_objects` and
+   `claiming.pack_requests`, then `delivery.sending.documents.build_document`.
+7. Sign / token: `delivery.sending.attempts.make_attempts` adds the headers of
+   `auth_headers_for`: an HMAC signature (`destinations.signing`) or a bearer
+   token (`delivery.sending.tokens.get_access_token`).
+8. POST: `delivery.sending.http.post_many`, all of a claim's requests at once,
+   each within the destination's deadline.
+9. Attempt rows: `delivery.sending.attempts.record_attempts`.
+10. Retry: `delivery.sending.retry.should_retry` decides; the round waits
+    `retry_delay_ms` renewing the leases (`delivery.sending.rounds`), then
+    signs and posts again.
+11. End: `delivery.sending.ending.end_deliveries` marks each delivery delivered
+    or failed and frees its devices.
+12. Next flush: the slot is renewed and the next claim taken (7-11 again) until
+    nothing is due; a full claim calls a helper flush; a flush that lost its
+    slot stops claiming. Work not yet due gets a wake-up timer
+    (`delivery.realtime.scheduling.schedule_wakeup`).
+
+Redeliveries and deliveries taken back from dead workers skip 1-6:
+`send_one_delivery` sends them (steps 7-11) one task at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.utils import timezone
+
+from delivery.coordination import scheduling_client, sending_guard_key
+from delivery.models import Delivery
+from delivery.realtime.claiming import claim_due_requests
+from delivery.realtime.scheduling import mark_flush_started, schedule_flushes, schedule_wakeup
+from delivery.realtime.slots import holding_slot, slot_expiry_ms
+from delivery.sending.rounds import send_deliveries, send_delivery
+from destinations.models import Destination
+
+logger = logging.getLogger("aamdest.delivery")
+
+# How many requests one claim takes: enough to amortise its queries, few enough
+# that one worker does not hog a destination's whole backlog.
+CLAIM_MAX_REQUESTS = 25
+
+
+def run_flush(*, destination_id: int) -> None:
+    """Send the destination's due real-time requests, within one of its concurrency slots."""
+    mark_flush_started(destination_id)
+    destination = Destination.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return
+    with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
+        if renew is None:
+            return  # every slot is held: the holders drain the destination and look again when done
+        send_due_requests(
+            destination=destination,
+            max_requests=CLAIM_MAX_REQUESTS,
+            keep_slot=renew,
+            call_help=lambda: schedule_flushes({destination_id}),
+        )
+    schedule_wakeup(destination)
+
+
+def send_due_requests(
+    *,
+    destination: Destination,
+    max_requests: int,
+    keep_slot: Callable[[], bool] | None = None,
+    call_help: Callable[[], object] | None = None,
+) -> int:
+    """Claim and send `destination`'s due requests until none is due; return how many were sent.
+
+    After each claim is sent, `keep_slot` renews the caller's concurrency slot; when
+    it returns False (the slot was lost) no further request is claimed. A full claim
+    (`max_requests`) runs `call_help` first: more is probably due, and another flush
+    may claim in parallel while this one waits for the partner. Settings and pauses
+    take effect between claims.
+    """
+    sent = 0
+    while True:
+        now = timezone.now()
+        deliveries = claim_due_requests(destination=destination, now=now, max_requests=max_requests)
+        if not deliveries:
+            return sent
+        if call_help is not None and len(deliveries) == max_requests:
+            call_help()
+        send_deliveries(destination=destination, deliveries=deliveries)
+        sent += len(deliveries)
+        if keep_slot is not None and not keep_slot():
+            logger.warning("destination %s: the flush lost its concurrency slot and stops", destination.pk)
+            return sent
+        try:
+            destination.refresh_from_db()
+        except Destination.DoesNotExist:
+            return sent
+
+
+def send_one_delivery(*, delivery_id: int) -> None:
+    """Send one pending delivery (a redelivery, or one whose worker died), then wake its destination.
+
+    One task at a time per delivery: a duplicate task (the reaper and a redelivery
+    racing, a broker redelivery) returns at once instead of sending alongside.
+    """
+    delivery = Delivery.objects.filter(pk=delivery_id).select_related("destination").first()
+    if delivery is None:
+        return
+    guard = sending_guard_key(delivery_id)
+    if not scheduling_client().set(guard, 1, nx=True, px=slot_expiry_ms(delivery.destination)):
+        return  # if that task's worker dies, the lease brings the delivery back
+    try:
+        send_delivery(delivery_id=delivery_id)
+    finally:
+        scheduling_client().delete(guard)
+    # Its devices are free again: changes that waited for it may now go.
+    schedule_flushes({delivery.destination_id})

@@ -1,0 +1,116 @@
+"""Ending deliveries: the successes and the last failures of a round, if this worker still owns them.
+
+A delivery ends once: it becomes `delivered` or `failed`, loses its lease and
+frees the devices it held (`DestinationDevice.in_flight_delivery`), and the
+destination notes its latest outcome. Only the deliveries still owned are ended
+(`delivery.leases`): one taken over meanwhile belongs to its new worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from delivery import dialect
+from delivery.leases import lock_owned
+from delivery.models import Delivery, DeliveryStatus, DestinationDevice
+from delivery.sending.attempts import Sending
+from destinations.models import Destination
+
+
+def _lock_owned(sendings: list[Sending]) -> list[int]:
+    """Lock the deliveries this worker still owns (`delivery.leases.lock_owned`); return their ids."""
+    return lock_owned({sending.delivery.pk: sending.lease for sending in sendings})
+
+
+def end_deliveries(*, destination: Destination, ended: list[tuple[Sending, DeliveryStatus]]) -> None:
+    """End the deliveries this worker still owns, free their devices, note the latest outcome.
+
+    On PostgreSQL a round's ends take three statements whatever their number: the
+    deliveries' conditional UPDATE, the devices' UPDATE (locked in ingestion's order,
+    destination then device, so that the two never deadlock), and the destination's
+    latest outcome, written once per round (a failure wins over a success).
+    """
+    if not ended:
+        return
+    now = timezone.now()
+    # Inside the round's transaction (no savepoint needed), or a transaction of its own.
+    with transaction.atomic(savepoint=False):
+        if dialect.is_postgresql():
+            owned = _end_postgresql(ended=ended, now=now)
+        else:
+            owned = {}
+            for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+                sendings = [sending for sending, end_status in ended if end_status == status]
+                owned.update(dict.fromkeys(_end_portable(sendings=sendings, status=status, now=now), status))
+        if owned:
+            failed = DeliveryStatus.FAILED in owned.values()
+            latest = DeliveryStatus.FAILED if failed else DeliveryStatus.DELIVERED
+            Destination.objects.filter(pk=destination.pk).update(
+                last_delivery_status=latest, last_delivery_at=now
+            )
+    for sending, _status in ended:
+        if sending.delivery.pk in owned:
+            sending.delivery.status, sending.delivery.finished_at = owned[sending.delivery.pk], now
+
+
+def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime) -> dict[int, str]:
+    deliveries, states = Delivery._meta.db_table, DestinationDevice._meta.db_table
+    with connection.cursor() as cursor:
+        # Owned: still pending with the lease this worker last wrote (re-checked on the row's latest version).
+        cursor.execute(
+            f"""
+            UPDATE {deliveries} AS d SET status = e.status, finished_at = %s, lease_until = NULL
+            FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS e(id, lease, status)
+            WHERE d.id = e.id AND d.status = %s AND d.lease_until IS NOT DISTINCT FROM e.lease
+            RETURNING d.id, d.status
+            """,  # noqa: S608 - table names from the models
+            [
+                now,
+                [sending.delivery.pk for sending, _ in ended],
+                [sending.lease for sending, _ in ended],
+                [str(status) for _, status in ended],
+                DeliveryStatus.PENDING,
+            ],
+        )
+        owned = dict(cursor.fetchall())
+        if owned:
+            delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
+            cursor.execute(
+                f"""
+                UPDATE {states} AS s
+                SET in_flight_delivery_id = NULL,
+                    last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
+                FROM (
+                    SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered FROM {states}
+                    WHERE in_flight_delivery_id = ANY(%s::bigint[])
+                    ORDER BY destination_id, device_id
+                    FOR UPDATE
+                ) AS held
+                WHERE s.id = held.id
+                """,  # noqa: S608 - table names from the models
+                [now, delivered, list(owned)],
+            )
+    return owned
+
+
+def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.datetime) -> list[int]:
+    if not sendings:
+        return []
+    owned = _lock_owned(sendings)
+    Delivery.objects.filter(pk__in=owned).update(status=status, finished_at=now, lease_until=None)
+    # Locked in ingestion's order (destination, device), so that the two never deadlock.
+    held_pks = (
+        DestinationDevice.objects.select_for_update()
+        .filter(in_flight_delivery_id__in=owned)
+        .order_by("destination_id", "device_id")
+        .values_list("pk", flat=True)
+    )
+    held = DestinationDevice.objects.filter(pk__in=list(held_pks))
+    if status == DeliveryStatus.DELIVERED:
+        held.update(in_flight_delivery=None, last_sent_at=now)
+    else:
+        held.update(in_flight_delivery=None)
+    return owned

@@ -37,6 +37,7 @@ def make_events(count: int, *, devices: int, start: dt.datetime) -> list[Event]:
     return events
 
 
+@pytest.mark.postgresql_only  # SQLite's portable writes go in chunks: more queries, still not one per event
 def test_ten_thousand_events_apply_in_a_few_queries_whatever_their_number(django_assert_max_num_queries):
     # Speed is measured by `make bench`; what a test can hold is that the work is set-based:
     # 10,000 events, half of them for known devices, cost about ten queries (no query per event).

@@ -5,7 +5,9 @@ after a qualification of the same instant (it wins the tie). An event older
 than the membership's `datetime` changes nothing; leaving a segment the device
 is not active in sends nothing and logs no change, but stores an inactive
 membership at the disqualification's `datetime`, so that a qualification older
-than it, arriving later, changes nothing either.
+than it, arriving later, cannot re-enter the segment: it logs that exit
+instead, once (`_late_qualification`), so the outcome is the same whatever the
+order of arrival.
 
 Opt-outs: each becomes a disqualification, at its `datetime`, of every segment
 its device may be in, merged with the other events
@@ -90,7 +92,8 @@ def plan_memberships(
             if state is not previous:
                 states[key] = state
             if kind is not None:
-                changes.append(Change(key[0], key[1], kind, event.datetime, event.onboarded))
+                # The new state's datetime: the event's, or the stored exit's for a late qualification.
+                changes.append(Change(key[0], key[1], kind, state.datetime, event.onboarded))
     changes.sort(key=lambda change: (change.datetime, change.kind is ChangeKind.LEFT))
     return states, changes
 
@@ -104,9 +107,8 @@ def _apply_one(
 ) -> tuple[ChangeKind | None, MembershipState]:
     """Apply `event` (of `segment_id`, its key's segment) to `state`; the change it makes, if any."""
     if event.type is EventType.QUALIFICATION:
-        # Not newer than what is known: a duplicate, or a tie that a disqualification won.
         if state is not None and event.datetime <= state.datetime:
-            return None, state
+            return _late_qualification(state, event)
         kind = ChangeKind.REFRESHED if state is not None and state.is_active else ChangeKind.ENTERED
         expires_at = compute_expires_at(qualified_at=event.datetime, ttl_days=ttl_days[segment_id])
         return kind, MembershipState(True, event.datetime, event.datetime, expires_at)
@@ -122,6 +124,20 @@ def _apply_one(
         qualified_at = state.qualified_at if state is not None else None
         return None, MembershipState(False, event.datetime, qualified_at, None)
     return ChangeKind.LEFT, MembershipState(False, event.datetime, state.qualified_at, None)
+
+
+def _late_qualification(state: MembershipState, event: Event) -> tuple[ChangeKind | None, MembershipState]:
+    """A qualification not newer than the stored state (issue 10: the same outcome whatever the order).
+
+    Usually a duplicate, or a tie a disqualification won: nothing. But when the
+    stored state is a disqualification of a segment the device had not entered
+    (inactive, never qualified), this qualification shows the device was in the
+    segment until then: that disqualification left it, so the exit is logged now,
+    at its datetime, as if the events had arrived in datetime order ("0").
+    """
+    if state.is_active or state.qualified_at is not None:
+        return None, state
+    return ChangeKind.LEFT, MembershipState(False, state.datetime, event.datetime, None)
 
 
 def opt_outs_as_disqualifications(

@@ -166,25 +166,41 @@ def test_leaving_a_segment_the_device_was_never_in_does_nothing():
     assert not DestinationDevice.objects.filter(destination=destination).exists()
 
 
-def test_an_older_qualification_arriving_after_a_disqualification_changes_nothing():
+def test_an_older_qualification_arriving_after_a_disqualification_logs_that_exit_once():
+    # Issue 10: Q@1 then D@2 sends "0"; D@2 then Q@1 must too (the same events, another order).
     destination = MappingFactory(segment=SegmentFactory(id=7)).destination
-
     apply_events(events=[disqualify(7, when=at(2))], now=NOW)
+
     result = apply_events(events=[qualify(7, when=at(1))], now=NOW + dt.timedelta(seconds=1))
 
     stored = membership(7)
-    assert (stored.is_active, stored.datetime, stored.qualified_at) == (False, at(2), None)
-    assert changes() == []
-    assert result.destination_ids == set()
-    assert not DestinationDevice.objects.filter(destination=destination).exists()
+    assert (stored.is_active, stored.datetime, stored.qualified_at) == (False, at(2), at(1))
+    assert changes() == [(UUID, 7, False, at(2), False)]
+    assert result.destination_ids == {destination.id}
+    assert pair(destination).left_segment_ids == [7]
+
+    # Once only: an even older qualification, or the same again, changes nothing.
+    result = apply_events(events=[qualify(7, when=at(0)), qualify(7, when=at(1))],
+                          now=NOW + dt.timedelta(seconds=2))
+    assert result.changes == 0
 
     # A newer qualification enters normally.
-    result = apply_events(events=[qualify(7, when=at(3))], now=NOW + dt.timedelta(seconds=2))
+    result = apply_events(events=[qualify(7, when=at(3))], now=NOW + dt.timedelta(seconds=3))
 
     stored = membership(7)
     assert (stored.is_active, stored.datetime, stored.qualified_at) == (True, at(3), at(3))
-    assert changes() == [(UUID, 7, True, at(3), False)]
-    assert result.destination_ids == {destination.id}
+    assert changes()[-1] == (UUID, 7, True, at(3), False)
+
+
+def test_a_late_onboarded_qualification_logs_the_exit_for_batches_only():
+    destination = MappingFactory(segment=SegmentFactory(id=7)).destination
+    apply_events(events=[disqualify(7, when=at(2))], now=NOW)
+
+    result = apply_events(events=[qualify(7, when=at(1), onboarded=True)], now=NOW + dt.timedelta(seconds=1))
+
+    assert changes() == [(UUID, 7, False, at(2), True)]
+    assert result.destination_ids == set()
+    assert not DestinationDevice.objects.filter(destination=destination).exists()
 
 
 def test_an_inactive_membership_keeps_a_later_disqualifications_datetime():

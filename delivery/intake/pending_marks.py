@@ -18,7 +18,7 @@ from delivery.intake.merging import Change, ChangeKind
 from delivery.models import DestinationDevice
 from destinations.models import Mapping
 
-PairKey = tuple[int, str]  # (destination_id, aam_uuid)
+DestinationDeviceKey = tuple[int, str]  # (destination_id, aam_uuid)
 
 # Adobe's refresh rule: re-qualifying an active segment sends only if the
 # device was last sent to the destination this long ago or more.
@@ -40,20 +40,22 @@ def mark_pending(*, changes: list[Change], now: dt.datetime) -> set[int]:
         return set()
     today = now.astimezone(dt.UTC).date()
     destinations = _realtime_destinations({change.segment_id for change in changes}, today=today)
-    pairs = _Pairs(_lock_destination_devices({change.aam_uuid for change in changes}))
+    destination_devices = _DestinationDevices(
+        _lock_destination_devices({change.aam_uuid for change in changes})
+    )
     marked: set[int] = set()
     for change in changes:
         if change.kind is not ChangeKind.LEFT:
-            pairs.forget_left_segment(change.aam_uuid, change.segment_id)
+            destination_devices.forget_left_segment(change.aam_uuid, change.segment_id)
         if not change.onboarded:
             concerned = destinations[change.segment_id]
-            marked |= _mark_destinations(pairs, change, destination_ids=concerned, now=now)
-    _write_pairs(pairs.changed())
+            marked |= _mark_destinations(destination_devices, change, destination_ids=concerned, now=now)
+    _write_destination_devices(destination_devices.changed())
     return marked
 
 
 @dataclass(slots=True)
-class _PairState:
+class _DestinationDeviceRow:
     """A `DestinationDevice` row being updated in memory."""
 
     pending_since: dt.datetime | None
@@ -62,51 +64,68 @@ class _PairState:
     is_changed: bool = False
 
 
-class _Pairs:
+class _DestinationDevices:
     """The `DestinationDevice` rows of the changes' devices: the locked ones, and those to create."""
 
-    def __init__(self, locked: dict[PairKey, _PairState]) -> None:
+    def __init__(self, locked: dict[DestinationDeviceKey, _DestinationDeviceRow]) -> None:
         self._by_key = locked
-        self._by_device: dict[str, list[_PairState]] = defaultdict(list)
-        for (_, aam_uuid), pair in locked.items():
-            self._by_device[aam_uuid].append(pair)
+        self._by_device: dict[str, list[_DestinationDeviceRow]] = defaultdict(list)
+        for (_, aam_uuid), destination_device in locked.items():
+            self._by_device[aam_uuid].append(destination_device)
 
-    def get_or_add(self, destination_id: int, aam_uuid: str) -> _PairState:
-        pair = self._by_key.get((destination_id, aam_uuid))
-        if pair is None:
-            pair = self._by_key[(destination_id, aam_uuid)] = _PairState(None, [], None)
-            self._by_device[aam_uuid].append(pair)
-        return pair
+    def get_or_add(self, destination_id: int, aam_uuid: str) -> _DestinationDeviceRow:
+        destination_device = self._by_key.get((destination_id, aam_uuid))
+        if destination_device is None:
+            destination_device = self._by_key[(destination_id, aam_uuid)] = _DestinationDeviceRow(
+                None, [], None
+            )
+            self._by_device[aam_uuid].append(destination_device)
+        return destination_device
 
     def forget_left_segment(self, aam_uuid: str, segment_id: int) -> None:
-        for pair in self._by_device[aam_uuid]:
-            if segment_id in pair.left_segment_ids:
-                pair.left_segment_ids.remove(segment_id)
-                pair.is_changed = True
+        for destination_device in self._by_device[aam_uuid]:
+            if segment_id in destination_device.left_segment_ids:
+                destination_device.left_segment_ids.remove(segment_id)
+                destination_device.is_changed = True
 
-    def changed(self) -> dict[PairKey, _PairState]:
-        return {key: pair for key, pair in self._by_key.items() if pair.is_changed}
+    def changed(self) -> dict[DestinationDeviceKey, _DestinationDeviceRow]:
+        return {
+            key: destination_device
+            for key, destination_device in self._by_key.items()
+            if destination_device.is_changed
+        }
 
 
-def _mark_destinations(pairs: _Pairs, change: Change, *, destination_ids: Iterable[int],
-                       now: dt.datetime) -> set[int]:
+def _mark_destinations(
+    destination_devices: _DestinationDevices,
+    change: Change,
+    *,
+    destination_ids: Iterable[int],
+    now: dt.datetime,
+) -> set[int]:
     """Mark the device at each destination, in order; return those that got work."""
-    return {destination_id for destination_id in destination_ids
-            if _mark(pairs.get_or_add(destination_id, change.aam_uuid), change, now=now)}
+    return {
+        destination_id
+        for destination_id in destination_ids
+        if _mark(destination_devices.get_or_add(destination_id, change.aam_uuid), change, now=now)
+    }
 
 
-def _mark(pair: _PairState, change: Change, *, now: dt.datetime) -> bool:
-    """Mark one pair for `change`; return whether the destination got work (pending or not before)."""
+def _mark(destination_device: _DestinationDeviceRow, change: Change, *, now: dt.datetime) -> bool:
+    """Mark one destination device for `change`; return whether its destination got work.
+
+    (It got work when the device became pending, or already was.)
+    """
     if change.kind is ChangeKind.REFRESHED and not (
-        pair.last_sent_at is None or pair.last_sent_at <= now - REFRESH_AFTER
+        destination_device.last_sent_at is None or destination_device.last_sent_at <= now - REFRESH_AFTER
     ):
         return False
-    if change.kind is ChangeKind.LEFT and change.segment_id not in pair.left_segment_ids:
-        pair.left_segment_ids.append(change.segment_id)
-        pair.is_changed = True
-    if pair.pending_since is None:
-        pair.pending_since = now
-        pair.is_changed = True
+    if change.kind is ChangeKind.LEFT and change.segment_id not in destination_device.left_segment_ids:
+        destination_device.left_segment_ids.append(change.segment_id)
+        destination_device.is_changed = True
+    if destination_device.pending_since is None:
+        destination_device.pending_since = now
+        destination_device.is_changed = True
     return True
 
 
@@ -124,24 +143,34 @@ def _realtime_destinations(segment_ids: set[int], *, today: dt.date) -> defaultd
     return destinations
 
 
-def _lock_destination_devices(aam_uuids: set[str]) -> dict[PairKey, _PairState]:
+def _lock_destination_devices(aam_uuids: set[str]) -> dict[DestinationDeviceKey, _DestinationDeviceRow]:
     rows = (
         DestinationDevice.objects.select_for_update()
         .filter(device_id__in=aam_uuids)
         .order_by("destination_id", "device_id")
         .values_list("destination_id", "device_id", "pending_since", "left_segment_ids", "last_sent_at")
     )
-    return {(row[0], row[1]): _PairState(row[2], list(row[3]), row[4]) for row in rows}
+    return {(row[0], row[1]): _DestinationDeviceRow(row[2], list(row[3]), row[4]) for row in rows}
 
 
-def _write_pairs(pairs: dict[PairKey, _PairState]) -> None:
+def _write_destination_devices(
+    destination_devices: dict[DestinationDeviceKey, _DestinationDeviceRow],
+) -> None:
     # Rows are locked or new (new ones only appear under the device lock held
     # since `upsert_and_lock_devices`), so writing the computed values is safe.
     # `in_flight_delivery` and `last_sent_at` belong to the sender: untouched.
     rows = [
-        {"destination_id": destination_id, "device_id": aam_uuid, "pending_since": pair.pending_since,
-         "left_segment_ids": pair.left_segment_ids}
-        for (destination_id, aam_uuid), pair in sorted(pairs.items())
+        {
+            "destination_id": destination_id,
+            "device_id": aam_uuid,
+            "pending_since": destination_device.pending_since,
+            "left_segment_ids": destination_device.left_segment_ids,
+        }
+        for (destination_id, aam_uuid), destination_device in sorted(destination_devices.items())
     ]
-    dialect.bulk_write(DestinationDevice, rows, unique=("destination_id", "device_id"),
-                       update=("pending_since", "left_segment_ids"))
+    dialect.bulk_write(
+        DestinationDevice,
+        rows,
+        unique=("destination_id", "device_id"),
+        update=("pending_since", "left_segment_ids"),
+    )

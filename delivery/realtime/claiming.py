@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
@@ -26,7 +27,7 @@ from delivery.models import (
     DeliveryStatus,
     DestinationDevice,
 )
-from delivery.realtime.user_objects import PendingState, build_user_objects
+from delivery.realtime.user_objects import PendingDestinationDevice, build_user_objects
 from delivery.sending.documents import UserObject, build_document
 from destinations.models import Destination
 
@@ -35,7 +36,7 @@ from destinations.models import Destination
 class PlannedRequest:
     """One document to be: the pending rows it takes and their user objects, in order."""
 
-    states: list[PendingState] = field(default_factory=list)
+    destination_devices: list[PendingDestinationDevice] = field(default_factory=list)
     users: list[UserObject] = field(default_factory=list)
 
 
@@ -51,39 +52,56 @@ def claim_due_requests(*, destination: Destination, now: dt.datetime, max_reques
         return []
     limit = destination.max_users_per_request
     with transaction.atomic():
-        states = _lock_pending_states(destination=destination, count=max_requests * limit)
-        if not states:
+        destination_devices = _lock_pending_destination_devices(
+            destination=destination, count=max_requests * limit
+        )
+        if not destination_devices:
             return []
-        users_by_device = build_user_objects(destination=destination, states=states, now=now)
-        is_due_by_time = states[0].pending_since <= now - dt.timedelta(milliseconds=destination.max_wait_ms)
+        users_by_device = build_user_objects(
+            destination=destination, destination_devices=destination_devices, now=now
+        )
+        is_due_by_time = destination_devices[0].pending_since <= now - dt.timedelta(
+            milliseconds=destination.max_wait_ms
+        )
         planned = pack_requests(
-            states=states,
+            destination_devices=destination_devices,
             users_by_device=users_by_device,
             limit=limit,
             max_requests=max_requests,
             send_partial=is_due_by_time,
         )
-        _clear_states([state.pk for state in states if not users_by_device[state.device_id]])
+        _clear_pending_marks(
+            [
+                destination_device.pk
+                for destination_device in destination_devices
+                if not users_by_device[destination_device.device_id]
+            ]
+        )
         return _record_deliveries(destination=destination, planned=planned, now=now)
 
 
-def _lock_pending_states(*, destination: Destination, count: int) -> list[PendingState]:
+def _lock_pending_destination_devices(
+    *, destination: Destination, count: int
+) -> list[PendingDestinationDevice]:
     rows = (
         DestinationDevice.objects.filter(
             destination=destination, pending_since__isnull=False, in_flight_delivery__isnull=True
         )
         .order_by("pending_since", "id")
         .values_list("id", "device_id", "pending_since", "left_segment_ids", "device__regions")
-        # of=("self",): lock the state rows only, never the destination or device.
+        # of=("self",): lock the destination device rows only, never the destination or device.
         .select_for_update(skip_locked=True, of=("self",))
     )
-    # Tuples, not model instances: a claim reads hundreds of rows.
-    return [PendingState(*row) for row in rows[:count]]
+    # Tuples, not model instances: a claim reads hundreds of rows. pending_since is not null (filtered).
+    return [
+        PendingDestinationDevice(pk, device_id, cast(dt.datetime, since), left, regions)
+        for pk, device_id, since, left, regions in rows[:count]
+    ]
 
 
 def pack_requests(
     *,
-    states: Sequence[PendingState],
+    destination_devices: Sequence[PendingDestinationDevice],
     users_by_device: dict[str, list[UserObject]],
     limit: int,
     max_requests: int,
@@ -96,8 +114,8 @@ def pack_requests(
     """
     closed: list[PlannedRequest] = []
     current = PlannedRequest()
-    for state in states:
-        users = users_by_device[state.device_id]
+    for destination_device in destination_devices:
+        users = users_by_device[destination_device.device_id]
         if not users:
             continue
         if current.users and len(current.users) + len(users) > limit:
@@ -107,11 +125,13 @@ def pack_requests(
             pieces = [users[start : start + limit] for start in range(0, len(users), limit)]
             if len(closed) + len(pieces) > max_requests:
                 break
-            closed.extend(PlannedRequest(states=[state], users=piece) for piece in pieces)
+            closed.extend(
+                PlannedRequest(destination_devices=[destination_device], users=piece) for piece in pieces
+            )
             continue
         if len(closed) >= max_requests:
             break
-        current.states.append(state)
+        current.destination_devices.append(destination_device)
         current.users.extend(users)
     if current.users and (len(current.users) >= limit or send_partial):
         closed.append(current)
@@ -147,31 +167,37 @@ def _record_deliveries(
         for delivery, request in zip(deliveries, planned, strict=True)
         for aam_uuid in dict.fromkeys(user.aam_uuid for user in request.users)
     )
-    _hold_states(deliveries=deliveries, planned=planned, now=now)
+    _hold_destination_devices(deliveries=deliveries, planned=planned, now=now)
     return deliveries
 
 
-def _hold_states(*, deliveries: list[Delivery], planned: list[PlannedRequest], now: dt.datetime) -> None:
+def _hold_destination_devices(
+    *, deliveries: list[Delivery], planned: list[PlannedRequest], now: dt.datetime
+) -> None:
     """Hold each claimed device by a request carrying it; note the claim as its last send.
 
     So the 3-day refresh rule (SPEC §2) counts a request in flight, or one that
     failed (still redeliverable), as sent; a success moves `last_sent_at` on.
     """
-    state_pks = [state.pk for request in planned for state in request.states]
+    destination_device_pks = [
+        destination_device.pk for request in planned for destination_device in request.destination_devices
+    ]
     # Held by a delivery carrying it (if split, the last; `delivery.sending.ending` passes the hold on).
     holder = (
         DeliveryDevice.objects.filter(delivery__in=deliveries, aam_uuid=OuterRef("device_id"))
         .order_by("-delivery_id")
         .values("delivery_id")[:1]
     )
-    DestinationDevice.objects.filter(pk__in=state_pks).update(
+    DestinationDevice.objects.filter(pk__in=destination_device_pks).update(
         in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[], last_sent_at=now
     )
 
 
-def _clear_states(state_pks: list[int]) -> None:
-    if state_pks:
-        DestinationDevice.objects.filter(pk__in=state_pks).update(pending_since=None, left_segment_ids=[])
+def _clear_pending_marks(destination_device_pks: list[int]) -> None:
+    if destination_device_pks:
+        DestinationDevice.objects.filter(pk__in=destination_device_pks).update(
+            pending_since=None, left_segment_ids=[]
+        )
 
 
 def next_due_at(*, destination: Destination, now: dt.datetime) -> dt.datetime | None:
@@ -190,7 +216,7 @@ def next_due_at(*, destination: Destination, now: dt.datetime) -> dt.datetime | 
         .order_by("pending_since")
         .values_list("pending_since", flat=True)
     )
-    pending = list(oldest_first[:limit])
+    pending = [since for since in oldest_first[:limit] if since is not None]  # all are: filtered
     if not pending:
         return None
     # Every device with something listed has at least one user object.

@@ -13,7 +13,7 @@ from delivery.sending.rounds import active_mapping_values
 from destinations.models import Destination
 
 
-class PendingState(NamedTuple):
+class PendingDestinationDevice(NamedTuple):
     """A locked pending `DestinationDevice` row, with its device's regions."""
 
     pk: int
@@ -24,9 +24,9 @@ class PendingState(NamedTuple):
 
 
 def build_user_objects(
-    *, destination: Destination, states: Sequence[PendingState], now: dt.datetime
+    *, destination: Destination, destination_devices: Sequence[PendingDestinationDevice], now: dt.datetime
 ) -> dict[str, list[UserObject]]:
-    """Return each state's device's user objects: [] when it has no listed segment.
+    """Return the user objects of each destination device's device: [] when it has no listed segment.
 
     Listed: active memberships of segments mapped and active on `now`'s UTC date
     ("1"), then the segments in `left_segment_ids` still mapped and active and not
@@ -35,26 +35,28 @@ def build_user_objects(
     its "0" once (README "Decisions"). One user object per partner ID in the
     destination's `user_dpid` namespace, or one with "" when there is none.
     """
-    device_ids = [state.device_id for state in states]
+    device_ids = [destination_device.device_id for destination_device in destination_devices]
     mapped = active_mapping_values(destination=destination, today=now.astimezone(dt.UTC).date())
     memberships = _memberships(device_ids=device_ids, segment_ids=list(mapped), now=now)
     partner_ids = PartnerId.objects.dpuuids_by_device(device_ids=device_ids, dpid=destination.user_dpid)
     users: dict[str, list[UserObject]] = {}
-    for state in states:
+    for destination_device in destination_devices:
         segments = _listed_segments(
-            memberships=memberships[state.device_id], left_segment_ids=state.left_segment_ids, mapped=mapped
+            memberships=memberships[destination_device.device_id],
+            left_segment_ids=destination_device.left_segment_ids,
+            mapped=mapped,
         )
         if not segments:
-            users[state.device_id] = []
+            users[destination_device.device_id] = []
             continue
-        users[state.device_id] = [
+        users[destination_device.device_id] = [
             UserObject(
-                aam_uuid=state.device_id,
+                aam_uuid=destination_device.device_id,
                 partner_uuid=partner_uuid,
-                regions=state.regions or [],
+                regions=destination_device.regions or [],
                 segments=segments,
             )
-            for partner_uuid in partner_ids.get(state.device_id, [""])
+            for partner_uuid in partner_ids.get(destination_device.device_id, [""])
         ]
     return users
 

@@ -59,7 +59,7 @@ def end_deliveries(*, destination: Destination, ended: list[tuple[Sending, Deliv
 
 
 def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime) -> dict[int, str]:
-    deliveries, states = Delivery._meta.db_table, DestinationDevice._meta.db_table
+    deliveries, destination_devices = Delivery._meta.db_table, DestinationDevice._meta.db_table
     with connection.cursor() as cursor:
         # Owned: still pending with the lease this worker last wrote (re-checked on the row's latest version).
         cursor.execute(
@@ -82,12 +82,12 @@ def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.date
             delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
             cursor.execute(
                 f"""
-                UPDATE {states} AS s
+                UPDATE {destination_devices} AS s
                 SET in_flight_delivery_id = {_next_piece_sql()},
                     last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
                 FROM (
-                    SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered FROM {states}
-                    WHERE in_flight_delivery_id = ANY(%s::bigint[])
+                    SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered
+                    FROM {destination_devices} WHERE in_flight_delivery_id = ANY(%s::bigint[])
                     ORDER BY destination_id, device_id
                     FOR UPDATE
                 ) AS held
@@ -99,7 +99,10 @@ def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.date
 
 
 def _next_piece_sql() -> str:
-    """`_next_piece` in SQL, for the states aliased `s`; parameters: pending status, realtime kind."""
+    """`_next_piece` in SQL, for the destination devices aliased `s`.
+
+    Its parameters: the pending status and the realtime kind.
+    """
     carried, deliveries = DeliveryDevice._meta.db_table, Delivery._meta.db_table
     return f"""(SELECT min(c.delivery_id) FROM {carried} c JOIN {deliveries} d ON d.id = c.delivery_id
                 WHERE c.aam_uuid = s.device_id AND d.destination_id = s.destination_id

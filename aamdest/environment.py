@@ -5,8 +5,14 @@ Used by the settings and by gunicorn's configuration (which reads them before Dj
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
+from typing import Any
 
+import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -61,3 +67,82 @@ def env_proxy_header(name: str) -> tuple[str, str] | None:
     if not header or not value:
         raise ImproperlyConfigured(f"{name}={raw!r} must be HEADER,VALUE (e.g. X-Forwarded-Proto,https).")
     return "HTTP_" + header.upper().replace("-", "_"), value
+
+
+# --- Values checked beyond their type ---------------------------------------------------------
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_RATE = re.compile(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def env_database(name: str, *, default: str) -> dict[str, Any]:
+    """Django's settings of the database `name` points at (`default` when unset)."""
+    try:
+        database: dict[str, Any] = dict(dj_database_url.parse(
+            os.environ.get(name) or default, conn_max_age=60, conn_health_checks=True
+        ))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} cannot be used: {exc}") from None
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # Several processes (web, worker, scheduler) share the file: wait for locks
+        # instead of failing, and let readers run beside the writer.
+        database["OPTIONS"] = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        database["CONN_MAX_AGE"] = 0
+    return database
+
+
+def env_broker_url(name: str, default: str) -> str:
+    """A Redis or RabbitMQ URL for Celery's broker."""
+    url = os.environ.get(name, default)
+    if not url.startswith((*REDIS_SCHEMES, "amqp://", "amqps://")):
+        raise ImproperlyConfigured(
+            f"{name} must be a Redis (redis://, rediss://, unix://) or RabbitMQ (amqp://, amqps://) URL."
+        )
+    return url
+
+
+def env_redis_url(name: str, *, broker_url: str) -> str:
+    """The coordination Redis: `name`, else the broker when the broker is Redis."""
+    url = os.environ.get(name, "").strip()
+    if not url:
+        if not broker_url.startswith(REDIS_SCHEMES):
+            raise ImproperlyConfigured(
+                f"{name} is not set: with a RabbitMQ CELERY_BROKER_URL, aamdest still needs Redis "
+                f"for locks and concurrency slots (e.g. {name}=redis://127.0.0.1:6379/0)."
+            )
+        url = broker_url
+    if not url.startswith(REDIS_SCHEMES):
+        raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL.")
+    return url
+
+
+def env_rate(name: str) -> str | None:
+    """A DRF throttle rate such as `50/s` or `1000/min`, or None when unset."""
+    rate = os.environ.get(name, "").strip() or None
+    if rate and not _RATE.fullmatch(rate):
+        raise ImproperlyConfigured(f"{name}={rate!r} must be N/s, N/min, N/hour or N/day.")
+    return rate
+
+
+def env_fernet_keys(name: str, *, debug: bool, secret_key: str) -> list[str]:
+    """Fernet keys, the first one encrypting; development derives one from the secret key."""
+    keys = env_list(name, [])
+    if not keys:
+        if not debug:
+            raise ImproperlyConfigured(
+                f"{name} is not set: production must set it to one or more Fernet keys "
+                "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            )
+        keys = [base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()).decode()]
+    for key in keys:
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"{name} holds a value that is not a Fernet key (32 url-safe base64-encoded bytes)."
+            ) from None
+    return keys

@@ -6,17 +6,24 @@ variable, when its value cannot be used, so that a bad setting stops the program
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import re
 from pathlib import Path
 
-import dj_database_url
-from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from aamdest.environment import env_bool, env_choice, env_int, env_list, env_proxy_header
+from aamdest.environment import (
+    REDIS_SCHEMES,
+    env_bool,
+    env_broker_url,
+    env_choice,
+    env_database,
+    env_fernet_keys,
+    env_int,
+    env_list,
+    env_proxy_header,
+    env_rate,
+    env_redis_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -89,24 +96,7 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "aamdest.wsgi.application"
 
-_default_database_url = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-try:
-    DATABASES = {
-        "default": dj_database_url.parse(
-            os.environ.get("DATABASE_URL") or _default_database_url, conn_max_age=60, conn_health_checks=True
-        )
-    }
-except ValueError as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL cannot be used: {exc}") from None
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several processes (web, worker, scheduler) share the file: wait for locks
-    # instead of failing, and let readers run beside the writer.
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES = {"default": env_database("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 # Behind a pooler in transaction mode (pgbouncer pool_mode=transaction) nothing of a session outlives
 # its transaction, so no cursor may be held across transactions (docs/DEPLOY.md). Django's psycopg
 # backend prepares no statements unless told to.
@@ -202,26 +192,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery ----------------------------------------------------------------
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-if not CELERY_BROKER_URL.startswith((*_REDIS_SCHEMES, "amqp://", "amqps://")):
-    raise ImproperlyConfigured(
-        "CELERY_BROKER_URL must be a Redis (redis://, rediss://, unix://) "
-        "or RabbitMQ (amqp://, amqps://) URL."
-    )
-IS_REDIS_BROKER = CELERY_BROKER_URL.startswith(_REDIS_SCHEMES)
+CELERY_BROKER_URL = env_broker_url("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+IS_REDIS_BROKER = CELERY_BROKER_URL.startswith(REDIS_SCHEMES)
 # Locks, the token cache, per-destination concurrency slots and beat's leadership live in Redis:
 # the broker's unless told otherwise. With RabbitMQ as the broker it must be named explicitly.
-AAMDEST_REDIS_URL = os.environ.get("AAMDEST_REDIS_URL", "").strip()
-if not AAMDEST_REDIS_URL:
-    if not IS_REDIS_BROKER:
-        raise ImproperlyConfigured(
-            "AAMDEST_REDIS_URL is not set: with a RabbitMQ CELERY_BROKER_URL, aamdest still needs Redis "
-            "for locks and concurrency slots (e.g. AAMDEST_REDIS_URL=redis://127.0.0.1:6379/0)."
-        )
-    AAMDEST_REDIS_URL = CELERY_BROKER_URL
-if not AAMDEST_REDIS_URL.startswith(_REDIS_SCHEMES):
-    raise ImproperlyConfigured("AAMDEST_REDIS_URL must be a redis://, rediss:// or unix:// URL.")
+AAMDEST_REDIS_URL = env_redis_url("AAMDEST_REDIS_URL", broker_url=CELERY_BROKER_URL)
 # The events endpoint's per-token throttle counts in Redis, so that every web process shares the count.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -258,12 +233,7 @@ if AAMDEST_CA_BUNDLE and not Path(AAMDEST_CA_BUNDLE).is_file():
 AAMDEST_DELIVERY_LOG_DAYS = env_int("AAMDEST_DELIVERY_LOG_DAYS", 30, minimum=1, maximum=3650)
 AAMDEST_LOG_FORMAT = env_choice("AAMDEST_LOG_FORMAT", "text", ("text", "json"))
 # `POST /api/v1/events/` requests per token, e.g. "50/s" or "1000/min"; unset: no throttle.
-AAMDEST_EVENTS_THROTTLE_RATE = os.environ.get("AAMDEST_EVENTS_THROTTLE_RATE", "").strip() or None
-if AAMDEST_EVENTS_THROTTLE_RATE and not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)",
-                                                     AAMDEST_EVENTS_THROTTLE_RATE):
-    raise ImproperlyConfigured(
-        f"AAMDEST_EVENTS_THROTTLE_RATE={AAMDEST_EVENTS_THROTTLE_RATE!r} must be N/s, N/min, N/hour or N/day."
-    )
+AAMDEST_EVENTS_THROTTLE_RATE = env_rate("AAMDEST_EVENTS_THROTTLE_RATE")
 # When set, GET /metrics needs `Authorization: Bearer <this token>`.
 AAMDEST_METRICS_TOKEN = os.environ.get("AAMDEST_METRICS_TOKEN", "").strip() or None
 # How many requests one destination may have in flight at once, over all workers.
@@ -297,23 +267,7 @@ CELERY_TASK_ROUTES = {
     "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
 }
 
-_encryption_keys = env_list("AAMDEST_ENCRYPTION_KEYS", [])
-if not _encryption_keys:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "AAMDEST_ENCRYPTION_KEYS is not set: production must set it to one or more Fernet keys "
-            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
-        )
-    _encryption_keys = [base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()]
-for _key in _encryption_keys:
-    try:
-        Fernet(_key)
-    except (ValueError, TypeError):
-        raise ImproperlyConfigured(
-            "AAMDEST_ENCRYPTION_KEYS holds a value that is not a Fernet key "
-            "(32 url-safe base64-encoded bytes)."
-        ) from None
-AAMDEST_ENCRYPTION_KEYS = _encryption_keys
+AAMDEST_ENCRYPTION_KEYS = env_fernet_keys("AAMDEST_ENCRYPTION_KEYS", debug=DEBUG, secret_key=SECRET_KEY)
 
 LOGGING = {
     "version": 1,

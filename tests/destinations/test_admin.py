@@ -209,4 +209,3 @@ def test_the_send_test_document_action_sends_and_reports(admin_client, partner):
     assert len(partner.requests) == 1
     assert Delivery.objects.get().kind == "test"
     assert "200 OK" in response.content.decode()
-

@@ -157,4 +157,3 @@ def test_deliveries_cannot_be_written(operator_client):
 
     assert [response.status_code for response in responses] == [405, 405, 405]
     assert Delivery.objects.get().status == "delivered"
-

@@ -22,4 +22,3 @@ def test_a_time_ahead_reads_as_in_and_a_past_one_as_ago(now):
     assert ago(now + dt.timedelta(days=3, minutes=1)) == "in 3 days"
     assert ago(now - dt.timedelta(seconds=40)).endswith(" s ago")
     assert ago(None) == ""
-

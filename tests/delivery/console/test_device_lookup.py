@@ -95,4 +95,3 @@ def test_an_unknown_device_page_answers_404(viewer):
 
     assert response.status_code == 404
     assert b"Unknown device" in response.content
-

@@ -140,4 +140,3 @@ def test_static_files_are_served_with_debug_off(settings, path):
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/css")
-

@@ -37,6 +37,7 @@ from destinations.models import ConfigChange, Destination
 from partner.management.commands.receiver import Command as ReceiverCommand
 from partner.management.commands.receiver import build_server
 from partner.server import ReceiverServer
+from tests.destinations.admin_forms import form_data
 
 SIGNING_KEY = "plain-signing-key-4e1f"
 NEW_SIGNING_KEY = "plain-new-signing-key-9a7c"
@@ -124,8 +125,6 @@ def read_api(client, destinations: list[Destination], responses: list) -> None:
 
 def edit_in_the_admin(admin_client, destination: Destination) -> None:
     """Save the destination's change form with its secret typed again: the admin history gets an entry."""
-    from tests.test_admin import form_data
-
     data = form_data(destination, timeout_ms=2500, oauth_client_secret=CLIENT_SECRET)
     response = admin_client.post(f"/admin/destinations/destination/{destination.pk}/change/", data)
     assert response.status_code == 302, response.content.decode()[:3000]

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from destinations.models import ConfigChange, Destination, Mapping, Segment
+from tests.destinations.admin_forms import form_data
 from tests.destinations.change_log import API, NEW_KEY, OLD_KEY, assert_no_secret, dumped
 from tests.destinations.payloads import payload
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
@@ -17,8 +18,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("public_dns")]
 
 
 def admin_form(destination: Destination, **overrides) -> dict:
-    from tests.test_admin import form_data
-
     return form_data(destination, **overrides)
 
 

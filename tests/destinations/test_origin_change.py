@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from destinations.models import ConfigChange, Destination
+from tests.destinations.admin_forms import change_url, form_data
 from tests.factories import DestinationFactory
-from tests.test_admin import change_url, form_data
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/destinations/"

@@ -140,8 +140,24 @@ def token_error_key(*, lock_key: str, owner: str) -> str:
 EVENTS_INGESTED_KEY = f"{PREFIX}:metrics:events_ingested"
 # A hash: field `<destination id>:<outcome>` -> fetches.
 TOKEN_FETCHES_KEY = f"{PREFIX}:metrics:token_fetches"
+# A hash: field `<destination id>:<outcome>` -> attempts (outcome: `ok` or the failure reason).
+ATTEMPTS_KEY = f"{PREFIX}:metrics:attempts"
+# A hash: field `<destination id>:<outcome>` -> deliveries ended so (outcome: `delivered` or `failed`).
+DELIVERIES_FINISHED_KEY = f"{PREFIX}:metrics:deliveries_finished"
+# A hash: field `<destination id>:<bucket>` -> attempts whose duration falls in that bucket (`le_<ms>`,
+# not cumulative, or `le_inf`), and `<destination id>:sum_ms` -> their durations added up.
+ATTEMPT_LATENCY_KEY = f"{PREFIX}:metrics:attempt_latency"
+# Every key of the /metrics counters (`delivery.counters`).
+METRICS_KEYS = (
+    EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY, ATTEMPTS_KEY, DELIVERIES_FINISHED_KEY, ATTEMPT_LATENCY_KEY,
+)
 
 
 def token_fetch_field(*, destination_id: int, outcome: str) -> str:
     """The field of `TOKEN_FETCHES_KEY` counting a destination's token fetches with `outcome`."""
     return f"{destination_id}:{outcome}"
+
+
+def destination_field(*, destination_id: int, label: str) -> str:
+    """A field of the per-destination metrics hashes (`ATTEMPTS_KEY` and those after it)."""
+    return f"{destination_id}:{label}"

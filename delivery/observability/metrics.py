@@ -1,10 +1,18 @@
 """GET /metrics: Prometheus text format, every metric named `aamdest_…` (SPEC §5).
 
-Workers send from other processes, so nothing is counted in this one: a custom collector computes
-the values at scrape time, from aggregate queries over the delivery log (deliveries, attempts,
-attempt latency, pending backlog) and from the Redis counters that ingestion and the OAuth client
-increment (events ingested, token fetches). Counts over the log fall when old records are purged
-(`AAMDEST_DELIVERY_LOG_DAYS`); Prometheus reads such a fall as a counter reset.
+Workers send from other processes, so nothing is counted in this one. A scrape's cost must not
+grow with the delivery log, so a custom collector reads, at scrape time:
+- running totals in Redis (`delivery.counters`), kept up as things happen: attempts by outcome and
+  their latency histogram (counted once the `Attempt` rows commit), deliveries ended by outcome
+  (once their end commits), events ingested, OAuth token fetches;
+- small gauges from the database, each bounded by what is in flight rather than by the log:
+  destinations, pending deliveries, pending devices (partial indexes keep them so).
+
+The totals are Prometheus counters: they never fall when old records are purged
+(`AAMDEST_DELIVERY_LOG_DAYS`), and they restart from zero if Redis loses its data (a flush, a
+restart without persistence); Prometheus reads that as a counter reset, which `rate()` and
+`increase()` handle. While Redis does not answer, `aamdest_metrics_redis_up` is 0 and the
+counters are left out of the page; the database gauges remain.
 
 No login: Prometheus scrapes without a session. The page holds counts and destination names, no
 document and no secret; with `AAMDEST_METRICS_TOKEN` set, a scrape must carry
@@ -15,11 +23,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Q, Sum
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -27,67 +34,41 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from delivery.models import Attempt, Delivery
+from delivery import counters
+from delivery.models import Delivery, DeliveryStatus
 from delivery.observability import stats
 from delivery.observability.heartbeat import last_beat_tick
 from destinations.models import Destination
 
 LABELS = ["destination_id", "destination"]
-# Upper bounds, in milliseconds, of the attempt latency histogram; the deadline defaults to 3000.
-LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2000, 3000, 5000, 10_000, 30_000)
 
 
-@dataclass(frozen=True)
-class Histogram:
-    """Cumulative counts per bound of `LATENCY_BOUNDS_MS` (Prometheus `le`), total count and sum."""
+def pending_deliveries() -> dict[int, int]:
+    """Pending deliveries per destination.
 
-    cumulative_counts: list[int]
-    count: int
-    sum_ms: int
-
-
-def delivery_counts() -> list[tuple[int, str, int]]:
-    """(destination id, status, deliveries) over the delivery log."""
-    rows = Delivery.objects.values_list("destination_id", "status").annotate(n=Count("id")).order_by()
-    return [(destination_id, status, n) for destination_id, status, n in rows]
-
-
-def attempt_counts() -> list[tuple[int, str, int]]:
-    """(destination id, outcome, attempts): outcome is `ok` or the failure reason."""
-    rows = Attempt.objects.values_list("delivery__destination_id", "reason").annotate(n=Count("id"))
-    return [(destination_id, reason or "ok", n) for destination_id, reason, n in rows.order_by()]
-
-
-def latency_histograms() -> dict[int, Histogram]:
-    """Attempt durations per destination, counted under each bound of `LATENCY_BOUNDS_MS` in one query."""
-    under_bounds = {
-        f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound)) for bound in LATENCY_BOUNDS_MS
-    }
-    rows = (
-        Attempt.objects.values("delivery__destination_id")
-        .annotate(count=Count("id"), sum_ms=Sum("duration_ms"), **under_bounds)
-        .order_by()
-    )
-    return {
-        row["delivery__destination_id"]: Histogram(
-            cumulative_counts=[row[f"le_{bound}"] for bound in LATENCY_BOUNDS_MS],
-            count=row["count"],
-            sum_ms=row["sum_ms"] or 0,
-        )
-        for row in rows
-    }
+    Read through the partial index `delivery_pending_lease` (status = pending), so its cost
+    follows the pending deliveries, not the log.
+    """
+    rows = Delivery.objects.filter(status=DeliveryStatus.PENDING).values_list("destination_id")
+    return dict(rows.annotate(n=Count("id")).order_by())
 
 
 class DeliveryLogCollector:
-    """Reads the delivery log and the Redis counters at each scrape."""
+    """Reads the running totals in Redis and the in-flight gauges from the database at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
         destinations = dict(Destination.objects.values_list("id", "name"))
+        totals, other = counters.read_delivery_totals(), counters.read_counters()
+        up = GaugeMetricFamily("aamdest_metrics_redis_up", "1 when the Redis counters could be read.")
+        up.add_metric([], 1 if totals and other else 0)
+        yield up
         yield from self._destinations(destinations)
-        yield from self._deliveries(destinations)
-        yield from self._attempts(destinations)
+        yield from self._deliveries(destinations, totals)
         yield from self._backlog(destinations)
-        yield from self._counters(destinations)
+        if totals is not None:
+            yield from self._attempts(destinations, totals)
+        if other is not None:
+            yield from self._counters(destinations, other)
         yield from self._beat()
 
     @staticmethod
@@ -102,33 +83,40 @@ class DeliveryLogCollector:
             enabled.add_metric(self._labels(destinations, destination_id), 1 if is_enabled else 0)
         yield enabled
 
-    def _deliveries(self, destinations: dict[int, str]) -> Iterator[Metric]:
-        finished = CounterMetricFamily("aamdest_deliveries", "Deliveries (requests) finished, by outcome.",
-                                       labels=[*LABELS, "outcome"])
+    def _deliveries(self, destinations: dict[int, str], totals: counters.DeliveryTotals | None
+                    ) -> Iterator[Metric]:
         pending = GaugeMetricFamily(
             "aamdest_deliveries_pending", "Deliveries in flight or waiting for a retry.", labels=LABELS
         )
-        counts = {(destination_id, status): n for destination_id, status, n in delivery_counts()}
+        in_flight = pending_deliveries()
         for destination_id in destinations:
-            labels = self._labels(destinations, destination_id)
-            for outcome in ("delivered", "failed"):
-                finished.add_metric([*labels, outcome], counts.get((destination_id, outcome), 0))
-            pending.add_metric(labels, counts.get((destination_id, "pending"), 0))
-        yield finished
+            pending.add_metric(self._labels(destinations, destination_id), in_flight.get(destination_id, 0))
         yield pending
+        if totals is None:
+            return
+        finished = CounterMetricFamily("aamdest_deliveries", "Deliveries (requests) finished, by outcome.",
+                                       labels=[*LABELS, "outcome"])
+        for destination_id in destinations:
+            for outcome in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+                finished.add_metric([*self._labels(destinations, destination_id), outcome],
+                                    totals.finished.get((destination_id, outcome), 0))
+        yield finished
 
-    def _attempts(self, destinations: dict[int, str]) -> Iterator[Metric]:
+    def _attempts(self, destinations: dict[int, str], totals: counters.DeliveryTotals) -> Iterator[Metric]:
         attempts = CounterMetricFamily(
             "aamdest_attempts", "HTTP attempts, by outcome (ok or the failure reason).",
             labels=[*LABELS, "outcome"],
         )
-        for destination_id, outcome, n in attempt_counts():
-            attempts.add_metric([*self._labels(destinations, destination_id), outcome], n)
+        for (destination_id, outcome), n in sorted(totals.attempts.items()):
+            if destination_id in destinations:
+                attempts.add_metric([*self._labels(destinations, destination_id), outcome], n)
         yield attempts
         latency = HistogramMetricFamily("aamdest_attempt_duration_seconds", "Duration of HTTP attempts.",
                                         labels=LABELS)
-        for destination_id, histogram in latency_histograms().items():
-            bounds = zip(LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
+        for destination_id, histogram in totals.latency.items():
+            if destination_id not in destinations:
+                continue
+            bounds = zip(counters.LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
             buckets = [(floatToGoString(bound / 1000), count) for bound, count in bounds]
             buckets.append(("+Inf", histogram.count))
             latency.add_metric(self._labels(destinations, destination_id), buckets,
@@ -153,19 +141,13 @@ class DeliveryLogCollector:
         yield devices
         yield oldest
 
-    def _counters(self, destinations: dict[int, str]) -> Iterator[Metric]:
-        counters = stats.read_counters()
-        up = GaugeMetricFamily("aamdest_metrics_redis_up", "1 when the Redis counters could be read.")
-        up.add_metric([], 1 if counters else 0)
-        yield up
-        if counters is None:
-            return
+    def _counters(self, destinations: dict[int, str], other: counters.Counters) -> Iterator[Metric]:
         events = CounterMetricFamily("aamdest_events_ingested", "Events accepted for ingestion.")
-        events.add_metric([], counters.events_ingested)
+        events.add_metric([], other.events_ingested)
         yield events
         fetches = CounterMetricFamily("aamdest_token_fetches", "OAuth 2.0 token requests, by outcome.",
                                       labels=[*LABELS, "outcome"])
-        for (destination_id, outcome), n in sorted(counters.token_fetches.items()):
+        for (destination_id, outcome), n in sorted(other.token_fetches.items()):
             if destination_id in destinations:
                 fetches.add_metric([*self._labels(destinations, destination_id), outcome], n)
         yield fetches

@@ -3,9 +3,6 @@
 Every function groups in SQL (by destination, hour, status or reason) and returns small
 dataclasses, so that pages never load delivery rows one by one. Percentiles come from
 `delivery.dialect.percentiles` (PostgreSQL's `percentile_cont`, or the same interpolation in Python).
-
-Two counts are not in the database (events ingested, OAuth token fetches): `delivery.counters`
-keeps them in Redis, and `read_counters` here reads them back for `/metrics`.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from django.db.models import Count, Min, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from delivery import counters, dialect
+from delivery import dialect
 from delivery.models import Attempt, Delivery, DeliveryStatus, DestinationDevice
 
 HOUR_CHOICES = (6, 24, 72, 168)
@@ -199,8 +196,3 @@ def destination_stats(*, destination_ids: Sequence[int], hours: int, now: dt.dat
         )
         for destination_id in destination_ids
     }
-
-
-def read_counters() -> counters.Counters | None:
-    """The Redis counters (`delivery.counters`) for /metrics, or None when Redis does not answer."""
-    return counters.read_counters()

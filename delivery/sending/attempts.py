@@ -8,12 +8,15 @@ outcome, never a header: headers hold signatures and tokens.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from dataclasses import dataclass, replace
 
+from django.db import transaction
 from django.utils import timezone
 
+from delivery import counters
 from delivery.models import Attempt, Delivery
 from delivery.sending.http import HttpRequest, HttpResult, post_many, unbuildable
 from delivery.sending.http.messages import EXCERPT_CHARS
@@ -154,6 +157,10 @@ def record_attempts(*, destination: Destination, sendings: list[Sending], result
         )
         for sending, result in zip(sendings, results, strict=True)
     )
+    # The /metrics totals count what committed: a rolled-back round is not counted.
+    tally = [(result.reason or "ok", max(result.duration_ms, 0)) for result in results]
+    transaction.on_commit(functools.partial(counters.count_attempts, destination_id=destination.pk,
+                                            attempts=tally))
     for sending, result in zip(sendings, results, strict=True):
         _log_attempt(destination=destination, sending=sending, result=result)
         if result.status_code == 401 and sending.token:

@@ -10,12 +10,13 @@ destination notes its latest outcome. Only the deliveries still owned are ended
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from django.db import connection, transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
-from delivery import dialect
+from delivery import counters, dialect
 from delivery.leases import lock_owned
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice
 from delivery.sending.attempts import Sending
@@ -53,6 +54,11 @@ def end_deliveries(*, destination: Destination, ended: list[tuple[Sending, Deliv
             Destination.objects.filter(pk=destination.pk).update(
                 last_delivery_status=latest, last_delivery_at=now
             )
+            # The /metrics totals count the ends that committed, once each.
+            outcomes = [str(status) for status in owned.values()]
+            transaction.on_commit(functools.partial(
+                counters.count_finished_deliveries, destination_id=destination.pk, outcomes=outcomes
+            ))
     for sending, _status in ended:
         if sending.delivery.pk in owned:
             sending.delivery.status, sending.delivery.finished_at = owned[sending.delivery.pk], now

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from delivery.coordination import EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY, counters_client
+from delivery.coordination import METRICS_KEYS, counters_client
 
 
 @pytest.fixture
 def clean_counters(settings) -> Iterator[redis.Redis]:
-    """The Redis counters of ingested events and token fetches, empty before and after the test."""
+    """The Redis counters behind /metrics (`delivery.counters`), empty before and after the test."""
     client = counters_client()
-    client.delete(EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY)
+    client.delete(*METRICS_KEYS)
     yield client
-    client.delete(EVENTS_INGESTED_KEY, TOKEN_FETCHES_KEY)
+    client.delete(*METRICS_KEYS)

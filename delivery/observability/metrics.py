@@ -117,7 +117,8 @@ class DeliveryLogCollector:
             if destination_id not in destinations:
                 continue
             bounds = zip(counters.LATENCY_BOUNDS_MS, histogram.cumulative_counts, strict=True)
-            buckets = [(floatToGoString(bound / 1000), count) for bound, count in bounds]
+            # prometheus_client leaves floatToGoString unannotated.
+            buckets = [(floatToGoString(bound / 1000), count) for bound, count in bounds]  # type: ignore[no-untyped-call]
             buckets.append(("+Inf", histogram.count))
             latency.add_metric(self._labels(destinations, destination_id), buckets,
                                sum_value=histogram.sum_ms / 1000)

@@ -1,4 +1,4 @@
-"""One scheduler, even by mistake: beat sends only while it holds the leader lease in Redis (SPEC §6).
+"""One scheduler, even by mistake: beat sends only while it holds the leader lease in Redis (CONTRACT §6).
 
 `celery -A aamdest beat` uses `LeaderScheduler` (CELERY_BEAT_SCHEDULER in settings). At every
 tick it takes or renews a lease (`SET NX PX`, renewed by a compare-and-expire script) before it

@@ -1,4 +1,4 @@
-"""The Celery app `aamdest`: workers send, beat keeps time (SPEC §6)."""
+"""The Celery app `aamdest`: workers send, beat keeps time (CONTRACT §6)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""gunicorn's configuration: `gunicorn -c aamdest/gunicorn.conf.py` serves `aamdest.wsgi` (SPEC §6).
+"""gunicorn's configuration: `gunicorn -c aamdest/gunicorn.conf.py` serves `aamdest.wsgi` (CONTRACT §6).
 
 Every value comes from the environment, read by the settings' helpers (aamdest.environment), so
 that a bad one stops the start naming the variable. The defaults fit the machine: a process per

@@ -1,4 +1,4 @@
-"""Turn a database outage into a JSON 503 instead of a bare 500 (SPEC §5)."""
+"""Turn a database outage into a JSON 503 instead of a bare 500 (CONTRACT §5)."""
 
 from __future__ import annotations
 

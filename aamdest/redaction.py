@@ -1,4 +1,4 @@
-"""A logging filter that masks credentials before any handler writes a record (SPEC §3).
+"""A logging filter that masks credentials before any handler writes a record (CONTRACT §3).
 
 aamdest's own code never logs a secret; this filter is the second line of
 defence, for a library, a traceback or a future log line that would. Installed

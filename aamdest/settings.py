@@ -1,4 +1,4 @@
-"""aamdest settings: every value comes from the environment (SPEC §6).
+"""aamdest settings: every value comes from the environment (CONTRACT §6).
 
 Each helper of aamdest.environment reads one variable and fails loudly, naming the
 variable, when its value cannot be used, so that a bad setting stops the program at start.

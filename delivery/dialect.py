@@ -1,7 +1,7 @@
 """The database dialect: every difference between PostgreSQL and SQLite, in one place.
 
 PostgreSQL runs production; SQLite is what `make run` falls back to when no PostgreSQL is
-configured (SPEC §6). Each function here means the same on both. PostgreSQL gets the form that
+configured (CONTRACT §6). Each function here means the same on both. PostgreSQL gets the form that
 stays fast on large sets of rows, or that takes a lock; SQLite gets Django's portable form and
 needs no lock, because it lets one writer in at a time (every transaction begins `IMMEDIATE`,
 see `aamdest.settings`) and has no other connection to exclude.

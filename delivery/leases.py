@@ -1,4 +1,4 @@
-"""Leases: which worker owns a pending delivery, and until when (SPEC §2, at least once).
+"""Leases: which worker owns a pending delivery, and until when (CONTRACT §2, at least once).
 
 A worker owns a pending delivery while its `lease_until` holds the value that
 worker last wrote. The rules, all here:
@@ -42,7 +42,7 @@ def lease_until(*, destination: Destination, now: dt.datetime) -> dt.datetime:
 
     One attempt plus at most one slice of the retry wait (the sender renews the
     lease before each further slice), so that even at the largest settings a dead
-    worker's delivery is taken back well within SPEC §2's 60 seconds.
+    worker's delivery is taken back well within CONTRACT §2's 60 seconds.
     """
     round_ms = destination.timeout_ms + min(destination.retry_delay_ms, RETRY_WAIT_SLICE_MS)
     return now + dt.timedelta(milliseconds=round_ms) + LEASE_MARGIN

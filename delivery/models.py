@@ -240,7 +240,7 @@ class ErasureReason(models.TextChoices):
 
 
 class DeviceErasure(models.Model):
-    """A device to forget once its "0"s are out (SPEC §4: privacy, inactivity); see delivery.lifecycle."""
+    """A device to forget once its "0"s are out (CONTRACT §4: privacy, inactivity); see delivery.lifecycle."""
 
     aam_uuid = models.CharField(max_length=100, unique=True)
     reason = models.CharField(max_length=20, choices=ErasureReason.choices)

@@ -98,7 +98,7 @@ def prune_deliveries() -> None:
 
 @shared_task(ignore_result=True)
 def send_batch_now(destination_id: int) -> None:
-    """Cut the destination's batch now (the changes since its last cut-off) and send it (SPEC §5)."""
+    """Cut the destination's batch now (the changes since its last cut-off) and send it (CONTRACT §5)."""
     cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=False)
     send_stored_batch(destination_id)
 

@@ -1,4 +1,4 @@
-"""Which IP addresses are public (SPEC §3), and every spelling of an address a URL may hold.
+"""Which IP addresses are public (CONTRACT §3), and every spelling of an address a URL may hold.
 
 Pure functions, no resolving: `destinations.network` applies them to URLs and
 to the addresses a host resolves to.

@@ -254,7 +254,7 @@ class SegmentAdmin(RecordChangesMixin[Segment], admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Segment, form: forms.ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if change and "ttl_days" in form.changed_data:
-            # SPEC §4: a new TTL applies to the segment's existing memberships, once saved.
+            # CONTRACT §4: a new TTL applies to the segment's existing memberships, once saved.
             transaction.on_commit(lambda: services.apply_segment_ttl_change(segment=obj))
 
 

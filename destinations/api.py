@@ -1,4 +1,4 @@
-"""/api/v1/destinations/, mappings/ and segments/ (SPEC §5).
+"""/api/v1/destinations/, mappings/ and segments/ (CONTRACT §5).
 
 Plain CRUD through ModelViewSets; the destination actions translate the
 request, call the operator action's service (`destinations.services`, the
@@ -206,7 +206,7 @@ class MappingViewSet(RecordingViewSet):
         self._save_with_segment(serializer)
 
     def _save_with_segment(self, serializer: serializers.BaseSerializer) -> None:
-        # A mapping may name a segment not configured yet (SPEC §4): it is created
+        # A mapping may name a segment not configured yet (CONTRACT §4): it is created
         # with the default TTL, in the mapping's transaction so that nothing is half-stored.
         with transaction.atomic():
             segment_id = serializer.validated_data.get("segment_id")
@@ -235,5 +235,5 @@ class SegmentViewSet(RecordingViewSet):
         ttl_days_before = segment.ttl_days
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
         if segment.ttl_days != ttl_days_before:
-            # SPEC §4: a new TTL applies to the segment's existing memberships (the change is committed).
+            # CONTRACT §4: a new TTL applies to the segment's existing memberships (the change is committed).
             services.apply_segment_ttl_change(segment=segment)

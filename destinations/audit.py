@@ -1,4 +1,4 @@
-"""The configuration change log: who changed what, when, through what (SPEC §5).
+"""The configuration change log: who changed what, when, through what (CONTRACT §5).
 
 `record_change` is the one way to write it. The API viewsets and the admin
 call it for every creation, update and deletion of a destination, mapping or

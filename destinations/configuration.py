@@ -1,4 +1,4 @@
-"""Rules a destination's configuration must satisfy (SPEC §2, §3).
+"""Rules a destination's configuration must satisfy (CONTRACT §2, §3).
 
 The REST API and the admin both call these, so that a destination refused by
 one is refused by the other with the same message, naming the same field.

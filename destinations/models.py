@@ -37,7 +37,7 @@ class OAuthClientAuth(models.TextChoices):
     BODY = "body", "client_id / client_secret form fields"
 
 
-# (minimum, maximum) of each numeric delivery setting, SPEC §2.
+# (minimum, maximum) of each numeric delivery setting, CONTRACT §2.
 LIMITS = {
     "timeout_ms": (100, 30_000),
     "max_retries": (0, 5),

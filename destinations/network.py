@@ -1,4 +1,4 @@
-"""Where aamdest may send (SPEC §3): URL checks when configured, address pinning when sending.
+"""Where aamdest may send (CONTRACT §3): URL checks when configured, address pinning when sending.
 
 Two moments check the same policy:
 

@@ -1,4 +1,4 @@
-"""Who may do what through the API (SPEC §5).
+"""Who may do what through the API (CONTRACT §5).
 
 Reading needs a staff user or the `viewer` group. Changing configuration and
 ingesting need the `operator` group, or a staff user holding the model

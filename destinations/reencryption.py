@@ -1,4 +1,4 @@
-"""Re-encrypting stored secrets under the first of AAMDEST_ENCRYPTION_KEYS (SPEC §3, §6).
+"""Re-encrypting stored secrets under the first of AAMDEST_ENCRYPTION_KEYS (CONTRACT §3, §6).
 
 Rotating the encryption key: put the new key first in AAMDEST_ENCRYPTION_KEYS
 (keeping the old one after it), run `manage.py rotate_encryption_keys`, then

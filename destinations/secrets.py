@@ -1,4 +1,4 @@
-"""Secrets at rest: Fernet encryption keyed by AAMDEST_ENCRYPTION_KEYS (SPEC §3).
+"""Secrets at rest: Fernet encryption keyed by AAMDEST_ENCRYPTION_KEYS (CONTRACT §3).
 
 The first key encrypts, every key decrypts, so keys can be rotated:
 add the new key first, run `python manage.py rotate_encryption_keys`, then drop

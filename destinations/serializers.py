@@ -1,4 +1,4 @@
-"""API shapes of destinations, mappings and segments (SPEC §5).
+"""API shapes of destinations, mappings and segments (CONTRACT §5).
 
 Serializers translate and check input; the rules they apply live in
 `destinations.configuration` and `destinations.network`, shared with the admin.

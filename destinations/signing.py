@@ -1,4 +1,4 @@
-"""HMAC request signing and zero-downtime key rotation (SPEC §3).
+"""HMAC request signing and zero-downtime key rotation (CONTRACT §3).
 
 The signature is HMAC over the exact body bytes sent, keyed with the
 destination's key (UTF-8), in standard Base64 with padding. While a rotation is

@@ -1,8 +1,8 @@
-"""Is a body a document of SPEC §1? The partner's strict reading of what aamdest sends.
+"""Is a body a document of CONTRACT §1? The partner's strict reading of what aamdest sends.
 
 `parse_document` returns the document or raises `DocumentError` naming the first
 problem: keys present and in order, every value a JSON string (integers written as
-strings where SPEC §1 says so), User_count matching Users, times in AAM's
+strings where CONTRACT §1 says so), User_count matching Users, times in AAM's
 'EEE MMM dd HH:mm:ss UTC yyyy' form on a real date, regions deduplicated ascending.
 """
 
@@ -23,7 +23,7 @@ DIGITS = re.compile(r"[0-9]+")
 
 
 class DocumentError(ValueError):
-    """The body is not a document of SPEC §1; the message says where."""
+    """The body is not a document of CONTRACT §1; the message says where."""
 
 
 def parse_document(body: bytes) -> dict[str, Any]:

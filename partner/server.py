@@ -1,9 +1,9 @@
-"""The partner's HTTP server: it checks, prints and acknowledges each document (SPEC §6).
+"""The partner's HTTP server: it checks, prints and acknowledges each document (CONTRACT §6).
 
 A threaded HTTP/1.1 server with keep-alive. Every POST goes, after `delay_ms`, to
 the token endpoint (`TOKEN_PATH`, when OAuth is on) or to `Receiver.answer_data`,
 which checks in this order: the bearer token, the HMAC signature, the content type,
-the document (SPEC §1); then it fails `fail_rate` of the requests on purpose, and
+the document (CONTRACT §1); then it fails `fail_rate` of the requests on purpose, and
 prints a summary line per accepted document ("accepted delivery <id>
 AAM_Destination_Id <id> User_count <n>") followed by the document unless
 `summary_only`. A GET answers the count of accepted documents. TLS, when given, is
@@ -84,7 +84,7 @@ class Receiver:
         if self.summary_only:
             self.emit(line)
         else:
-            # SPEC §6: it prints each document it accepts (after a summary line to grep for).
+            # CONTRACT §6: it prints each document it accepts (after a summary line to grep for).
             printed = json.dumps(document, indent=2 if self.verbose else None, ensure_ascii=False)
             self.emit(f"{line}\n{printed}")
 

@@ -1,4 +1,4 @@
-"""How the partner authenticates a request (SPEC §3): HMAC signatures and OAuth bearer tokens.
+"""How the partner authenticates a request (CONTRACT §3): HMAC signatures and OAuth bearer tokens.
 
 `Signing` accepts a body signed with any of its keys, in its header or in the
 header's "-New" twin used during a key rotation. `TokenIssuer` runs the client

@@ -1,4 +1,4 @@
-"""One scheduler, even by mistake: two beats never both send (SPEC §6, aamdest/beat.py)."""
+"""One scheduler, even by mistake: two beats never both send (CONTRACT §6, aamdest/beat.py)."""
 
 from __future__ import annotations
 

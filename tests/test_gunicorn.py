@@ -1,4 +1,4 @@
-"""gunicorn with the project's configuration: JSON access log, whitenoise, graceful shutdown (SPEC §6)."""
+"""gunicorn with the project's configuration: JSON access log, whitenoise, graceful shutdown (CONTRACT §6)."""
 
 from __future__ import annotations
 

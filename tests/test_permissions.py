@@ -1,4 +1,4 @@
-"""Who may do what through the API (SPEC §5), the role groups' migration, and outages."""
+"""Who may do what through the API (CONTRACT §5), the role groups' migration, and outages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The logging filter that masks credentials in every record (SPEC §3: no secret in the logs)."""
+"""The logging filter that masks credentials in every record (CONTRACT §3: no secret in the logs)."""
 
 from __future__ import annotations
 

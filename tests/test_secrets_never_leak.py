@@ -1,4 +1,4 @@
-"""Secrets never leave (SPEC §3), end to end.
+"""Secrets never leave (CONTRACT §3), end to end.
 
 An HMAC destination (mid key rotation, so two keys are stored) and an OAuth 2.0
 destination are configured through the API; real-time traffic (events through

@@ -1,4 +1,4 @@
-"""Bad settings stop the program at start with a message naming the variable and why (SPEC §6)."""
+"""Bad settings stop the program at start with a message naming the variable and why (CONTRACT §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/api/v1/deliveries/: the delivery log, read-only, and redelivery (SPEC §5)."""
+"""/api/v1/deliveries/: the delivery log, read-only, and redelivery (CONTRACT §5)."""
 
 from __future__ import annotations
 

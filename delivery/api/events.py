@@ -1,4 +1,4 @@
-"""POST /api/v1/events/: ingest up to 10,000 events, all or nothing (SPEC §5).
+"""POST /api/v1/events/: ingest up to 10,000 events, all or nothing (CONTRACT §5).
 
 The body is read here rather than by DRF's parsers: Django's `request.body`
 refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB), less than 10,000

@@ -1,4 +1,4 @@
-"""API shapes of the delivery log and of device profiles (SPEC §5). Read-only."""
+"""API shapes of the delivery log and of device profiles (CONTRACT §5). Read-only."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def parse_document(body: bytes | memoryview | None) -> Any:
 class DeliveryDetailSerializer(DeliverySerializer):
     """One delivery, with the document sent."""
 
-    document = serializers.SerializerMethodField(help_text="The JSON document sent (SPEC §1).")
+    document = serializers.SerializerMethodField(help_text="The JSON document sent (CONTRACT §1).")
 
     class Meta(DeliverySerializer.Meta):
         fields = [*DeliverySerializer.Meta.fields, "document"]

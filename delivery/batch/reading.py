@@ -1,4 +1,4 @@
-"""Reading a batch (SPEC §2, batch mode): the devices to send and their memberships, one at a time.
+"""Reading a batch (CONTRACT §2, batch mode): the devices to send and their memberships, one at a time.
 
 A batch carries, per device, once:
 - for the segments already covered by the destination's previous batch, the

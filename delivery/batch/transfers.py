@@ -1,4 +1,4 @@
-"""Batch mode (SPEC §2): on its schedule, a destination receives what changed since its last batch.
+"""Batch mode (CONTRACT §2): on its schedule, a destination receives what changed since its last batch.
 
 A batch is cut, then sent:
 - `cut_batch`, one transaction: fixes the new cut-off (`read_safe_cutoff`),

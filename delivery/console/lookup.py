@@ -14,7 +14,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 
 from delivery.models import Attempt, Delivery, DeliveryDevice, Device, Membership, PartnerId
 
-# Known DCS regions (SPEC §1), shown beside their IDs.
+# Known DCS regions (CONTRACT §1), shown beside their IDs.
 REGION_NAMES = {3: "Singapore", 4: "São Paulo", 6: "Dublin", 7: "Virginia", 8: "Sydney", 9: "Oregon",
                 11: "Tokyo", 12: "India"}
 

@@ -1,4 +1,4 @@
-"""Request bodies in: decode them into events, all or nothing (SPEC §5).
+"""Request bodies in: decode them into events, all or nothing (CONTRACT §5).
 
 No HTTP and no database here: the view hands over the body's bytes and two
 headers, and gets back a list of `Event` or an `IngestionError` that says what

@@ -1,4 +1,4 @@
-"""Events validated, all or nothing (SPEC §5): what an event is, and its first problem if any.
+"""Events validated, all or nothing (CONTRACT §5): what an event is, and its first problem if any.
 
 `delivery.intake.bodies` decodes request bodies into the raw values checked
 here; the file import (`delivery.intake.importing`) checks its rows here too.

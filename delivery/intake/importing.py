@@ -1,4 +1,4 @@
-"""Event files for `manage.py ingest` (SPEC §6): NDJSON, or Adobe's batch line format.
+"""Event files for `manage.py ingest` (CONTRACT §6): NDJSON, or Adobe's batch line format.
 
 The format is told by the content: a file whose first non-blank line starts
 with `{` is NDJSON (one event object per line, validated exactly as the API

@@ -1,4 +1,4 @@
-"""Apply valid events to the database (DESIGN.md "Membership rules", SPEC §2 and §4).
+"""Apply valid events to the database (DESIGN.md "Membership rules", CONTRACT §2 and §4).
 
 `apply_events` writes, in one transaction and with bulk statements: segments
 named for the first time, devices (last sighting, regions), partner IDs, the
@@ -72,6 +72,6 @@ def apply_opt_outs(*, events: list[Event], now: dt.datetime) -> ApplyResult:
 
     Each opting-out device also gets a `DeviceErasure` request:
     `delivery.lifecycle.erasure` erases it, its memberships and partner IDs once its
-    "0"s are out, and removes it from stored documents (SPEC §4).
+    "0"s are out, and removes it from stored documents (CONTRACT §4).
     """
     return apply_events(events=[event for event in events if event.type is EventType.OPT_OUT], now=now)

@@ -1,4 +1,4 @@
-"""Membership merging rules (DESIGN.md "Membership rules", SPEC §2 and §4): pure functions, no database.
+"""Membership merging rules (DESIGN.md "Membership rules", CONTRACT §2 and §4): pure functions, no database.
 
 Per (device, segment), events apply in `datetime` order, a disqualification
 after a qualification of the same instant (it wins the tie). An event older
@@ -13,7 +13,7 @@ Opt-outs: each becomes a disqualification, at its `datetime`, of every segment
 its device may be in, merged with the other events
 (`opt_outs_as_disqualifications`). Those disqualifications are never onboarded,
 whatever the opt-out's flag: privacy "0"s go to every destination, real-time
-ones included (SPEC §4).
+ones included (CONTRACT §4).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Change:
 
 
 def compute_expires_at(*, qualified_at: dt.datetime, ttl_days: int) -> dt.datetime | None:
-    """When a membership qualified at `qualified_at` ends (SPEC §4); None: never.
+    """When a membership qualified at `qualified_at` ends (CONTRACT §4); None: never.
 
     `ttl_days` × 24 h later, except `ttl_days = 1`: 00:00 UTC two days after the
     UTC date of the qualification (Adobe's `24 + (24 - H)` hours).

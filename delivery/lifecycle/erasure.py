@@ -1,4 +1,4 @@
-"""Forgetting devices (SPEC §4): after an opt-out, or 120 days without a sighting.
+"""Forgetting devices (CONTRACT §4): after an opt-out, or 120 days without a sighting.
 
 A `DeviceErasure` row asks for it: ingestion writes one for each known device
 that opts out (`delivery.intake.membership.apply_events`), the inactivity sweep one

@@ -1,4 +1,4 @@
-"""The segment lifecycle (SPEC §4): TTL expiry, segment TTL changes, 120-day inactivity.
+"""The segment lifecycle (CONTRACT §4): TTL expiry, segment TTL changes, 120-day inactivity.
 
 Every exit here is recorded as a disqualification would be: the membership is
 left (`datetime` = the moment it ended), a `MembershipChange` row is written
@@ -38,7 +38,7 @@ from delivery.models import Device, DeviceErasure, ErasureReason, Membership, Me
 from destinations.models import Segment
 
 CHUNK_SIZE = 5_000
-# SPEC §4: a device not seen for this long leaves all its segments and is forgotten.
+# CONTRACT §4: a device not seen for this long leaves all its segments and is forgotten.
 INACTIVITY = dt.timedelta(days=120)
 
 

@@ -1,4 +1,4 @@
-"""Delivery-log retention (SPEC §5): delivery records are kept `AAMDEST_DELIVERY_LOG_DAYS` days.
+"""Delivery-log retention (CONTRACT §5): delivery records are kept `AAMDEST_DELIVERY_LOG_DAYS` days.
 
 Deliveries created before the horizon that have ended are deleted with their
 attempts and device rows, `CHUNK_SIZE` at a time (one short transaction each),

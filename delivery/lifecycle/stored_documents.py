@@ -1,4 +1,4 @@
-"""Erased devices leave the stored documents (SPEC §4): the bodies of ended deliveries that carried them.
+"""Erased devices leave the stored documents (CONTRACT §4): the bodies of ended deliveries that carried them.
 
 `delivery.lifecycle.erasure` calls these under the device's lock. A pending
 delivery is never rewritten: its retries must send the same bytes, so an

@@ -1,4 +1,4 @@
-"""The sweep (SPEC §6 `manage.py sweep`, and beat every minute): apply TTL and inactivity now.
+"""The sweep (CONTRACT §6 `manage.py sweep`, and beat every minute): apply TTL and inactivity now.
 
 In order: end expired memberships, end the memberships of devices not seen
 for 120 days, then forget the devices whose "0"s are out. Each step is bounded

@@ -1,4 +1,4 @@
-"""GET /healthz (liveness) and GET /readyz (readiness): is this process able to work? (SPEC §5)
+"""GET /healthz (liveness) and GET /readyz (readiness): is this process able to work? (CONTRACT §5)
 
 /healthz: 200 when the database and the broker (and the coordination Redis, when it is another
 server) answer, else 503, with one entry per component, the age of the oldest pending device and

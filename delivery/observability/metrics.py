@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus text format, every metric named `aamdest_…` (SPEC §5).
+"""GET /metrics: Prometheus text format, every metric named `aamdest_…` (CONTRACT §5).
 
 Workers send from other processes, so nothing is counted in this one. A scrape's cost must not
 grow with the delivery log, so a custom collector reads, at scrape time:

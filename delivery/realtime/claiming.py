@@ -6,7 +6,7 @@ workers) never take the same device; builds their user objects with a handful
 of set-based queries (`delivery.realtime.user_objects`); packs them into documents of at most
 `max_users_per_request` user objects; and records each document as a pending
 `Delivery` that holds its devices (`in_flight_delivery`) until it ends, so that
-a device's later changes wait for the earlier request (SPEC §2, order).
+a device's later changes wait for the earlier request (CONTRACT §2, order).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _hold_destination_devices(
 ) -> None:
     """Hold each claimed device by a request carrying it; note the claim as its last send.
 
-    So the 3-day refresh rule (SPEC §2) counts a request in flight, or one that
+    So the 3-day refresh rule (CONTRACT §2) counts a request in flight, or one that
     failed (still redeliverable), as sent; a success moves `last_sent_at` on.
     """
     destination_device_pks = [

@@ -1,4 +1,4 @@
-"""The real-time path: from a stored event to the partner's answer, step by step (SPEC §2).
+"""The real-time path: from a stored event to the partner's answer, step by step (CONTRACT §2).
 
 1. Event stored: `delivery.intake.membership.apply_events` writes the device's
    memberships and their `MembershipChange` rows.
@@ -147,7 +147,7 @@ def take_back_expired(*, now: dt.datetime) -> list[int]:
     Their sending guards go with them: a passed lease proves that the task holding the
     guard is gone (a live one renews its lease), and the guard would otherwise hold the
     delivery back for up to `slot_expiry_ms` (550 s at the largest settings), past
-    SPEC §2's 60 s. Send each with `send_one_delivery`.
+    CONTRACT §2's 60 s. Send each with `send_one_delivery`.
     """
     taken = reap_expired_deliveries(now=now)
     if taken:

@@ -1,4 +1,4 @@
-"""Per-destination concurrency slots in Redis, shared by every worker (SPEC §2, isolation).
+"""Per-destination concurrency slots in Redis, shared by every worker (CONTRACT §2, isolation).
 
 A destination may have `AAMDEST_DESTINATION_CONCURRENCY` flushes running at
 once, over all workers and machines, so that a partner timing out on every

@@ -1,4 +1,4 @@
-"""The user objects of a real-time request: what a claimed device lists for a destination (SPEC §1.2, §2)."""
+"""The user objects of a real-time request: what a claimed device lists (CONTRACT §1.2, §2)."""
 
 from __future__ import annotations
 

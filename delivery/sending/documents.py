@@ -1,6 +1,6 @@
-"""The document a partner receives (SPEC §1): pure functions, no database, no network.
+"""The document a partner receives (CONTRACT §1): pure functions, no database, no network.
 
-Partners parse these bytes, so the shape is fixed: keys in the SPEC's order,
+Partners parse these bytes, so the shape is fixed: keys in the contract's order,
 every scalar a JSON string, times as `Wed Jul 27 16:17:42 UTC 2016` in UTC with
 English names whatever the process's locale or time zone.
 """
@@ -64,7 +64,7 @@ def build_document(
     users: Sequence[UserObject],
     process_time: dt.datetime,
 ) -> bytes:
-    """Return the UTF-8 JSON bytes of one document holding `users`, keys in the SPEC's order."""
+    """Return the UTF-8 JSON bytes of one document holding `users`, keys in the contract's order."""
     document = {
         "ProcessTime": format_aam_time(process_time),
         "User_DPID": str(user_dpid),

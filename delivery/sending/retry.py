@@ -1,4 +1,4 @@
-"""The retry policy (SPEC §2), as one pure function.
+"""The retry policy (CONTRACT §2), as one pure function.
 
 Success is `200 OK` and nothing else. Any failure (timeout, connection, TLS,
 a token endpoint failing, any other status, 201, 204 and redirects included) is

@@ -1,4 +1,4 @@
-"""Sending: sign → post → log, with one retry (SPEC §2, §3).
+"""Sending: sign → post → log, with one retry (CONTRACT §2, §3).
 
 A document is built once (by `delivery.realtime.claiming` or a redelivery) and every
 attempt sends the same bytes, signed afresh with the keys in force. Each attempt

@@ -1,4 +1,4 @@
-"""The OAuth 2.0 client-credentials request to a destination's token endpoint (SPEC §3).
+"""The OAuth 2.0 client-credentials request to a destination's token endpoint (CONTRACT §3).
 
 Posted through `delivery.sending.http.post` (same deadline, same address policy, no
 redirects); every request is counted for /metrics (`delivery.counters`). The

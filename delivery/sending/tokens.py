@@ -1,4 +1,4 @@
-"""OAuth 2.0 client-credentials tokens, cached in Redis for every worker (SPEC §3).
+"""OAuth 2.0 client-credentials tokens, cached in Redis for every worker (CONTRACT §3).
 
 The token stage of delivery: it asks the destination's token endpoint
 (`delivery.sending.token_endpoint`) and shares the answer with every worker,

@@ -1,4 +1,4 @@
-"""Create the `viewer` and `operator` groups (SPEC §5).
+"""Create the `viewer` and `operator` groups (CONTRACT §5).
 
 `viewer` gets the view permissions of the destinations and delivery models;
 `operator` gets add/change/delete/view on them. The API checks the group

@@ -1,4 +1,4 @@
-"""`manage.py ingest` (SPEC §6): formats, invalid lines and exit status, defaults, idempotent imports."""
+"""`manage.py ingest` (CONTRACT §6): formats, invalid lines and exit status, defaults, idempotent imports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`manage.py sweep` and the scheduler's lifecycle entries (SPEC §6)."""
+"""`manage.py sweep` and the scheduler's lifecycle entries (CONTRACT §6)."""
 
 from __future__ import annotations
 

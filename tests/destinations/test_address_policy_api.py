@@ -1,4 +1,4 @@
-"""Where aamdest may send, through the API (SPEC §3): every refused form, on create and update.
+"""Where aamdest may send, through the API (CONTRACT §3): every refused form, on create and update.
 
 Both `url` and `oauth_token_url` are checked when configured (400 naming the
 field) and again at send time, where a name that now resolves to a private

@@ -1,4 +1,4 @@
-"""No admin page shows a stored secret, whoever looks (SPEC §3; issue 9, finding 1).
+"""No admin page shows a stored secret, whoever looks (CONTRACT §3; issue 9, finding 1).
 
 A destination in the middle of a key rotation holds a signing key, the key
 being rotated in and an OAuth client secret, and a token for it is cached in
@@ -36,7 +36,7 @@ CACHED_TOKEN = "cached-bearer-token-a7b9"
 SECRETS = (SIGNING_KEY, NEW_SIGNING_KEY, CLIENT_SECRET, CACHED_TOKEN)
 ROTATION_STARTED = dt.datetime(2026, 11, 30, 8, 15, 0, tzinfo=dt.UTC)
 
-# The admin's staff roles, each with what it holds beyond is_staff (SPEC §5).
+# The admin's staff roles, each with what it holds beyond is_staff (CONTRACT §5).
 STAFF_CHANGE_PERMISSIONS = (
     "destinations.view_destination", "destinations.change_destination", "destinations.view_mapping",
     "destinations.view_configchange", "delivery.view_delivery", "delivery.view_attempt",

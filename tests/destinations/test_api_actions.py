@@ -1,4 +1,4 @@
-"""The destination actions: key rotation, test document and batch now (SPEC §3, §5)."""
+"""The destination actions: key rotation, test document and batch now (CONTRACT §3, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/api/v1/destinations/: CRUD, the defaults, unique names, read-only fields and secrets (SPEC §3, §5)."""
+"""/api/v1/destinations/: CRUD, the defaults, unique names, read-only fields and secrets (CONTRACT §3, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/api/v1/mappings/: defaults, dates, one mapping per pair, unknown segments (SPEC §4, §5)."""
+"""/api/v1/mappings/: defaults, dates, one mapping per pair, unknown segments (CONTRACT §4, §5)."""
 
 from __future__ import annotations
 

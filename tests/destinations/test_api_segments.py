@@ -1,4 +1,4 @@
-"""/api/v1/segments/: client-chosen IDs, names and TTLs (SPEC §4, §5)."""
+"""/api/v1/segments/: client-chosen IDs, names and TTLs (CONTRACT §4, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The configuration change log: who changed what and when, through the service and the API (SPEC §5)."""
+"""The configuration change log: who changed what and when, through the service and the API (CONTRACT §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The admin's key-rotation actions: the API's outcomes, as admin pages and messages (SPEC §3)."""
+"""The admin's key-rotation actions: the API's outcomes, as admin pages and messages (CONTRACT §3)."""
 
 from __future__ import annotations
 

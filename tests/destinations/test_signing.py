@@ -1,4 +1,4 @@
-"""HMAC signing and key rotation (SPEC §3)."""
+"""HMAC signing and key rotation (CONTRACT §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the partner tests send and how they reach a running receiver.
 
-`DOCUMENT` is a valid document of SPEC §1 (the spec's example); `Running` is a
+`DOCUMENT` is a valid document of CONTRACT §1 (the spec's example); `Running` is a
 receiver started by the `start_receiver` fixture, with the lines it printed.
 """
 

@@ -1,4 +1,4 @@
-"""aamdest without auth and with HMAC signatures against the reference partner (SPEC §3, §6).
+"""aamdest without auth and with HMAC signatures against the reference partner (CONTRACT §3, §6).
 
 The receiver (`manage.py receiver` in a subprocess) verifies what aamdest really
 sends: documents, and HMAC signatures with each algorithm, through a key rotation.

@@ -1,4 +1,4 @@
-"""aamdest's OAuth 2.0 client against the reference partner's token endpoint (SPEC §3, §6).
+"""aamdest's OAuth 2.0 client against the reference partner's token endpoint (CONTRACT §3, §6).
 
 The receiver issues bearer tokens at `/oauth/token` and accepts only those; a
 counting proxy in front of it shows how many token requests aamdest made.

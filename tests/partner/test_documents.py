@@ -1,4 +1,4 @@
-"""The partner refuses, with 400, a body that is not a document of SPEC §1 (`partner.documents`)."""
+"""The partner refuses, with 400, a body that is not a document of CONTRACT §1 (`partner.documents`)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_it_refuses_an_object_with_a_repeated_key_with_400(start_receiver):
 
 
 def test_a_body_signed_right_but_not_a_document_is_refused_with_400_not_403(start_receiver):
-    # The SPEC §3 test vector: HMAC-SHA1 of "POST message content".
+    # The CONTRACT §3 test vector: HMAC-SHA1 of "POST message content".
     receiver = start_receiver("--signing-key", "sample_partner_private_key", "--algorithm", "sha1")
 
     signed = {**JSON, "X-Signature": "+wFdR/afZNoVqtGl8/e1KJ4ykPU="}

@@ -22,7 +22,7 @@ def test_it_accepts_a_document_over_https_trusting_the_ca_it_generated(start_rec
     [printed] = receiver.lines
     summary, document = printed.split("\n")
     assert summary == "accepted delivery d-1 AAM_Destination_Id 423 User_count 2"
-    assert json.loads(document) == DOCUMENT  # SPEC §6: it prints each document it accepts
+    assert json.loads(document) == DOCUMENT  # CONTRACT §6: it prints each document it accepts
 
 
 def test_with_summary_only_it_prints_one_line_per_document(start_receiver):

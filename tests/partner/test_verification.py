@@ -1,4 +1,4 @@
-"""The partner's HMAC signature checks and the OAuth tokens it issues (`partner.verification`, SPEC §3)."""
+"""The partner's HMAC signature checks and the OAuth tokens it issues (partner.verification, CONTRACT §3)."""
 
 from __future__ import annotations
 

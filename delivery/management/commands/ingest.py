@@ -1,4 +1,4 @@
-"""`manage.py ingest FILE [--onboarded] [--datetime ISO] [--skip-invalid] [--progress]` (SPEC §6).
+"""`manage.py ingest FILE [--onboarded] [--datetime ISO] [--skip-invalid] [--progress]` (CONTRACT §6).
 
 Loads NDJSON or Adobe's batch line format (`delivery.intake.importing`). Invalid lines
 are reported on stderr with their line numbers; then nothing is stored unless

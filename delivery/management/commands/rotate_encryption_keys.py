@@ -1,4 +1,4 @@
-"""`manage.py rotate_encryption_keys`: every stored secret under the first encryption key (SPEC §3, §6).
+"""`manage.py rotate_encryption_keys`: every stored secret under the first encryption key (CONTRACT §3, §6).
 
 The steps of an encryption key rotation:
 

@@ -1,4 +1,4 @@
-"""`manage.py sweep` (SPEC §6): apply TTL expiry and 120-day inactivity now.
+"""`manage.py sweep` (CONTRACT §6): apply TTL expiry and 120-day inactivity now.
 
 The same work as beat's `delivery.tasks.sweep`, every minute: end expired
 memberships, end the memberships of devices not seen for 120 days, forget the

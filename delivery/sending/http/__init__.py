@@ -3,7 +3,7 @@
 Why pycurl: `TIMEOUT_MS` is a deadline over the whole exchange (connect, TLS
 handshake, send, status line, headers, body), so a partner that trickles bytes
 or stalls the handshake cannot hold an attempt past it; per-read socket
-timeouts (requests, urllib3) cannot promise that (SPEC §2).
+timeouts (requests, urllib3) cannot promise that (CONTRACT §2).
 
 Every request:
 - is checked and resolved by `destinations.network.resolve_target` (within the

@@ -1,9 +1,9 @@
-"""`manage.py receiver`: the reference partner endpoint (SPEC §6).
+"""`manage.py receiver`: the reference partner endpoint (CONTRACT §6).
 
 This command only turns its options into the `partner` app's objects and runs the
 server. The server (`partner.server`) checks the bearer token it issued (with
 `--client-id/--client-secret`, also serving `POST /oauth/token`), then the HMAC
-signature (with `--signing-key`), then that the body is a document of SPEC §1;
+signature (with `--signing-key`), then that the body is a document of CONTRACT §1;
 it answers 200 and prints one line per accepted document. Any path takes
 documents, except the token path when OAuth is on.
 

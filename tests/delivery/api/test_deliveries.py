@@ -1,4 +1,4 @@
-"""/api/v1/deliveries/: the delivery log, its filters, its detail, and that it cannot be written (SPEC §5)."""
+"""/api/v1/deliveries/: the delivery log, its filters, its detail; it cannot be written (CONTRACT §5)."""
 
 from __future__ import annotations
 

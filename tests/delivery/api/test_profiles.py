@@ -1,4 +1,4 @@
-"""GET /api/v1/profiles/{aam_uuid}/: what aamdest knows about a device (SPEC §5)."""
+"""GET /api/v1/profiles/{aam_uuid}/: what aamdest knows about a device (CONTRACT §5)."""
 
 from __future__ import annotations
 

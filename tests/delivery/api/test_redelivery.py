@@ -1,4 +1,4 @@
-"""POST /api/v1/deliveries/{id}/redeliver/: the same document again, queued after commit (SPEC §5)."""
+"""POST /api/v1/deliveries/{id}/redeliver/: the same document again, queued after commit (CONTRACT §5)."""
 
 from __future__ import annotations
 

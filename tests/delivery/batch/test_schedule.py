@@ -1,4 +1,4 @@
-"""Batch mode (SPEC §2): when batches fall due, send-now, paused destinations and beat's scheduler."""
+"""Batch mode (CONTRACT §2): when batches fall due, send-now, paused destinations and beat's scheduler."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batch mode (SPEC §2): what a batch carries (first batches, changes, new mappings) and erased devices."""
+"""Batch mode (CONTRACT §2): what a batch carries (first batches, changes, new mappings), erased devices."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""No console page shows a stored secret, whoever reads it (SPEC §3; issue 9, finding 1).
+"""No console page shows a stored secret, whoever reads it (CONTRACT §3; issue 9, finding 1).
 
 The destination of `tests.destinations.test_admin_secrets` (mid key rotation,
 an OAuth client secret, a cached token) is read through every console page by

@@ -1,4 +1,4 @@
-"""delivery.lifecycle.pruning: delivery records are kept AAMDEST_DELIVERY_LOG_DAYS days (SPEC §5)."""
+"""delivery.lifecycle.pruning: delivery records are kept AAMDEST_DELIVERY_LOG_DAYS days (CONTRACT §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GET /healthz: the database, the broker and the backlog, for monitoring probes (SPEC §5)."""
+"""GET /healthz: the database, the broker and the backlog, for monitoring probes (CONTRACT §5)."""
 
 from __future__ import annotations
 

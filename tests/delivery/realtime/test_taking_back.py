@@ -1,4 +1,4 @@
-"""Taking back a dead worker's delivery (issue 10, finding 9): within SPEC §2's 60 s, guard included."""
+"""Taking back a dead worker's delivery (issue 10, finding 9): within CONTRACT §2's 60 s, guard included."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.factories import DestinationFactory
 
 pytestmark = pytest.mark.django_db
 
-# SPEC §2: a delivery whose worker died is sent again within this.
+# CONTRACT §2: a delivery whose worker died is sent again within this.
 TAKE_BACK_PROMISE = dt.timedelta(seconds=60)
 
 

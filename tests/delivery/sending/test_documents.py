@@ -1,4 +1,4 @@
-"""The partner document (SPEC §1) byte for byte: key order, string scalars, AAM times."""
+"""The partner document (CONTRACT §1) byte for byte: key order, string scalars, AAM times."""
 
 from __future__ import annotations
 

@@ -21,11 +21,12 @@ from celery.beat import PersistentScheduler
 from django.conf import settings
 from redis.commands.core import Script
 
+from delivery.coordination import BEAT_LEADER_KEY, delete_if_held, probe_client
 from delivery.observability.heartbeat import record_beat_tick
 
 logger = logging.getLogger(__name__)
 
-LEADER_KEY = "aamdest:beat:leader"
+LEADER_KEY = BEAT_LEADER_KEY
 
 # KEYS[1]: the lease. ARGV: this beat's id, lease (ms). 1 when this beat holds it afterwards.
 _HOLD = """
@@ -41,13 +42,6 @@ end
 return 0
 """
 
-# KEYS[1]: the lease. ARGV: this beat's id. Deletes the lease only if this beat holds it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class LeaderLease:
@@ -56,9 +50,8 @@ class LeaderLease:
     def __init__(self, *, url: str, lease_s: int) -> None:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_ms = lease_s * 1000
-        self.client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.client = probe_client(url)  # its own connection: short deadlines, closed with the beat
         self._hold = Script(self.client, _HOLD.encode())
-        self._release = Script(self.client, _RELEASE.encode())
 
     def hold(self) -> bool:
         """True when this beat holds the lease now; False when another does or Redis does not answer."""
@@ -70,7 +63,7 @@ class LeaderLease:
 
     def release(self) -> None:
         try:
-            self._release(keys=[LEADER_KEY], args=[self.holder])
+            delete_if_held(self.client, key=LEADER_KEY, holder=self.holder)
         except redis.RedisError as exc:
             logger.warning("beat: could not hand back the lease (%s); it expires by itself", exc)
 

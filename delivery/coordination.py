@@ -90,6 +90,25 @@ def maintenance_client() -> redis.Redis:
     return _client_for(settings.AAMDEST_REDIS_URL, MAINTENANCE)
 
 
+def beat_client() -> redis.Redis:
+    """Beat's leader lease and heartbeat: short deadlines, so a probe or a tick never hangs on Redis."""
+    return _client_for(settings.AAMDEST_REDIS_URL, PROBE)
+
+
+# Delete KEYS[1] only if it still holds ARGV[1] (a lock, a guard, a lease released by its owner).
+DELETE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def delete_if_held(client: redis.Redis, *, key: str, holder: str) -> bool:
+    """Delete `key` if its value is still `holder`; True when it did. Raises redis.RedisError."""
+    return bool(client.eval(DELETE_IF_HELD, 1, key, holder))
+
+
 def probe_client(url: str) -> redis.Redis:
     """A new client for one probe of `url`; the caller closes it. Raises ValueError for a malformed URL."""
     return redis.Redis.from_url(url, socket_connect_timeout=PROBE.connect_s, socket_timeout=PROBE.read_s)
@@ -119,6 +138,9 @@ def sending_guard_key(delivery_id: int) -> str:
 
 
 # The token cache's keys all start so; the cache entries are hashes, the lock and error keys strings.
+BEAT_LEADER_KEY = f"{PREFIX}:beat:leader"
+BEAT_TICK_KEY = f"{PREFIX}:beat:last-tick"
+
 TOKEN_CACHE_PATTERN = f"{PREFIX}:oauth-token:*"
 
 

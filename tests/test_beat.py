@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 
 from aamdest.beat import LEADER_KEY, LeaderLease
-from delivery.coordination import scheduling_client
-from delivery.observability.heartbeat import BEAT_TICK_KEY, last_beat_tick
+from delivery.coordination import BEAT_TICK_KEY, scheduling_client
+from delivery.observability.heartbeat import last_beat_tick
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))

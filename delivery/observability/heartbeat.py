@@ -6,30 +6,23 @@ A beat that died or stands by without a leader shows as a tick growing old.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
 import redis
-from django.conf import settings
+
+from delivery.coordination import BEAT_TICK_KEY, beat_client
 
 logger = logging.getLogger(__name__)
 
-BEAT_TICK_KEY = "aamdest:beat:last-tick"
 # Long enough to outlive any outage worth seeing, short enough that a dismantled fleet leaves nothing.
 BEAT_TICK_TTL_S = 7 * 24 * 3600
-
-
-@functools.cache
-def _client_for(url: str) -> redis.Redis:
-    # Short timeouts: a probe or a scrape must answer even when Redis does not.
-    return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 def record_beat_tick(*, at: float | None = None) -> None:
     """Store `at` (Unix seconds, now by default) as beat's last tick. Best effort: logs a Redis error."""
     try:
-        client = _client_for(settings.AAMDEST_REDIS_URL)
+        client = beat_client()
         client.set(BEAT_TICK_KEY, repr(at or time.time()), ex=BEAT_TICK_TTL_S)
     except redis.RedisError as exc:
         logger.warning("could not record beat's tick: %s", exc)
@@ -38,7 +31,7 @@ def record_beat_tick(*, at: float | None = None) -> None:
 def last_beat_tick() -> float | None:
     """Unix seconds of beat's last tick; None when no beat ever ticked or Redis does not answer."""
     try:
-        raw = _client_for(settings.AAMDEST_REDIS_URL).get(BEAT_TICK_KEY)
+        raw = beat_client().get(BEAT_TICK_KEY)
     except redis.RedisError:
         return None
     return float(raw) if raw else None

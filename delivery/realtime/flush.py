@@ -45,7 +45,7 @@ from collections.abc import Callable
 
 from django.utils import timezone
 
-from delivery.coordination import scheduling_client, sending_guard_key
+from delivery.coordination import delete_if_held, scheduling_client, sending_guard_key
 from delivery.leases import reap_expired_deliveries
 from delivery.models import Delivery
 from delivery.realtime.claiming import claim_due_requests
@@ -59,13 +59,6 @@ logger = logging.getLogger("aamdest.delivery")
 # How many requests one claim takes: enough to amortise its queries, few enough
 # that one worker does not hog a destination's whole backlog.
 CLAIM_MAX_REQUESTS = 25
-# Release a sending guard only if this task still holds it.
-_RELEASE_GUARD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def run_flush(*, destination_id: int) -> None:
@@ -136,7 +129,7 @@ def send_one_delivery(*, delivery_id: int) -> None:
         send_delivery(delivery_id=delivery_id)
     finally:
         # Only our own guard: the reaper may have dropped it and a new task taken it since.
-        scheduling_client().eval(_RELEASE_GUARD, 1, guard, owner)
+        delete_if_held(scheduling_client(), key=guard, holder=owner)
     # Its devices are free again: changes that waited for it may now go.
     schedule_flushes({delivery.destination_id})
 

@@ -30,7 +30,13 @@ import redis
 from django.utils.crypto import salted_hmac
 from redis.typing import EncodableT, FieldT
 
-from delivery.coordination import token_cache_client, token_cache_key, token_error_key, token_lock_key
+from delivery.coordination import (
+    delete_if_held,
+    token_cache_client,
+    token_cache_key,
+    token_error_key,
+    token_lock_key,
+)
 from delivery.sending.token_endpoint import TokenError, failed, fetch_token
 from destinations.models import AuthMode, Destination
 from destinations.secrets import SecretUnreadable, decrypt_secret, encrypt_secret
@@ -47,13 +53,6 @@ MAX_CACHE_S = 366 * 24 * 3600  # Redis refuses absurd expiry times
 # Delete the cached token only if it is still the one the partner refused.
 _DISCARD = """
 if redis.call('HGET', KEYS[1], 'digest') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-# Release the lock only if we still hold it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -159,7 +158,9 @@ def _fetch_holding_lock(*, destination: Destination, key: str, lock: tuple[str, 
                      lambda client: _store(client, key, token=token, expires_in=expires_in))
         return token
     finally:
-        _after_fetch(budget, "release the lock", lambda client: client.eval(_RELEASE, 1, lock_key, owner))
+        _after_fetch(
+            budget, "release the lock", lambda client: delete_if_held(client, key=lock_key, holder=owner)
+        )
 
 
 def _after_fetch(budget: _Budget, what: str, call: Callable[[redis.Redis], object]) -> None:

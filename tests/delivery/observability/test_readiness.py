@@ -8,8 +8,8 @@ import time
 import pytest
 from django.db import connection
 
-from delivery.coordination import scheduling_client
-from delivery.observability.heartbeat import BEAT_TICK_KEY, record_beat_tick
+from delivery.coordination import BEAT_TICK_KEY, scheduling_client
+from delivery.observability.heartbeat import record_beat_tick
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -1,14 +1,14 @@
 """Celery tasks: thin wrappers that take ids and call one stage function each.
 
-Run the workers with threads: sending is I/O-bound (HTTP with a 3 s deadline)
-and retries sleep, so threads serve many destinations at once on few cores:
+Workers run threads (sending is I/O-bound: HTTP with a 3 s deadline, retries that
+sleep), configured in the app itself so that the plain commands are right:
 
-    celery -A aamdest worker --pool threads --concurrency 8
+    celery -A aamdest worker      # all three queues; -Q realtime, -Q batch,maintenance
     celery -A aamdest beat
 
-Give each worker at least 2 × `AAMDEST_DESTINATION_CONCURRENCY` threads (4 by
-default): one partner timing out on every request then holds at most 4 of them
-and the others keep serving other destinations. Database connections are
+The app's default of max(16, 2 × `AAMDEST_DESTINATION_CONCURRENCY` + 8) threads
+(`AAMDEST_WORKER_THREADS`) means one partner timing out on every request holds at
+most its concurrency of them; the others keep serving other destinations. Database connections are
 per thread; Celery's Django fix-up closes each thread's connection around every
 task, so a thread never carries a broken connection from one task to the next.
 

@@ -2,7 +2,7 @@
 
 1. Event stored: `delivery.intake.membership.apply_events` writes the device's
    memberships and their `MembershipChange` rows.
-2. Pending mark: in the same transaction, `delivery.intake.membership.mark_pending`
+2. Pending mark: in the same transaction, `delivery.intake.pending_marks.mark_pending`
    sets `DestinationDevice.pending_since` for each destination the change concerns.
 3. Flush queued: on commit, `delivery.realtime.scheduling.schedule_flushes` queues
    `delivery.tasks.flush_destination` once per destination (beat's `tick` is the
@@ -12,7 +12,7 @@
 5. Claim: `send_due_requests` calls `delivery.realtime.claiming.claim_due_requests`,
    which locks the due pending devices (`SKIP LOCKED`) and records one pending,
    leased (`delivery.leases.lease_until`) `Delivery` per request.
-6. Build document: in that claim, `claiming.build_user_objects` and
+6. Build document: in that claim, `delivery.realtime.user_objects.build_user_objects`,
    `claiming.pack_requests`, then `delivery.sending.documents.build_document`.
 7. Sign / token: `delivery.sending.attempts.make_attempts` adds the headers of
    `auth_headers_for`: an HMAC signature (`destinations.signing`) or a bearer

@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from aamdest.wsgi import application
 from destinations.models import Destination, Mapping, Segment
+from tests.dns import use_resolver
 
 MAX_EXAMPLES = 10
 # Rows the operations on /{id}/ find: a generated ID would almost never name an existing row.
@@ -49,8 +50,20 @@ schema.config.generation.update(max_examples=MAX_EXAMPLES, deterministic=True, d
 schema = schema.exclude(method="POST", path_regex=r"/test/$")
 
 
+PUBLIC_ADDRESS = "93.184.216.34"
+
+
 @pytest.fixture
-def token(db) -> Iterator[str]:
+def public_dns() -> Iterator[None]:
+    """Every generated host name resolves at once to a public address: this machine has no DNS, and a
+    lookup of a generated name could wait for its resolver's timeout. Nothing connects to it (the
+    one operation that would, the test send, is excluded)."""
+    with use_resolver(lambda host, port: [PUBLIC_ADDRESS]):
+        yield
+
+
+@pytest.fixture
+def token(db, public_dns) -> Iterator[str]:
     """A superuser's API token, with a destination, a segment and a mapping at TARGET_ID."""
     user = User.objects.create_superuser("fuzz", "fuzz@example.com", "pw")
     segment = Segment.objects.create(id=TARGET_ID, name="fuzz")

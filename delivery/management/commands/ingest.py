@@ -18,6 +18,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
 
+from delivery import tasks
 from delivery.counters import count_events_ingested
 from delivery.intake.events import InvalidField, validate_event
 from delivery.intake.importing import Defaults, LineError, import_events
@@ -106,10 +107,7 @@ class ProgressBar:
 
 
 def _wake(destination_ids: set[int]) -> None:
-    # Imported here: the command loads Celery only once something is stored.
-    from delivery.tasks import schedule_flushes
-
-    schedule_flushes(destination_ids)
+    tasks.schedule_flushes(destination_ids)
 
 
 def _count(events: int) -> None:

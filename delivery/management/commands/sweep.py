@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from delivery import tasks
 from delivery.lifecycle.sweeping import sweep
 
 
@@ -22,10 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         result = sweep(now=timezone.now())
-        # Imported here: Celery is loaded only to wake the destinations concerned.
-        from delivery.tasks import schedule_flushes
-
-        schedule_flushes(result.destination_ids)
+        tasks.schedule_flushes(result.destination_ids)
         expired, inactive, erasure = result.expired, result.inactive, result.erasure
         self.stdout.write(
             f"Expired {expired.memberships} membership(s). "

@@ -210,6 +210,8 @@ def bench_environment(*, database_url: str, broker_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker_url,
         "AAMDEST_ALLOW_PRIVATE_NETWORKS": "1",
+        # The bench's web process speaks plain HTTP on loopback, with no TLS-terminating proxy.
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
         "AAMDEST_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }

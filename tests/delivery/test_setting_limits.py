@@ -105,3 +105,22 @@ def test_the_longest_ttl_ends_at_the_sweep_and_its_zero_goes_out_in_real_time_an
     for document in documents(partner, 2):
         left = [(str(MAX_ID), "0", format_aam_time(EXPIRED_AT))]
         assert statuses(document) == [(DEVICE, "partner-1", left)]
+
+
+def test_the_largest_request_holds_max_users_per_request_devices_in_both_modes(
+    operator_client, largest, partner, clock, eager_tasks
+):
+    # Given one device more than the largest request holds, each with the longest AAM UUID
+    most = LIMITS["max_users_per_request"][1]
+    uuids = [f"{index:0100d}" for index in range(most + 1)]
+    for chunk in (uuids[:most], uuids[most:]):
+        events = [{"type": "qualification", "aam_uuid": uuid, "segment_id": MAX_ID} for uuid in chunk]
+        assert operator_client.post("/api/v1/events/", events, format="json").status_code == 202
+
+    # When the tasks run after the longest wait
+    clock.move_to(T0 + LONGEST_WAIT)
+    sent = flush_and_batch(largest, partner)
+
+    # Then each mode sent a full request and one with the last device
+    assert sent == 4
+    assert sorted(len(document["Users"]) for document in documents(partner)) == [1, 1, most, most]

@@ -98,27 +98,7 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
     tables = {name: quote(model._meta.db_table) for name, model in
               {"changes": MembershipChange, "memberships": Membership, "devices": Device,
                "partner_ids": PartnerId}.items()}
-    parts = []
-    if changed:
-        # The latest change of each (device, segment); a "1" whose membership's TTL ended by the cut
-        # is marked `expired`: it still orders the device (as in `read_portable`) but is not carried.
-        parts.append(f"""
-            SELECT c.aam_uuid, c.segment_id, c.is_active, c.datetime, c.seq,
-                   c.is_active AND EXISTS (
-                       SELECT 1 FROM {tables["memberships"]} m
-                       WHERE m.device_id = c.aam_uuid AND m.segment_id = c.segment_id AND m.is_active
-                         AND m.expires_at <= %(now)s)
-            FROM (SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active,
-                         c.datetime, c.id AS seq
-                  FROM {tables["changes"]} c
-                  WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
-                  ORDER BY c.aam_uuid, c.segment_id, c.id DESC) c""")  # noqa: S608 - quoted model tables only
-    if full:
-        parts.append(f"""
-            SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint, FALSE
-            FROM {tables["memberships"]} m
-            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])
-              AND (m.expires_at IS NULL OR m.expires_at > %(now)s)""")  # noqa: S608
+    parts = [*([_latest_changes_sql(tables)] if changed else []), *([_members_sql(tables)] if full else [])]
     entries = " UNION ALL ".join(f"({part})" for part in parts)
     return f"""
         SELECT e.aam_uuid,
@@ -133,6 +113,34 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
         HAVING bool_or(NOT e.expired)
         ORDER BY max(e.seq) NULLS LAST, e.aam_uuid
     """  # noqa: S608 - quoted model tables only; every value is a parameter
+
+
+def _latest_changes_sql(tables: dict[str, str]) -> str:
+    """The latest change of each (device, segment) in the window, and whether it is an expired "1".
+
+    A "1" whose membership's TTL ended by the cut is marked `expired`: it still
+    orders the device (as in `read_portable`) but is not carried.
+    """
+    return f"""
+        SELECT c.aam_uuid, c.segment_id, c.is_active, c.datetime, c.seq,
+               c.is_active AND EXISTS (
+                   SELECT 1 FROM {tables["memberships"]} m
+                   WHERE m.device_id = c.aam_uuid AND m.segment_id = c.segment_id AND m.is_active
+                     AND m.expires_at <= %(now)s)
+        FROM (SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active,
+                     c.datetime, c.id AS seq
+              FROM {tables["changes"]} c
+              WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
+              ORDER BY c.aam_uuid, c.segment_id, c.id DESC) c"""  # noqa: S608 - quoted model tables only
+
+
+def _members_sql(tables: dict[str, str]) -> str:
+    """The active members of the newly mapped segments whose TTL has not ended by the cut."""
+    return f"""
+        SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint, FALSE
+        FROM {tables["memberships"]} m
+        WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])
+          AND (m.expires_at IS NULL OR m.expires_at > %(now)s)"""  # noqa: S608 - quoted model tables only
 
 
 def read_portable(

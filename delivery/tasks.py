@@ -34,12 +34,14 @@ from delivery.batch.transfers import (
     find_unsent_batch_destination_ids,
 )
 from delivery.leases import take_parked
+from delivery.lifecycle import expiry
 from delivery.lifecycle.erasure import erase_forgotten_devices
 from delivery.lifecycle.pruning import prune_delivery_log
 from delivery.lifecycle.sweeping import sweep as run_sweep
 from delivery.realtime.claiming import find_due_destination_ids
 from delivery.realtime.flush import run_flush, send_one_delivery, take_back_expired
 from delivery.realtime.scheduling import schedule_flushes
+from destinations.models import Segment
 
 logger = logging.getLogger("aamdest.delivery")
 
@@ -88,6 +90,19 @@ def erase_devices() -> None:
     """Run by beat every 10 seconds: forget the devices whose "0"s are out, soon after an opt-out."""
     result = erase_forgotten_devices(now=timezone.now())
     schedule_flushes(result.destination_ids)
+
+
+@shared_task(ignore_result=True)
+def apply_segment_ttl_change(segment_id: int) -> None:
+    """Move the expiry of the segment's active memberships to its current TTL (CONTRACT §4), in chunks.
+
+    Queued once a TTL change commits, so that the request answers at once
+    whatever the segment's size. Reads the TTL when it runs: two quick changes
+    leave the latest. A segment deleted meanwhile has nothing to move.
+    """
+    segment = Segment.objects.filter(pk=segment_id).first()
+    if segment is not None:
+        expiry.apply_segment_ttl(segment=segment)
 
 
 @shared_task(ignore_result=True)

@@ -13,7 +13,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -254,8 +253,8 @@ class SegmentAdmin(RecordChangesMixin[Segment], admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Segment, form: forms.ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if change and "ttl_days" in form.changed_data:
-            # CONTRACT §4: a new TTL applies to the segment's existing memberships, once saved.
-            transaction.on_commit(lambda: services.apply_segment_ttl_change(segment=obj))
+            # CONTRACT §4: a new TTL applies to the segment's existing memberships (a task, once committed).
+            services.apply_segment_ttl_change(segment=obj)
 
 
 @admin.register(Mapping)

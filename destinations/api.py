@@ -235,5 +235,5 @@ class SegmentViewSet(RecordingViewSet):
         ttl_days_before = segment.ttl_days
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
         if segment.ttl_days != ttl_days_before:
-            # CONTRACT §4: a new TTL applies to the segment's existing memberships (the change is committed).
+            # CONTRACT §4: a new TTL applies to the segment's existing memberships (a task, once committed).
             services.apply_segment_ttl_change(segment=segment)

@@ -10,7 +10,8 @@ an action follows the same rules and leaves the same audit entry through all thr
 - `send_test`: the delivery log records it (kind `test`); `TestOutcome.succeeded` says
   whether the partner accepted it.
 - `start_batch_now`: raises `BatchNotQueued` when the broker does not answer (the API's 503).
-- `apply_segment_ttl_change`: a segment's new TTL reaches its existing memberships.
+- `apply_segment_ttl_change`: a segment's new TTL reaches its existing memberships, in a task
+  queued once the change commits.
 
 Every audit entry goes through `destinations.audit.record_change`, naming who acted and
 through which door (`ChangeSource`: api, admin, console), in the change's transaction.
@@ -30,7 +31,6 @@ from django.db import IntegrityError, transaction
 from kombu.exceptions import OperationalError
 
 from delivery import dialect, tasks
-from delivery.lifecycle import expiry
 from delivery.models import Delivery, DeliveryStatus
 from delivery.sending import rounds
 from destinations import signing
@@ -188,10 +188,21 @@ def start_batch_now(*, destination: Destination) -> None:
         raise BatchNotQueued(BROKER_UNAVAILABLE) from error
 
 
-def apply_segment_ttl_change(*, segment: Segment) -> int:
-    """Move the expiry of the segment's active memberships to its new TTL; return how many moved.
+def apply_segment_ttl_change(*, segment: Segment) -> None:
+    """Queue the move of the segment's active memberships to its new TTL, once the change commits.
 
-    Call it once the TTL change is committed (the change itself is recorded by
-    the door's update, like any other edit of the segment).
+    The work is a task on the `maintenance` queue (`delivery.tasks.apply_segment_ttl_change`),
+    so that the request answers at once whatever the segment's size. The task reads the TTL
+    when it runs: two quick changes leave the latest. When the broker does not answer, the
+    work is done here instead, so that the change is never lost (the request is then slow).
     """
-    return expiry.apply_segment_ttl(segment=segment)
+    segment_id = segment.pk
+    transaction.on_commit(lambda: _queue_segment_ttl_change(segment_id))
+
+
+def _queue_segment_ttl_change(segment_id: int) -> None:
+    try:
+        tasks.apply_segment_ttl_change.delay(segment_id)
+    except OperationalError as error:
+        logger.warning("segment %s: TTL change not queued (%s); applying it now", segment_id, error)
+        tasks.apply_segment_ttl_change(segment_id)

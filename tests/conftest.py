@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from aamdest.celery import app as celery_app
 from delivery.coordination import TOKEN_CACHE_PATTERN, token_cache_client
 from partner.certificates import CertificateFiles, write_certificates
 from tests.local_partner import Partner, StallingServer, start_partner
@@ -64,6 +65,15 @@ def stalling_server(local_network: CertificateFiles) -> Iterator[StallingServer]
     server = StallingServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Run the tasks queued with `.delay()` in place, as a worker would, instead of through the broker."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
 
 
 @pytest.fixture(autouse=True)

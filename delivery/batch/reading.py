@@ -4,7 +4,9 @@ A batch carries, per device, once:
 - for the segments already covered by the destination's previous batch, the
   latest change of each (device, segment) among the changes after the previous
   cut-off and up to this one (`MembershipChange.id` is the order of ingestion),
-  entries "1" and exits "0", onboarded data included;
+  entries "1" and exits "0", onboarded data included; except a latest "1" whose
+  membership is still active but whose TTL ended by the cut (`now`): the sweep
+  ends it at its expiry and logs its "0", which goes in a later batch;
 - for the segments newly mapped (never carried, or not in the previous batch),
   every active membership, "1", except those whose TTL ended by the cut (`now`):
   the sweep ends them and their "0" goes in a later batch, never a "1" first.
@@ -96,32 +98,49 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
     tables = {name: quote(model._meta.db_table) for name, model in
               {"changes": MembershipChange, "memberships": Membership, "devices": Device,
                "partner_ids": PartnerId}.items()}
-    parts = []
-    if changed:
-        parts.append(f"""
-            SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active, c.datetime,
-                   c.id AS seq
-            FROM {tables["changes"]} c
-            WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
-            ORDER BY c.aam_uuid, c.segment_id, c.id DESC""")  # noqa: S608 - quoted model tables only
-    if full:
-        parts.append(f"""
-            SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint
-            FROM {tables["memberships"]} m
-            WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])
-              AND (m.expires_at IS NULL OR m.expires_at > %(now)s)""")  # noqa: S608
+    parts = [*([_latest_changes_sql(tables)] if changed else []), *([_members_sql(tables)] if full else [])]
     entries = " UNION ALL ".join(f"({part})" for part in parts)
     return f"""
         SELECT e.aam_uuid,
-               json_agg(json_build_array(e.segment_id, e.is_active, e.datetime) ORDER BY e.segment_id)::text,
+               json_agg(json_build_array(e.segment_id, e.is_active, e.datetime) ORDER BY e.segment_id)
+                   FILTER (WHERE NOT e.expired)::text,
                coalesce(d.regions, '[]'::jsonb)::text,
                coalesce((SELECT json_agg(p.dpuuid ORDER BY p.id) FROM {tables["partner_ids"]} p
                          WHERE p.device_id = e.aam_uuid AND p.dpid = %(dpid)s), '[]'::json)::text
-        FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq)
+        FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq, expired)
         LEFT JOIN {tables["devices"]} d ON d.aam_uuid = e.aam_uuid
         GROUP BY e.aam_uuid, d.regions
+        HAVING bool_or(NOT e.expired)
         ORDER BY max(e.seq) NULLS LAST, e.aam_uuid
     """  # noqa: S608 - quoted model tables only; every value is a parameter
+
+
+def _latest_changes_sql(tables: dict[str, str]) -> str:
+    """The latest change of each (device, segment) in the window, and whether it is an expired "1".
+
+    A "1" whose membership's TTL ended by the cut is marked `expired`: it still
+    orders the device (as in `read_portable`) but is not carried.
+    """
+    return f"""
+        SELECT c.aam_uuid, c.segment_id, c.is_active, c.datetime, c.seq,
+               c.is_active AND EXISTS (
+                   SELECT 1 FROM {tables["memberships"]} m
+                   WHERE m.device_id = c.aam_uuid AND m.segment_id = c.segment_id AND m.is_active
+                     AND m.expires_at <= %(now)s)
+        FROM (SELECT DISTINCT ON (c.aam_uuid, c.segment_id) c.aam_uuid, c.segment_id, c.is_active,
+                     c.datetime, c.id AS seq
+              FROM {tables["changes"]} c
+              WHERE c.id > %(after)s AND c.id <= %(until)s AND c.segment_id = ANY(%(changed)s::bigint[])
+              ORDER BY c.aam_uuid, c.segment_id, c.id DESC) c"""  # noqa: S608 - quoted model tables only
+
+
+def _members_sql(tables: dict[str, str]) -> str:
+    """The active members of the newly mapped segments whose TTL has not ended by the cut."""
+    return f"""
+        SELECT m.device_id, m.segment_id, TRUE, m.datetime, NULL::bigint, FALSE
+        FROM {tables["memberships"]} m
+        WHERE m.is_active AND m.segment_id = ANY(%(full)s::bigint[])
+          AND (m.expires_at IS NULL OR m.expires_at > %(now)s)"""  # noqa: S608 - quoted model tables only
 
 
 def read_portable(
@@ -141,6 +160,7 @@ def read_portable(
             for uuid, segment_id, is_active, moment in rows.values_list("aam_uuid", "segment_id", "is_active",
                                                                         "datetime"):
                 entries[uuid][segment_id] = BatchEntry(segment_id, is_active, moment)
+            _drop_expired(entries, uuids=uuids, segments=changed_segments, now=now)
             _add_active(entries, uuids=uuids, segments=full_segments, now=now)
             yield from _devices(uuids, entries=entries, dpid=dpid)
     if full_segments:
@@ -162,6 +182,16 @@ def _unexpired_members(*, segments: list[int], now: dt.datetime) -> QuerySet[Mem
     return Membership.objects.filter(is_active=True, segment_id__in=segments).exclude(expires_at__lte=now)
 
 
+def _drop_expired(entries: Entries, *, uuids: list[str], segments: list[int], now: dt.datetime) -> None:
+    """Leave out each latest "1" whose membership is still active but whose TTL ended by `now`."""
+    expired = Membership.objects.filter(device_id__in=uuids, segment_id__in=segments, is_active=True,
+                                        expires_at__lte=now)
+    for uuid, segment_id in expired.values_list("device_id", "segment_id"):
+        entry = entries[uuid].get(segment_id)
+        if entry is not None and entry.is_active:
+            del entries[uuid][segment_id]
+
+
 def _add_active(entries: Entries, *, uuids: list[str], segments: list[int], now: dt.datetime) -> None:
     if not segments:
         return
@@ -174,6 +204,8 @@ def _devices(uuids: list[str], *, entries: Entries, dpid: int) -> Iterator[Batch
     regions = dict(Device.objects.filter(aam_uuid__in=uuids).values_list("aam_uuid", "regions"))
     partners = PartnerId.objects.dpuuids_by_device(device_ids=uuids, dpid=dpid)
     for uuid in uuids:
+        if not entries[uuid]:
+            continue  # its only changes were "1"s whose TTL had ended (see `_drop_expired`)
         yield BatchDevice(
             aam_uuid=uuid,
             entries=[entries[uuid][segment_id] for segment_id in sorted(entries[uuid])],

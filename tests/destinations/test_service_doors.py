@@ -191,7 +191,7 @@ def test_send_batch_now_on_a_paused_destination_is_refused_through_every_door(do
 
 @pytest.mark.parametrize("door", ["api", "admin"], indirect=True)  # the console changes no segment
 def test_a_segment_ttl_change_reaches_its_members_alike_through_every_door(
-    door, monkeypatch, django_capture_on_commit_callbacks
+    door, monkeypatch, django_capture_on_commit_callbacks, eager_tasks
 ):
     segment = SegmentFactory(name="sports", ttl_days=30)
     applied: list[int] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -137,12 +138,48 @@ def test_sending_the_batch_now_with_the_broker_down_raises_batch_not_queued(monk
         services.start_batch_now(destination=DestinationFactory())
 
 
-def test_a_segment_ttl_change_reaches_its_members(monkeypatch):
+def test_a_segment_ttl_change_reaches_its_members_once_committed(
+    monkeypatch, django_capture_on_commit_callbacks, eager_tasks
+):
     segment = SegmentFactory(ttl_days=30)
     applied: list[int] = []
     monkeypatch.setattr("delivery.lifecycle.expiry.apply_segment_ttl",
                         lambda *, segment: applied.append(segment.pk) or 3)
 
-    moved = services.apply_segment_ttl_change(segment=segment)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.apply_segment_ttl_change(segment=segment)
+        assert applied == []
 
-    assert (moved, applied) == (3, [segment.pk])
+    assert applied == [segment.pk]
+
+
+def test_a_segment_ttl_change_is_a_task_on_the_maintenance_queue(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    segment = SegmentFactory(ttl_days=30)
+    queued: list[int] = []
+    monkeypatch.setattr(delivery.tasks.apply_segment_ttl_change, "delay", queued.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.apply_segment_ttl_change(segment=segment)
+
+    assert queued == [segment.pk]
+    assert settings.CELERY_TASK_ROUTES["delivery.tasks.apply_segment_ttl_change"] == {"queue": "maintenance"}
+
+
+def test_a_segment_ttl_change_is_applied_in_place_when_the_broker_is_down(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    def broker_down(segment_id):
+        raise KombuOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    segment = SegmentFactory(ttl_days=30)
+    applied: list[int] = []
+    monkeypatch.setattr(delivery.tasks.apply_segment_ttl_change, "delay", broker_down)
+    monkeypatch.setattr("delivery.lifecycle.expiry.apply_segment_ttl",
+                        lambda *, segment: applied.append(segment.pk) or 0)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.apply_segment_ttl_change(segment=segment)
+
+    assert applied == [segment.pk]

@@ -62,12 +62,15 @@ def test_a_shorter_ttl_ends_memberships_at_the_next_sweep_dated_at_the_new_expir
 # ---- the interfaces that change a TTL ------------------------------------------------------
 
 
-def test_changing_a_segments_ttl_through_the_api_moves_its_members_expiry(operator_client, clock):
+def test_changing_a_segments_ttl_through_the_api_moves_its_members_expiry(
+    operator_client, clock, eager_tasks, django_capture_on_commit_callbacks
+):
     # Given a member of SPORTS
     apply(qualify(UUID, SPORTS, at=T0))
 
-    # When its TTL becomes 7 days through the API
-    response = operator_client.patch(f"/api/v1/segments/{SPORTS}/", {"ttl_days": 7}, format="json")
+    # When its TTL becomes 7 days through the API (and its task runs)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.patch(f"/api/v1/segments/{SPORTS}/", {"ttl_days": 7}, format="json")
 
     # Then the profile shows the new expiry
     assert response.status_code == 200
@@ -75,12 +78,13 @@ def test_changing_a_segments_ttl_through_the_api_moves_its_members_expiry(operat
     assert [segment["expires_at"] for segment in profile["segments"]] == ["2026-01-17T15:30:00Z"]
 
 
-def test_changing_a_segments_ttl_in_the_admin_moves_its_members_expiry(admin_client, clock,
-                                                                        django_capture_on_commit_callbacks):
+def test_changing_a_segments_ttl_in_the_admin_moves_its_members_expiry(
+    admin_client, clock, eager_tasks, django_capture_on_commit_callbacks
+):
     # Given a member of SPORTS
     apply(qualify(UUID, SPORTS, at=T0))
 
-    # When its TTL becomes never-expiring in the admin
+    # When its TTL becomes never-expiring in the admin (and its task runs)
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(f"/admin/destinations/segment/{SPORTS}/change/",
                                      {"name": "sports", "ttl_days": 0})
@@ -88,3 +92,20 @@ def test_changing_a_segments_ttl_in_the_admin_moves_its_members_expiry(admin_cli
     # Then the membership no longer expires
     assert response.status_code == 302
     assert membership(SPORTS).expires_at is None
+
+
+def test_the_api_answers_before_the_members_expiry_moves(operator_client, clock, monkeypatch,
+                                                         django_capture_on_commit_callbacks):
+    # Given a member of SPORTS, and a broker that only records what is queued
+    apply(qualify(UUID, SPORTS, at=T0))
+    queued: list[int] = []
+    monkeypatch.setattr("delivery.tasks.apply_segment_ttl_change.delay", queued.append)
+
+    # When its TTL becomes 7 days through the API
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.patch(f"/api/v1/segments/{SPORTS}/", {"ttl_days": 7}, format="json")
+
+    # Then the request only queued the work
+    assert response.status_code == 200
+    assert queued == [SPORTS]
+    assert membership(SPORTS).expires_at == T0 + dt.timedelta(days=120)

@@ -123,16 +123,14 @@ def find_origin_errors(
     """
     if current is None:
         return {}
-    auth_mode = changes.get("auth_mode", current.auth_mode)
+    # Whatever the auth mode now: a mode switched away and back later would bring a stored secret
+    # to the new origin (none → move the URL → hmac), so every stored secret is asked for.
     needed: dict[str, str] = {}
     if _moves(current.url, changes.get("url")):
-        if auth_mode == AuthMode.HMAC and current.signing_key:
-            needed["signing_key"] = "url"
-        if auth_mode == AuthMode.OAUTH2 and current.oauth_client_secret:
-            needed["oauth_client_secret"] = "url"
+        needed.update({secret: "url" for secret in _stored_secrets(current)})
     if _moves(current.oauth_token_url, changes.get("oauth_token_url")) and current.oauth_client_secret:
         needed.setdefault("oauth_client_secret", "oauth_token_url")
-    if needed and current.key_rotation_started_at is not None and auth_mode == AuthMode.HMAC:
+    if needed and current.key_rotation_started_at is not None:
         return {"url": "A key rotation is under way: finish it before moving url to another origin."}
     return {
         secret: f"{secret} is required with a change of {field} to another origin (scheme, host or port): "
@@ -142,10 +140,15 @@ def find_origin_errors(
     }
 
 
+def _stored_secrets(destination: Destination) -> list[str]:
+    return [name for name in ("signing_key", "oauth_client_secret") if getattr(destination, name)]
+
+
 def _moves(stored: str, submitted: str | None) -> bool:
-    if not stored or not submitted:
+    """True when `submitted` names another origin than `stored`; an empty stored URL counts as one."""
+    if not submitted:
         return False
-    return origin(stored) != origin(submitted)
+    return not stored or origin(stored) != origin(submitted)
 
 
 def _rotation_errors(*, current: Destination | None, changes: Mapping[str, Any]) -> dict[str, str]:

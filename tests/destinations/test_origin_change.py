@@ -108,3 +108,27 @@ def test_a_move_during_a_key_rotation_must_wait_for_its_end(operator_client, hma
 
     assert response.status_code == 400
     assert "finish" in str(response.json())
+
+
+def test_switching_the_auth_mode_away_first_does_not_carry_the_key_to_a_new_url(
+    operator_client, hmac_destination
+):
+    # Given a URL move attempted with the key's auth mode switched off first
+    url = f"{URL}{hmac_destination.pk}/"
+    assert operator_client.patch(url, {"auth_mode": "none"}, format="json").status_code == 200
+
+    # When the URL moves to another origin without the key
+    moved = operator_client.patch(url, {"url": "https://127.0.0.2/aam"}, format="json")
+
+    # Then the stored key is still asked for, whatever the mode now
+    assert moved.status_code == 400 and "signing_key" in moved.json()
+
+
+def test_a_token_url_set_where_there_was_none_needs_the_client_secret(operator_client):
+    destination = DestinationFactory(url="https://127.0.0.1/aam", auth_mode="hmac", signing_key="k" * 20,
+                                     oauth_client_secret="stored-secret", oauth_token_url="")
+
+    response = operator_client.patch(f"{URL}{destination.pk}/", {"oauth_token_url": "https://127.0.0.9/token"},
+                                     format="json")
+
+    assert response.status_code == 400 and "oauth_client_secret" in response.json()

@@ -40,6 +40,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 # 100 KB of gzip into over a gigabyte of lists): its events are then counted one at a time,
 # refusing the 10,001st before the rest is built. Real events hold well under 64 commas each.
 SUSPICIOUS_COMMAS = 64 * MAX_EVENTS
+# Every JSON array or object costs the decoder a Python object, wrapped ones too (`[[[],[],…]]`,
+# `{"a": [[],…]}`, one NDJSON line of them): past this many the body is refused before decoding.
+MAX_STRUCTURES = 64 * MAX_EVENTS
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _LINE = re.compile(rb"[^\n]+")
 
@@ -66,6 +69,11 @@ def parse_events(*, body: bytes, content_type: str, content_encoding: str, now: 
             "or one event per line as application/x-ndjson."
         )
     data = decode_body(body=body, content_encoding=content_encoding)
+    if data.count(b"[") + data.count(b"{") > MAX_STRUCTURES:
+        raise PayloadTooLarge(
+            f"The body holds more than {MAX_STRUCTURES} JSON arrays and objects; "
+            f"at most {MAX_EVENTS} events are accepted."
+        )
     if media_type in NDJSON_CONTENT_TYPES:
         return _parse_ndjson(data, now=now)
     return _parse_json_array(data, now=now)
@@ -105,7 +113,7 @@ def _gunzip(body: bytes) -> bytes:
 def _parse_json_array(data: bytes, *, now: dt.datetime) -> list[Event]:
     try:
         raws = _load_counting(data) if data.count(b",") > SUSPICIOUS_COMMAS else orjson.loads(data)
-    except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidEvents([EventError(None, "body", f"The body is not valid JSON: {exc}.")]) from None
     if not isinstance(raws, list):
         raise InvalidEvents([EventError(None, "body", _NOT_AN_ARRAY)])

@@ -35,7 +35,7 @@ def test_a_gzip_bomb_of_empty_lists_is_refused_as_too_large():
     body = gzip.compress(empty_lists(ELEMENTS))
     assert len(body) < 150_000
 
-    with pytest.raises(PayloadTooLarge, match="More than 10000 events"):
+    with pytest.raises(PayloadTooLarge, match="at most 10000 events are accepted"):
         parse(body)
 
 
@@ -103,3 +103,23 @@ def test_refusing_the_bomb_costs_the_web_process_little_memory():
     body_kib, before_mib, after_mib = map(int, result.stdout.split()[-3:])
     print(f"{ELEMENTS:,} empty lists in {body_kib} KiB of gzip: peak RSS {before_mib} -> {after_mib} MiB")
     assert after_mib - before_mib < 300
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [b"[" + empty_lists(1_000_000) + b"]", b'{"a": ' + empty_lists(1_000_000) + b"}"],
+    ids=["array in an array", "array in an object"],
+)
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_wrapped_bombs_are_refused_before_decoding(wrapped, content_type):
+    with pytest.raises(PayloadTooLarge, match="JSON arrays and objects"):
+        parse(gzip.compress(wrapped), content_type=content_type)
+
+
+def test_a_body_nested_past_the_decoders_depth_is_a_400_not_a_500(monkeypatch):
+    monkeypatch.setattr(bodies, "SUSPICIOUS_COMMAS", -1)  # the element-by-element decoder
+
+    with pytest.raises(bodies.InvalidEvents) as refused:
+        parse(b"[" + b"[" * 100_000 + b"]" * 100_001, encoding="identity")
+
+    assert refused.value.errors[0].field == "body"

@@ -10,11 +10,14 @@ and resend the same document forever; NUL and invalid UTF-8 are replaced.
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 # A shorter credential would redact ordinary text; no key, signature or token is that short.
 MIN_CREDENTIAL_CHARS = 4
 
@@ -47,5 +50,8 @@ def _spellings(credential: str) -> set[str]:
         json.dumps(credential)[1:-1],
         json.dumps(credential)[1:-1].replace("/", "\\/"),
         base64.b64encode(credential.encode()).decode("ascii"),
+        html.escape(credential),
     }
+    # Percent-encoding may use either case of hex digits.
+    spellings |= {_PERCENT.sub(lambda m: m.group().lower(), spelling) for spelling in spellings}
     return {spelling for spelling in spellings if len(spelling) >= MIN_CREDENTIAL_CHARS}

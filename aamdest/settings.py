@@ -152,8 +152,13 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 # --- Brute force: django-axes keeps failed logins in the database --------------------------
 AXES_FAILURE_LIMIT = env_int("AAMDEST_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
 AXES_COOLOFF_TIME = env_int("AAMDEST_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=10_080) / 60  # hours
-# A username is locked from the address that failed with it; other users and addresses still log in.
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# `account,source` (default): a username is locked whatever the address (a distributed attack), and an
+# address whatever the username (spraying). Behind one shared proxy address, `account+source` locks
+# only a username from an address, so that one attacker cannot lock everybody out.
+_LOCKOUT_BY = env_choice("AAMDEST_LOGIN_LOCKOUT_BY", "account,source", ("account,source", "account+source"))
+AXES_LOCKOUT_PARAMETERS = (
+    [["username"], ["ip_address"]] if _LOCKOUT_BY == "account,source" else [["username", "ip_address"]]
+)
 AXES_RESET_ON_SUCCESS = True
 LOGIN_REDIRECT_URL = "/dashboard/"
 

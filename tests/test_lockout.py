@@ -41,7 +41,24 @@ def test_the_lockout_ends_after_its_cool_off(client, staff):
         assert log_in(client, "/accounts/login/", PASSWORD).status_code == 302
 
 
-def test_another_account_still_logs_in_from_the_same_address(client, staff, django_user_model):
+def test_an_address_spraying_many_usernames_is_locked_out(client, staff, django_user_model):
+    django_user_model.objects.create_user("other", password=PASSWORD, is_staff=True)
+    for name in ("a", "b", "c", "d", "e"):
+        log_in(client, "/accounts/login/", "wrong", username=name)
+
+    assert log_in(client, "/accounts/login/", PASSWORD, username="other").status_code == 429
+
+
+def test_an_account_attacked_from_many_addresses_is_locked_out(client, staff):
+    for last in range(1, 6):
+        wrong = {"username": "ops", "password": "wrong"}
+        client.post("/accounts/login/", wrong, REMOTE_ADDR=f"198.51.100.{last}")
+
+    assert log_in(client, "/accounts/login/", PASSWORD).status_code == 429
+
+
+def test_behind_a_shared_proxy_only_the_pair_is_locked(client, staff, django_user_model, settings):
+    settings.AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # AAMDEST_LOGIN_LOCKOUT_BY=account+source
     django_user_model.objects.create_user("other", password=PASSWORD, is_staff=True)
     for _ in range(5):
         log_in(client, "/accounts/login/", "wrong")

@@ -81,6 +81,7 @@ def test_rabbitmq_is_a_broker_when_redis_is_named_for_coordination():
         ({"AAMDEST_EVENTS_THROTTLE_RATE": "0/s"}, "AAMDEST_EVENTS_THROTTLE_RATE"),
         ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "DJANGO_SECURE_PROXY_SSL_HEADER"),
         ({"AAMDEST_LOGIN_FAILURE_LIMIT": "0"}, "AAMDEST_LOGIN_FAILURE_LIMIT"),
+        ({"AAMDEST_LOGIN_LOCKOUT_BY": "ip"}, "AAMDEST_LOGIN_LOCKOUT_BY"),
     ],
 )
 def test_a_bad_setting_stops_the_start_naming_the_variable(overrides, named):

@@ -1,10 +1,11 @@
 """Names resolved within the deadline: a refusal or a slow resolver ends that transfer.
 
-`getaddrinfo` has no timeout, so lookups run on a thread pool and each transfer waits for its own
-at most until its deadline. One host whose DNS hangs must not starve the others (CONTRACT §2
-isolation): the lookups of one origin are shared (callers for the same scheme, host and port wait
-on the one lookup in flight), and at most `MAX_STUCK_PER_ORIGIN` hung lookups of an origin hold a
-thread, however many deliveries want it. A lookup's answer is not cached beyond its callers:
+`getaddrinfo` has no timeout, so each lookup runs on a thread of its own and each transfer waits
+for it at most until its deadline. One host whose DNS hangs must not starve the others (CONTRACT §2
+isolation), however many hang: there is no shared pool to fill. The lookups of one origin are shared
+(callers for the same scheme, host and port wait on the one lookup in flight), and at most
+`MAX_STUCK_PER_ORIGIN` hung lookups of an origin hold a thread, however many deliveries want it, so
+threads are bounded by the origins configured. A lookup's answer is not cached beyond its callers:
 `resolve_target` runs again for the next request.
 """
 
@@ -14,7 +15,7 @@ import functools
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -22,7 +23,6 @@ from urllib.parse import urlsplit
 from delivery.sending.http.messages import Transfer, unbuildable
 from destinations.network import AddressRefused, Target, resolve_target
 
-RESOLVER_THREADS = 64
 MAX_STUCK_PER_ORIGIN = 2
 # A lookup still running after this long counts as stuck: a new caller may start another one.
 STUCK_AFTER_S = 30.0
@@ -52,10 +52,9 @@ class _Flight:
 
 
 class _Lookups:
-    """Single-flight lookups per URL, on one pool per process (threads do not survive fork)."""
+    """Single-flight lookups per origin, one per process (threads do not survive fork)."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="aamdest-resolve")
         self._lock = threading.Lock()
         self._flights: dict[str, list[_Flight]] = {}
 
@@ -67,9 +66,25 @@ class _Lookups:
             if fresh or len(flights) >= MAX_STUCK_PER_ORIGIN:
                 return (fresh or flights)[-1].future
             # The URL itself is resolved (its path does not matter to the lookup, only its origin).
-            flight = _Flight(self._executor.submit(resolve_target, url), time.monotonic())
+            flight = _Flight(_resolve_aside(url), time.monotonic())
             self._flights[key] = [*flights, flight]
             return flight.future
+
+
+def _resolve_aside(url: str) -> Future[Target]:
+    """`resolve_target(url)` on a daemon thread of its own; a hung lookup holds only that thread."""
+    future: Future[Target] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(resolve_target(url))
+        except BaseException as error:  # handed to the waiting transfers, which name it
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="aamdest-resolve", daemon=True).start()
+    return future
 
 
 def _origin_key(url: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from delivery.sending.http import HttpRequest, post, post_many, resolving
 from destinations.network import Target
 from tests.dns import use_resolver
@@ -31,20 +33,21 @@ def test_curl_never_connects_to_an_address_that_was_not_checked(partner, monkeyp
     assert partner.requests == []
 
 
-def test_a_host_whose_dns_hangs_does_not_starve_the_lookups_of_another(partner):
-    # Given a resolver that hangs for one host only
+@pytest.mark.parametrize("hung_hosts", [1, 70])  # 70 hung origins: more than a pool of 64 threads held
+def test_hosts_whose_dns_hangs_do_not_starve_the_lookups_of_another(partner, hung_hosts):
+    # Given a resolver that hangs for some hosts only
     release = threading.Event()
 
     def resolve(host: str, port: int) -> list[str]:
-        if host == "hung.example.com":
+        if host.startswith("hung"):
             release.wait(20)
         return ["127.0.0.1"]
 
     with use_resolver(resolve):
         try:
             # When many deliveries to the hung host wait for their lookups (in other threads too)
-            url = f"https://hung.example.com:{partner.port}/aam"
-            hung = [request_to(url, timeout_ms=400) for _ in range(40)]
+            hung = [request_to(f"https://hung{n % hung_hosts}.example.com:{partner.port}/aam", timeout_ms=400)
+                    for n in range(80)]
             waiting = [threading.Thread(target=post_many, args=(hung[i::4],)) for i in range(4)]
             for thread in waiting:
                 thread.start()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -30,6 +31,8 @@ from django.core.exceptions import ValidationError
 from destinations.addresses import IPAddress, non_canonical_reason, parse_ip_literal, refused_kind
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
+# How long saving a URL waits for its host's addresses: a hung resolver must not hold a web thread.
+CONFIGURATION_LOOKUP_S = 2.0
 # One label of a host name in its ASCII (IDNA) form.
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
@@ -74,11 +77,11 @@ def validate_url(url: str, *, field: str) -> str:
     try:
         parts = _split(url, allowed_schemes=_allowed_schemes())
         _check_host(parts.hostname or "")
-        addresses = _lookup(parts)
+        addresses = _lookup_within(parts, seconds=CONFIGURATION_LOOKUP_S)
     except NetworkPolicyError as error:
         raise ValidationError(f"{field}: {error}", code="refused_url") from None
     except OSError:
-        return url  # unresolvable now: checked again at send time (see docstring)
+        return url  # unresolvable now (or not within the wait): checked again at send time
     try:
         _check_addresses(parts.hostname or "", addresses)
     except NetworkPolicyError as error:
@@ -189,6 +192,26 @@ def _lookup(parts: SplitResult) -> list[str]:
     if literal is not None:
         return [str(literal)]
     return resolve_host(host, parts.port or DEFAULT_PORTS[parts.scheme])
+
+
+def _lookup_within(parts: SplitResult, *, seconds: float) -> list[str]:
+    """`_lookup` on a daemon thread, waiting at most `seconds`; raises TimeoutError past them."""
+    answers: list[list[str] | BaseException] = []
+
+    def run() -> None:
+        try:
+            answers.append(_lookup(parts))
+        except BaseException as error:  # re-raised in the caller's thread below
+            answers.append(error)
+
+    thread = threading.Thread(target=run, name="aamdest-check-url", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not answers:
+        raise TimeoutError(f"no address for {parts.hostname!r} within {seconds} s")
+    if isinstance(answers[0], BaseException):
+        raise answers[0]
+    return answers[0]
 
 
 def _check_addresses(host: str, addresses: list[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -286,3 +288,22 @@ def test_loopback_names_are_refused_by_name_even_when_they_do_not_resolve(settin
             network.validate_url(f"https://{host}/aam", field="url")
         with pytest.raises(network.AddressRefused, match="loopback name"):
             network.resolve_target(f"https://{host}/aam")
+
+
+def test_saving_a_url_whose_dns_hangs_answers_in_time_and_keeps_it_for_the_send_time_check(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(network, "CONFIGURATION_LOOKUP_S", 0.2)
+
+    def hang(host: str, port: int) -> list[str]:
+        release.wait(5)
+        return ["10.0.0.1"]
+
+    with use_resolver(hang):
+        started = time.monotonic()
+        try:
+            accepted = validate_url("https://slow-dns.example.com/aam", field="url")
+        finally:
+            release.set()
+
+    assert accepted == "https://slow-dns.example.com/aam"
+    assert time.monotonic() - started < 1

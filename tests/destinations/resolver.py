@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+from django.core.exceptions import ValidationError
+
+from destinations.network import validate_url
+
 PUBLIC = "93.184.216.34"
 
 
@@ -23,3 +28,22 @@ class Resolver:
         if host not in self.table:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return self.table[host]
+
+
+def resolver_of(table: dict[str, list[str]]):
+    calls: list[tuple[str, int]] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        calls.append((host, port))
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return table[host]
+
+    resolve.calls = calls  # type: ignore[attr-defined]
+    return resolve
+
+
+def refusal(url: str) -> str:
+    with pytest.raises(ValidationError) as caught:
+        validate_url(url, field="url")
+    return caught.value.messages[0]

@@ -10,6 +10,7 @@ import time_machine
 from django.utils import timezone
 
 import delivery.tasks
+from delivery.coordination import scheduling_client
 from destinations.models import Destination
 from tests.delivery.pending_work import NEWS, OLD, SPORTS, map_segments
 from tests.factories import DestinationFactory
@@ -42,3 +43,12 @@ def woken(monkeypatch) -> list[set[int]]:
     calls: list[set[int]] = []
     monkeypatch.setattr(delivery.tasks, "schedule_flushes", calls.append)
     return calls
+
+
+@pytest.fixture
+def empty_redis(settings):
+    """The test's own Redis database (TEST_BROKER_URL), emptied around the test."""
+    client = scheduling_client()
+    client.flushdb()
+    yield client
+    client.flushdb()

@@ -19,18 +19,9 @@ from tests.delivery.pending_work import map_segments, pending_devices
 from tests.delivery.slots import slot_holders
 from tests.factories import DestinationFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_redis")]
 
 SEGMENT = 14356
-
-
-@pytest.fixture(autouse=True)
-def empty_redis(settings):
-    """The test's own Redis database (TEST_BROKER_URL), emptied around each test."""
-    client = scheduling_client()
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 def queued_messages() -> list[dict]:

@@ -8,25 +8,17 @@ import pytest
 from django.utils import timezone
 
 from delivery import tasks
-from delivery.coordination import scheduling_client, sending_guard_key
+from delivery.coordination import sending_guard_key
 from delivery.leases import lease_until
 from delivery.models import Delivery, DeliveryStatus
 from delivery.realtime import flush
 from delivery.realtime.slots import slot_expiry_ms
 from tests.factories import DestinationFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_redis")]
 
 # CONTRACT §2: a delivery whose worker died is sent again within this.
 TAKE_BACK_PROMISE = dt.timedelta(seconds=60)
-
-
-@pytest.fixture(autouse=True)
-def empty_redis(settings):
-    client = scheduling_client()
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import pytest
 from django.utils import timezone
 
 from delivery import services, tasks
-from delivery.coordination import scheduling_client
 from delivery.leases import lease_until
 from delivery.models import Delivery, DeliveryStatus
 from delivery.realtime.flush import send_one_delivery
@@ -18,15 +17,7 @@ from destinations.services import pause_destination, resume_destination
 from tests.factories import DestinationFactory
 from tests.local_partner import Reply
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def empty_redis(settings):
-    client = scheduling_client()
-    client.flushdb()
-    yield client
-    client.flushdb()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_redis")]
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from delivery.batch.reading import read_portable, read_postgresql
 from delivery.batch.transfers import read_safe_cutoff
 from delivery.models import MembershipChange
 from tests.delivery.batch.batch_runs import DPID, GAMES, T0, later
+from tests.delivery.concurrency import held_in_another_transaction
 from tests.delivery.lifecycle_events import apply, disqualify, id_sync, qualify
 from tests.delivery.pending_work import NEWS, SPORTS
 
@@ -50,27 +51,14 @@ def test_both_readers_yield_the_same_devices(batch_destination, clock):
 def test_the_cutoff_waits_for_ingestions_still_writing_changes(clock):
     # Given an ingestion whose change is written but not committed
     apply(qualify("a", SPORTS, at=T0))
-    written, commit = threading.Event(), threading.Event()
-
-    def ingest() -> None:
-        with transaction.atomic():
-            apply(qualify("b", SPORTS, at=T0))
-            written.set()
-            commit.wait(10)
-        connection.close()
-
-    ingestion = threading.Thread(target=ingest)
-    ingestion.start()
-    written.wait(10)
     cutoffs: list[int] = []
     reader = threading.Thread(target=lambda: (cutoffs.append(read_safe_cutoff()), connection.close()))
 
-    # When the cut-off is read meanwhile
-    reader.start()
-    reader.join(0.5)
-    waited = reader.is_alive()
-    commit.set()
-    ingestion.join()
+    # When the cut-off is read meanwhile (the ingestion commits at the end of the block)
+    with held_in_another_transaction(lambda: apply(qualify("b", SPORTS, at=T0))):
+        reader.start()
+        reader.join(0.5)
+        waited = reader.is_alive()
     reader.join(10)
 
     # Then it waited for the commit and includes that change

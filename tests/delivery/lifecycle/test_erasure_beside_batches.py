@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from delivery.lifecycle.erasure import batch_cut_lock_key, erase_forgotten_devices
 from delivery.models import BatchExit
 from destinations.models import Destination
+from tests.delivery.concurrency import held_in_another_transaction
 from tests.delivery.lifecycle_events import apply, opt_out, qualify
 from tests.delivery.pending_work import SPORTS, map_segments
 from tests.factories import DestinationFactory
@@ -33,25 +33,13 @@ def test_the_erasure_waits_while_a_batch_is_being_cut(clock):
     map_segments(batch, SPORTS)
     apply(qualify(UUID, SPORTS, at=T0))
     apply(opt_out(UUID, at=later(seconds=1)))
-    cutting, done = threading.Event(), threading.Event()
-
     def cut() -> None:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [batch_cut_lock_key(batch.pk)])
-            cutting.set()
-            done.wait(10)
-        connection.close()
-
-    cutter = threading.Thread(target=cut)
-    cutter.start()
-    cutting.wait(10)
 
     # When the erasure runs during the cut, then after it
-    try:
+    with held_in_another_transaction(cut):
         during = erase_forgotten_devices(now=later(seconds=2))
-    finally:
-        done.set()
-        cutter.join()
     after = erase_forgotten_devices(now=later(seconds=2))
 
     # Then it waited, then captured the device's exit for the next batch and erased it

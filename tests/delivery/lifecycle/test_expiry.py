@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
-from django.db import connection, transaction
 
 from delivery.lifecycle.expiry import expire_memberships
 from delivery.models import DestinationDevice, Device, Membership, MembershipChange
 from delivery.sending.documents import format_aam_time
+from tests.delivery.concurrency import held_in_another_transaction
 from tests.delivery.lifecycle.memberships import T0, UUID, exits, membership, set_ttl
 from tests.delivery.lifecycle_events import apply, documents, qualify, send_realtime, statuses
 from tests.delivery.pending_work import NEWS, SPORTS, map_segments
@@ -116,25 +115,12 @@ def test_the_sweep_works_in_chunks_until_every_expired_membership_is_ended(clock
 def test_a_sweep_skips_the_memberships_another_sweep_holds(clock):
     # Given two expired memberships, one of them locked by another transaction (another sweep)
     apply(qualify("held", SPORTS, at=T0), qualify("free", SPORTS, at=T0))
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transaction.atomic():
-            list(Membership.objects.select_for_update().filter(device_id="held"))
-            locked.set()
-            release.wait(10)
-        connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    locked.wait(10)
+    def another_sweep() -> None:
+        list(Membership.objects.select_for_update().filter(device_id="held"))
 
     # When this sweep runs
-    try:
+    with held_in_another_transaction(another_sweep):
         result = expire_memberships(now=T0 + dt.timedelta(days=130))
-    finally:
-        release.set()
-        holder.join()
 
     # Then it ended only the free one, without waiting
     assert result.memberships == 1
@@ -149,26 +135,13 @@ def test_a_sweep_skips_a_device_an_ingestion_holds_and_expires_it_next_run(clock
     map_segments(destination, SPORTS)
     apply(qualify("held", SPORTS, at=T0), qualify("free", SPORTS, at=T0))
     DestinationDevice.objects.update(pending_since=None, left_segment_ids=[])
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transaction.atomic():
-            list(Device.objects.select_for_update().filter(aam_uuid="held"))
-            locked.set()
-            release.wait(10)
-        connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    locked.wait(10)
+    def an_ingestion() -> None:
+        list(Device.objects.select_for_update().filter(aam_uuid="held"))
 
     # When this sweep runs, then again once the ingestion committed
     later = T0 + dt.timedelta(days=130)
-    try:
+    with held_in_another_transaction(an_ingestion):
         first = expire_memberships(now=later)
-    finally:
-        release.set()
-        holder.join()
     held_after_first = membership(SPORTS, "held").is_active
     second = expire_memberships(now=later)
 

@@ -12,28 +12,22 @@ import pytest
 
 from delivery.models import Attempt
 from destinations.models import Destination
+from tests.destinations.payloads import URL, payload
 from tests.destinations.resolver import PUBLIC
 from tests.factories import DestinationFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("dns")]
 
-URL = "/api/v1/destinations/"
 FIELDS = ("url", "oauth_token_url")
 
 
-def payload(**overrides) -> dict:
-    return {
-        "name": "Acme",
-        "url": "https://partner.example.com/aam",
-        "client_id": "74323",
-        "user_dpid": 20914,
-        "aam_destination_id": 423,
-        "auth_mode": "oauth2",
-        "oauth_token_url": "https://auth.example.com/token",
-        "oauth_client_id": "me",
+def oauth_payload(**overrides) -> dict:
+    """A valid OAuth destination: both of its URLs are checked."""
+    oauth = {
+        "auth_mode": "oauth2", "oauth_token_url": "https://auth.example.com/token", "oauth_client_id": "me",
         "oauth_client_secret": "client-secret",
-        **overrides,
     }
+    return payload(**{**oauth, **overrides})
 
 
 def oauth_destination() -> Destination:
@@ -51,7 +45,7 @@ def create_and_update(client, field: str, value: str):
 
     The update carries the client secret: a new origin needs it (CONTRACT §3).
     """
-    created = client.post(URL, payload(**{field: value}), format="json")
+    created = client.post(URL, oauth_payload(**{field: value}), format="json")
     existing = oauth_destination()
     updated = client.patch(f"{URL}{existing.pk}/", {field: value, "oauth_client_secret": "client-secret"},
                            format="json")
@@ -133,7 +127,7 @@ def test_http_is_accepted_only_when_allowed_and_still_only_to_public_addresses(o
     settings.AAMDEST_ALLOW_HTTP = True
 
     public, _, _ = create_and_update(operator_client, "url", "http://partner.example.com/aam")
-    private = operator_client.post(URL, payload(name="Other", url="http://10.0.0.1/aam"), format="json")
+    private = operator_client.post(URL, oauth_payload(name="Other", url="http://10.0.0.1/aam"), format="json")
 
     assert public.status_code == 201, public.json()
     assert private.status_code == 400 and "private" in private.json()["url"][0]
@@ -141,7 +135,7 @@ def test_http_is_accepted_only_when_allowed_and_still_only_to_public_addresses(o
 
 def test_a_name_that_later_resolves_to_a_private_address_is_refused_at_send_time(operator_client, dns):
     # Given a destination configured while its name pointed at a public address
-    created = operator_client.post(URL, payload(auth_mode="none"), format="json")
+    created = operator_client.post(URL, oauth_payload(auth_mode="none"), format="json")
     assert created.status_code == 201, created.json()
 
     # When the name is re-pointed at an internal address (DNS rebinding) and a document is sent
@@ -158,7 +152,7 @@ def test_a_name_that_later_resolves_to_a_private_address_is_refused_at_send_time
 def test_a_token_endpoint_that_later_resolves_to_a_private_address_is_refused_at_send_time(
     operator_client, dns
 ):
-    created = operator_client.post(URL, payload(), format="json")
+    created = operator_client.post(URL, oauth_payload(), format="json")
     assert created.status_code == 201, created.json()
 
     dns.table["auth.example.com"] = ["127.0.0.1"]

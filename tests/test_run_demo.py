@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,15 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
+from tests.ports import free_port
+
 PROJECT = Path(__file__).resolve().parent.parent
 DELIVERY_BOUND_S = 90
 STARTED = re.compile(r"started (\w+) \(pid (\d+)\)")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def demo_database_url(tmp_path: Path) -> str:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from delivery.models import DestinationDevice, Device
 from tests.factories import DestinationFactory
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -24,11 +25,6 @@ def silent_broker():
     yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
     listener.close()
 
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.django_db
@@ -66,7 +62,7 @@ def test_it_reports_the_age_of_the_oldest_pending_device(client):
 
 @pytest.mark.django_db
 def test_a_broker_that_refuses_connections_makes_it_503(client, settings):
-    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
 
     response = client.get("/healthz")
 
@@ -103,7 +99,7 @@ def test_a_database_outage_makes_it_503_with_a_json_body(client):
 
 @pytest.mark.django_db
 def test_the_answer_never_shows_the_broker_url(client, settings):
-    settings.CELERY_BROKER_URL = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+    settings.CELERY_BROKER_URL = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
 
     response = client.get("/healthz")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -10,6 +9,7 @@ from django.db import connection
 
 from delivery.coordination import BEAT_TICK_KEY, scheduling_client
 from delivery.observability.heartbeat import record_beat_tick
+from tests.ports import free_port
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -20,11 +20,6 @@ def no_beat_tick():
     yield
     scheduling_client().delete(BEAT_TICK_KEY)
 
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.django_db
@@ -86,7 +81,7 @@ def test_a_rabbitmq_broker_is_probed_over_amqp(client, settings):
 
 @pytest.mark.django_db
 def test_a_rabbitmq_that_does_not_answer_makes_it_503_quickly(client, settings):
-    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{closed_port()}//"
+    settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
 
     started = time.monotonic()
     response = client.get("/healthz")

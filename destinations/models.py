@@ -32,6 +32,12 @@ class SigningAlgorithm(models.TextChoices):
     MD5 = "md5", "HMAC-MD5"
 
 
+class CircuitState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Probing"
+
+
 class OAuthClientAuth(models.TextChoices):
     BASIC = "basic", "HTTP Basic (RFC 6749 §2.3.1)"
     BODY = "body", "client_id / client_secret form fields"
@@ -44,6 +50,7 @@ LIMITS = {
     "retry_delay_ms": (0, 60_000),
     "max_users_per_request": (1, 10_000),
     "max_wait_ms": (0, 60_000),
+    "circuit_failure_threshold": (1, 1000),
 }
 
 
@@ -102,6 +109,25 @@ class Destination(models.Model):
     last_delivery_status = models.CharField(max_length=20, blank=True, default="", editable=False)
     last_delivery_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # The circuit breaker (CONTRACT §7). The state below is shared by every worker
+    # and changed only by `delivery.sending.circuit`, with conditional updates.
+    circuit_breaker = models.BooleanField(default=True, help_text="Stop sending to a failing partner; probe.")
+    circuit_failure_threshold = models.PositiveIntegerField(
+        default=10, validators=_bounded("circuit_failure_threshold"),
+        help_text="Consecutive failed attempts that open the circuit.",
+    )
+    circuit_state = models.CharField(
+        max_length=10, choices=CircuitState.choices, default=CircuitState.CLOSED, editable=False
+    )
+    # null: the circuit is closed.
+    circuit_opened_at = models.DateTimeField(null=True, blank=True, editable=False)
+    circuit_next_probe_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The wait before the next probe after this one fails: 30 s, doubling up to 15 min. 0: closed.
+    circuit_probe_interval_s = models.PositiveIntegerField(default=0, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    # A partner's Retry-After (429/503): nothing is sent before then. null: no hold.
+    hold_until = models.DateTimeField(null=True, blank=True, editable=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -114,7 +140,11 @@ class Destination(models.Model):
                 & Q(max_retries__lte=5)
                 & Q(retry_delay_ms__lte=60_000)
                 & Q(max_users_per_request__gte=1, max_users_per_request__lte=10_000)
-                & Q(max_wait_ms__lte=60_000),
+                & Q(max_wait_ms__lte=60_000)
+                & Q(circuit_failure_threshold__gte=1, circuit_failure_threshold__lte=1000),
+            ),
+            models.CheckConstraint(
+                name="destination_circuit_state", condition=Q(circuit_state__in=CircuitState.values)
             ),
             models.CheckConstraint(
                 name="destination_batch_interval",
@@ -206,12 +236,16 @@ class ChangeAction(models.TextChoices):
     DELETE = "delete", "Deleted"
     START_KEY_ROTATION = "start_key_rotation", "Started a key rotation"
     FINISH_KEY_ROTATION = "finish_key_rotation", "Finished a key rotation"
+    CIRCUIT_OPENED = "circuit_opened", "Circuit opened"
+    CIRCUIT_CLOSED = "circuit_closed", "Circuit closed"
+    RESYNC = "resync", "Resync queued"
 
 
 class ChangeSource(models.TextChoices):
     API = "api", "REST API"
     ADMIN = "admin", "Admin"
     CONSOLE = "console", "Console"
+    SYSTEM = "system", "aamdest itself"
 
 
 class ConfigChange(models.Model):

@@ -52,6 +52,8 @@ app.conf.beat_schedule = {
     "delivery-batches": {
         "task": "delivery.tasks.start_due_batches", "schedule": 60.0, "options": {"expires": 55},
     },
+    # Alerts (CONTRACT §7): circuit transitions, stale backlogs, reminders, sends and their retries.
+    "delivery-alerts": {"task": "delivery.tasks.run_alerts", "schedule": 5.0, "options": {"expires": 4}},
     "delivery-prune": {
         "task": "delivery.tasks.prune_deliveries", "schedule": 600.0, "options": {"expires": 300},
     },

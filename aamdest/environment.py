@@ -10,10 +10,14 @@ import hashlib
 import os
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 from cryptography.fernet import Fernet
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
+
+from destinations.addresses import parse_ip_literal, refused_kind
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -146,3 +150,48 @@ def env_fernet_keys(name: str, *, debug: bool, secret_key: str) -> list[str]:
                 f"{name} holds a value that is not a Fernet key (32 url-safe base64-encoded bytes)."
             ) from None
     return keys
+
+
+def env_emails(name: str) -> list[str]:
+    """Comma-separated e-mail addresses; empty when unset."""
+    addresses = env_list(name, [])
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ImproperlyConfigured(f"{name} holds {address!r}, which is not an e-mail address.") from None
+    return addresses
+
+
+def env_webhook_url(name: str, *, allow_http: bool, allow_private: bool) -> str | None:
+    """An https:// URL aamdest may post to (CONTRACT §3.4's policy, without resolving), or None when unset.
+
+    A literal address that is not public and the loopback names are refused here, unless
+    `allow_private`; the addresses a name resolves to are checked at every send, as for partners.
+    The URL itself is never repeated in a message: a webhook's path often holds a token.
+    """
+    url = os.environ.get(name, "").strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} is not a valid URL: {error}.") from None
+    if parts.scheme not in (("https", "http") if allow_http else ("https",)):
+        hint = "" if allow_http else " (http:// needs AAMDEST_ALLOW_HTTP=1)"
+        raise ImproperlyConfigured(f"{name} must start with https://{hint}.")
+    if parts.username is not None or parts.password is not None:
+        raise ImproperlyConfigured(f"{name} must not carry a user name or password.")
+    host = parts.hostname or ""
+    if not host or any(ch.isspace() or ord(ch) < 32 for ch in url) or not url.isascii():
+        raise ImproperlyConfigured(f"{name} is not a valid URL: no host, spaces or non-ASCII characters.")
+    literal = parse_ip_literal(host)
+    kind = refused_kind(literal) if literal is not None else None
+    is_loopback_name = host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost")
+    if (kind or is_loopback_name) and not allow_private:
+        raise ImproperlyConfigured(
+            f"{name} names a {kind or 'loopback'} host; aamdest only sends to public addresses "
+            "(AAMDEST_ALLOW_PRIVATE_NETWORKS=1 lifts this in development)."
+        )
+    return url

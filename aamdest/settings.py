@@ -243,6 +243,7 @@ AAMDEST_EVENTS_THROTTLE_RATE = env_rate("AAMDEST_EVENTS_THROTTLE_RATE")
 AAMDEST_METRICS_TOKEN = os.environ.get("AAMDEST_METRICS_TOKEN", "").strip() or None
 # How many requests one destination may have in flight at once, over all workers.
 AAMDEST_DESTINATION_CONCURRENCY = env_int("AAMDEST_DESTINATION_CONCURRENCY", 4, minimum=1, maximum=256)
+from aamdest.alert_settings import *  # noqa: E402, F403 - alerts and e-mail (CONTRACT §7)
 
 # --- Workers: a bare `celery -A aamdest worker` is right (CONTRACT §2 isolation, §6) ---------
 # Sending is I/O-bound (a 3 s deadline, retry waits), so workers run threads. Each destination
@@ -271,6 +272,7 @@ CELERY_TASK_ROUTES = {
     "delivery.tasks.erase_devices": {"queue": "maintenance"},
     "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
     "delivery.tasks.apply_segment_ttl_change": {"queue": "maintenance"},
+    "delivery.tasks.run_alerts": {"queue": "maintenance"},
 }
 
 AAMDEST_ENCRYPTION_KEYS = env_fernet_keys("AAMDEST_ENCRYPTION_KEYS", debug=DEBUG, secret_key=SECRET_KEY)

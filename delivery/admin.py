@@ -17,7 +17,10 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django_stubs_ext import WithAnnotations
 
-from delivery import services
+from delivery import (
+    alerts_admin,  # noqa: F401 - registers the alerts' read-only pages
+    services,
+)
 from delivery.api.serializers import parse_document
 from delivery.models import (
     Attempt,

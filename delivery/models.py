@@ -1,4 +1,4 @@
-"""What came in (devices, memberships, partner IDs) and what went out (deliveries, attempts)."""
+"""What came in (devices, memberships, partner IDs) and what went out (deliveries, attempts, alerts)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import uuid
 
 from django.db import models
 
+from delivery.alert_models import Alert, AlertEpisode, AlertSend  # noqa: F401 - the app's models
 from delivery.querysets import PartnerIdQuerySet
 from destinations.models import Destination, Mapping, Segment
 
@@ -165,8 +166,7 @@ class Delivery(models.Model):
     redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                       related_name="redeliveries")
     created_at = models.DateTimeField(auto_now_add=True)
-    # null: still pending.
-    finished_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)  # null: still pending.
     # Until when a worker owns the sending. null: nobody; a past time: the worker is presumed dead.
     lease_until = models.DateTimeField(null=True, blank=True)
 

@@ -27,6 +27,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from delivery.alerts.job import run_alerts as run_alert_job
 from delivery.batch.transfers import (
     cut_batch,
     drain_stored_batch,
@@ -139,3 +140,12 @@ def start_due_batches() -> None:
         send_due_batch.apply_async((destination_id,), expires=BATCH_TASK_EXPIRES_S)
     for destination_id in sorted(find_unsent_batch_destination_ids() - due):
         send_stored_batch.apply_async((destination_id,), expires=BATCH_TASK_EXPIRES_S)
+
+
+# ---- alerts (delivery.alerts) --------------------------------------------------------------
+
+
+@shared_task(ignore_result=True)
+def run_alerts() -> None:
+    """Run by beat every 5 seconds on `maintenance`: raise the alerts due, send and retry their sends."""
+    run_alert_job()

@@ -6,7 +6,9 @@ grow with the delivery log, so a custom collector reads, at scrape time:
   their latency histogram (counted once the `Attempt` rows commit), deliveries ended by outcome
   (once their end commits), events ingested, OAuth token fetches;
 - small gauges from the database, each bounded by what is in flight rather than by the log:
-  destinations, pending deliveries, pending devices (partial indexes keep them so).
+  destinations, pending deliveries, pending devices (partial indexes keep them so);
+- the alerts raised, counted from their rows (`delivery.alert_models`: few, never purged, so the
+  count survives a Redis flush), and their sends by channel and status.
 
 The totals are Prometheus counters: they never fall when old records are purged
 (`AAMDEST_DELIVERY_LOG_DAYS`), and they restart from zero if Redis loses its data (a flush, a
@@ -35,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from delivery import counters
+from delivery.alert_models import Alert, AlertChannel, AlertEvent, AlertSend, AlertSendStatus
 from delivery.models import Delivery, DeliveryStatus
 from delivery.observability import stats
 from delivery.observability.heartbeat import last_beat_tick
@@ -70,6 +73,7 @@ class DeliveryLogCollector:
         if other is not None:
             yield from self._counters(destinations, other)
         yield from self._beat()
+        yield from self._alerts()
 
     @staticmethod
     def _labels(destinations: dict[int, str], destination_id: int) -> list[str]:
@@ -153,7 +157,6 @@ class DeliveryLogCollector:
                 fetches.add_metric([*self._labels(destinations, destination_id), outcome], n)
         yield fetches
 
-
     def _beat(self) -> Iterator[Metric]:
         last = last_beat_tick()
         if last is None:
@@ -162,6 +165,23 @@ class DeliveryLogCollector:
                                  "When the leading beat last ticked (Unix time).")
         tick.add_metric([], last)
         yield tick
+
+
+    def _alerts(self) -> Iterator[Metric]:
+        raised = CounterMetricFamily("aamdest_alerts", "Alerts raised (reminders included), by event.",
+                                     labels=["event"])
+        counts = dict(Alert.objects.values_list("event").annotate(n=Count("id")).order_by())
+        for event in AlertEvent.values:
+            raised.add_metric([event], counts.get(event, 0))
+        yield raised
+        sends = GaugeMetricFamily("aamdest_alert_sends", "Alert sends, by channel and status.",
+                                  labels=["channel", "status"])
+        rows = AlertSend.objects.values_list("channel", "status").annotate(n=Count("id")).order_by()
+        by_key = {(channel, status): n for channel, status, n in rows}
+        for channel in AlertChannel.values:
+            for status in AlertSendStatus.values:
+                sends.add_metric([channel, status], by_key.get((channel, status), 0))
+        yield sends
 
 
 # Our own registry: only aamdest's metrics, not the web process's own (which says little of a fleet).

@@ -31,7 +31,7 @@ from delivery.alert_models import (
     AlertSend,
 )
 from delivery.observability.stats import Backlog, pending_backlog
-from destinations.models import ChangeAction, ConfigChange, Destination
+from destinations.models import ChangeAction, ChangeSource, ConfigChange, Destination
 
 logger = logging.getLogger("aamdest.alerts")
 
@@ -100,14 +100,15 @@ def _raise_for_transition(*, change: ConfigChange, now: dt.datetime) -> None:
 
 
 def describe_change(change: ConfigChange) -> str:
-    """The alert's detail: the breaker's own words (`changes["detail"]`, else its fields), and who."""
+    """The detail: the breaker's words (`changes["detail"]`, else its fields); who, if a person."""
     changes = change.changes if isinstance(change.changes, dict) else {}
     said = changes.get("detail")
     if not isinstance(said, str) or not said:
         listed = "; ".join(f"{key}: {value}" for key, value in sorted(changes.items()))
         said = listed or change.get_action_display()
-    who = change.actor_name or change.source
-    return f"{said} (by {who}, {change.source})" if who != change.source else f"{said} ({change.source})"
+    if change.source == ChangeSource.SYSTEM:
+        return said
+    return f"{said} (by {change.actor_name or 'unknown'}, through the {change.source})"
 
 
 def _episode(*, destination: Destination, condition: str) -> AlertEpisode:

@@ -59,6 +59,53 @@ def test_rabbitmq_is_a_broker_when_redis_is_named_for_coordination():
     assert result.returncode == 0, result.stderr
 
 
+# The alert settings (CONTRACT §7): the webhook's URL under the partners' address policy, its key, mail.
+_KEYED = {"AAMDEST_ALERT_SIGNING_KEY": "alert-key"}
+_WEBHOOK = "AAMDEST_ALERT_WEBHOOK_URL"
+ALERT_SETTINGS = [
+    ({**_KEYED, _WEBHOOK: "http://alerts.example.com/hook"}, _WEBHOOK),
+    ({**_KEYED, _WEBHOOK: "https://127.0.0.1/hook"}, _WEBHOOK),
+    ({**_KEYED, _WEBHOOK: "https://10.1.2.3/hook"}, _WEBHOOK),
+    ({**_KEYED, _WEBHOOK: "https://localhost/hook"}, _WEBHOOK),
+    ({**_KEYED, _WEBHOOK: "https://u:pw@alerts.example.com/"}, _WEBHOOK),
+    ({**_KEYED, _WEBHOOK: "https://alerts.example.com:99999/"}, _WEBHOOK),
+    ({**_KEYED, _WEBHOOK: "alerts.example.com/hook"}, _WEBHOOK),
+    ({"AAMDEST_ALERT_WEBHOOK_URL": "https://alerts.example.com/hook"}, "AAMDEST_ALERT_SIGNING_KEY"),
+    ({"AAMDEST_ALERT_EMAILS": "ops@example.com, nobody"}, "AAMDEST_ALERT_EMAILS"),
+    ({"AAMDEST_ALERT_BACKLOG_AGE_S": "soon"}, "AAMDEST_ALERT_BACKLOG_AGE_S"),
+    ({"AAMDEST_ALERT_BACKLOG_AGE_S": "5"}, "AAMDEST_ALERT_BACKLOG_AGE_S"),
+    ({"AAMDEST_ALERT_REMIND_HOURS": "0"}, "AAMDEST_ALERT_REMIND_HOURS"),
+    ({"AAMDEST_ALERT_TIMEOUT_MS": "0"}, "AAMDEST_ALERT_TIMEOUT_MS"),
+    ({"EMAIL_PORT": "smtp"}, "EMAIL_PORT"),
+    ({"EMAIL_USE_TLS": "1", "EMAIL_USE_SSL": "1"}, "EMAIL_USE_TLS"),
+]
+
+
+def test_alert_settings_start_when_good():
+    result = start_django(AAMDEST_ALERT_WEBHOOK_URL="https://alerts.example.com/aamdest?token=x",
+                          AAMDEST_ALERT_SIGNING_KEY="alert-key",
+                          AAMDEST_ALERT_EMAILS="ops@example.com, a@b.org",
+                          AAMDEST_ALERT_BACKLOG_AGE_S="900", AAMDEST_ALERT_REMIND_HOURS="12",
+                          EMAIL_HOST="smtp.example.com", EMAIL_PORT="587", EMAIL_USE_TLS="1")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_private_alert_webhook_starts_when_private_networks_are_allowed():
+    result = start_django(AAMDEST_ALERT_WEBHOOK_URL="https://127.0.0.1:8443/hook",
+                          AAMDEST_ALERT_SIGNING_KEY="k", AAMDEST_ALLOW_PRIVATE_NETWORKS="1")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_webhook_url_is_not_repeated_in_the_message():
+    result = start_django(AAMDEST_ALERT_WEBHOOK_URL="https://127.0.0.1/hook?token=secret-token",
+                          AAMDEST_ALERT_SIGNING_KEY="k")
+
+    assert result.returncode != 0
+    assert "secret-token" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
@@ -82,6 +129,7 @@ def test_rabbitmq_is_a_broker_when_redis_is_named_for_coordination():
         ({"DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "DJANGO_SECURE_PROXY_SSL_HEADER"),
         ({"AAMDEST_LOGIN_FAILURE_LIMIT": "0"}, "AAMDEST_LOGIN_FAILURE_LIMIT"),
         ({"AAMDEST_LOGIN_LOCKOUT_BY": "ip"}, "AAMDEST_LOGIN_LOCKOUT_BY"),
+        *ALERT_SETTINGS,
     ],
 )
 def test_a_bad_setting_stops_the_start_naming_the_variable(overrides, named):

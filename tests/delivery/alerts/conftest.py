@@ -44,7 +44,9 @@ def transition(destination: Destination, action: str, *, at: dt.datetime | None 
                ) -> ConfigChange:
     """Write a circuit transition as the breaker does: the state, and its change-log row."""
     opened = action == ChangeAction.CIRCUIT_OPENED
-    new, old = (CircuitState.OPEN, CircuitState.CLOSED) if opened else (CircuitState.CLOSED, CircuitState.OPEN)
+    old, new = (CircuitState.CLOSED, CircuitState.OPEN)
+    if not opened:
+        old, new = new, old
     at = at or timezone.now()
     Destination.objects.filter(pk=destination.pk).update(circuit_state=new,
                                                          circuit_opened_at=at if opened else None)

@@ -145,7 +145,9 @@ def test_a_stale_backlog_raises_once_per_episode_and_rearms_once_fresh(receiver,
 
     # Then one backlog_stale alert says how big and how old
     alert = Alert.objects.get()
-    assert (alert.event, alert.destination_id, alert.at) == (AlertEvent.BACKLOG_STALE, failing_destination.pk, now)
+    assert (alert.event, alert.destination_id, alert.at) == (
+        AlertEvent.BACKLOG_STALE, failing_destination.pk, now
+    )
     assert alert.detail.startswith("2 devices pending; the oldest has waited 660 s (since ")
     assert AlertSend.objects.filter(alert=alert).count() == 2
 

@@ -1,4 +1,4 @@
-"""How alerts go out: a signed JSON POST to a local HTTPS receiver and mail (locmem), retried (CONTRACT §7)."""
+"""How alerts go out: a signed POST to a local HTTPS receiver, mail (locmem), retries (CONTRACT §7)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_an_alert_is_posted_signed_and_mailed_once(receiver, failing_destination
     }
     assert request.headers["Content-Type"] == "application/json"
     # signed: Base64(HMAC-SHA256(key, raw body)), as the README's snippet checks it
-    expected = base64.b64encode(hmac.new(SIGNING_KEY.encode(), request.body, hashlib.sha256).digest()).decode()
+    mac = hmac.new(SIGNING_KEY.encode(), request.body, hashlib.sha256).digest()
+    expected = base64.b64encode(mac).decode()
     assert request.headers["X-AAMDest-Signature"] == expected
     assert Signing(keys=(SIGNING_KEY,), algorithm="sha256", header="X-AAMDest-Signature").is_signed(
         headers=request.headers, body=request.body

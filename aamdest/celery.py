@@ -54,6 +54,9 @@ app.conf.beat_schedule = {
     },
     # Alerts (CONTRACT §7): circuit transitions, stale backlogs, reminders, sends and their retries.
     "delivery-alerts": {"task": "delivery.tasks.run_alerts", "schedule": 5.0, "options": {"expires": 4}},
+    "delivery-alert-backlogs": {
+        "task": "delivery.tasks.check_backlogs", "schedule": 30.0, "options": {"expires": 25},
+    },
     "delivery-prune": {
         "task": "delivery.tasks.prune_deliveries", "schedule": 600.0, "options": {"expires": 300},
     },

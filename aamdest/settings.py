@@ -272,7 +272,7 @@ CELERY_TASK_ROUTES = {
     "delivery.tasks.erase_devices": {"queue": "maintenance"},
     "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
     "delivery.tasks.apply_segment_ttl_change": {"queue": "maintenance"},
-    "delivery.tasks.run_alerts": {"queue": "maintenance"},
+    **dict.fromkeys(("delivery.tasks.run_alerts", "delivery.tasks.check_backlogs"), {"queue": "maintenance"}),
 }
 
 AAMDEST_ENCRYPTION_KEYS = env_fernet_keys("AAMDEST_ENCRYPTION_KEYS", debug=DEBUG, secret_key=SECRET_KEY)

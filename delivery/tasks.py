@@ -27,7 +27,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from delivery.alerts.job import run_alerts as run_alert_job
+from delivery.alerts import job as alert_jobs
 from delivery.batch.transfers import (
     cut_batch,
     drain_stored_batch,
@@ -147,5 +147,11 @@ def start_due_batches() -> None:
 
 @shared_task(ignore_result=True)
 def run_alerts() -> None:
-    """Run by beat every 5 seconds on `maintenance`: raise the alerts due, send and retry their sends."""
-    run_alert_job()
+    """Run by beat every 5 seconds: alerts for circuit transitions, reminders; send and retry sends."""
+    alert_jobs.run_alerts()
+
+
+@shared_task(ignore_result=True)
+def check_backlogs() -> None:
+    """Run by beat every 30 seconds: a backlog_stale alert where a destination's backlog went stale."""
+    alert_jobs.check_backlogs()

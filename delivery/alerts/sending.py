@@ -52,7 +52,11 @@ def send_claimed(*, sends: list[AlertSend]) -> int:
     """Send each claimed send on its channel and record the outcome; returns how many went out."""
     sent = 0
     for send in sends:
-        error = SENDERS[AlertChannel(send.channel)](send.alert)
+        try:
+            error = SENDERS[AlertChannel(send.channel)](send.alert)
+        except Exception as unexpected:  # a bug must not leave the send held: record it, retry later
+            logger.exception("alert %s: sending by %s failed unexpectedly", send.alert_id, send.channel)
+            error = f"not sent: {unexpected.__class__.__name__}: {unexpected}"
         sent += record_outcome(send=send, error=error, now=timezone.now())
     return sent
 

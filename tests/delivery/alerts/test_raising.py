@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from delivery.alert_models import Alert, AlertChannel, AlertCondition, AlertEpisode, AlertEvent, AlertSend
-from delivery.alerts.job import run_alerts
+from delivery.alerts.job import check_backlogs, run_alerts
 from delivery.alerts.raising import raise_backlog_alerts, raise_transition_alerts
 from destinations.models import ChangeAction, ChangeSource, ConfigChange
 from tests.delivery.alerts.conftest import transition
@@ -92,21 +92,25 @@ def test_a_transition_another_job_holds_is_left_to_it(quiet_channels, failing_de
 
 @pytest.mark.django_db(transaction=True)
 def test_two_jobs_at_once_raise_exactly_one_alert_per_transition(quiet_channels):
-    # Given 12 transitions over 4 destinations
+    # Given 12 transitions over 4 destinations, each with a stale backlog
     destinations = [DestinationFactory() for _ in range(4)]
     for destination in destinations:
         transition(destination, ChangeAction.CIRCUIT_OPENED)
         transition(destination, ChangeAction.CIRCUIT_CLOSED)
         transition(destination, ChangeAction.CIRCUIT_OPENED)
+        an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+        pending_device(destination, f"dev-{destination.pk}", pending_since=an_hour_ago)
 
     # When two jobs run at the same moment, three times over
     for _ in range(3):
         _run_together(jobs=2)
 
-    # Then each transition has exactly one alert
-    per_change = Alert.objects.values_list("config_change_id", flat=True)
+    # Then each transition has exactly one alert, each stale backlog one
+    per_change = Alert.objects.exclude(config_change=None).values_list("config_change_id", flat=True)
     assert sorted(per_change) == sorted(ConfigChange.objects.values_list("id", flat=True))
-    assert Alert.objects.count() == 12
+    assert Alert.objects.exclude(config_change=None).count() == 12
+    stale = Alert.objects.filter(event=AlertEvent.BACKLOG_STALE).values_list("destination_id", flat=True)
+    assert sorted(stale) == sorted(destination.pk for destination in destinations)
 
 
 def _run_together(*, jobs: int) -> None:
@@ -116,6 +120,7 @@ def _run_together(*, jobs: int) -> None:
     def job() -> None:
         try:
             barrier.wait(10)
+            check_backlogs()
             run_alerts()
         except BaseException as error:
             errors.append(error)

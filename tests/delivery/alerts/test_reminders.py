@@ -8,7 +8,7 @@ import pytest
 import time_machine
 
 from delivery.alert_models import Alert, AlertEvent
-from delivery.alerts.job import run_alerts
+from delivery.alerts.job import check_backlogs, run_alerts
 from delivery.models import DestinationDevice
 from destinations.models import ChangeAction
 from tests.delivery.alerts.conftest import transition
@@ -23,6 +23,11 @@ T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 def clock(quiet_channels):
     with time_machine.travel(T0, tick=False) as traveller:
         yield traveller
+
+
+def _both_jobs() -> None:
+    check_backlogs()
+    run_alerts()
 
 
 def _reminders(event: str) -> list[Alert]:
@@ -89,12 +94,12 @@ def test_the_remind_interval_is_a_setting(clock, failing_destination, settings):
 def test_a_stale_backlog_is_reminded_while_it_stays_stale(clock, failing_destination):
     # Given a backlog stale at T0 (its oldest device pending since 20 minutes before)
     device = pending_device(failing_destination, "dev-1", pending_since=T0 - dt.timedelta(minutes=20))
-    run_alerts()
+    _both_jobs()
     assert Alert.objects.filter(event=AlertEvent.BACKLOG_STALE, is_reminder=False).count() == 1
 
     # When it stays stale for 6 h: one reminder, saying since when and how old it is now
     clock.move_to(T0 + dt.timedelta(hours=6))
-    run_alerts()
+    _both_jobs()
     [reminder] = _reminders(AlertEvent.BACKLOG_STALE)
     assert reminder.detail.startswith(
         "reminder: the backlog is still stale, since 2026-11-30T08:00:00Z (6.0 h): 1 devices pending; "
@@ -104,9 +109,9 @@ def test_a_stale_backlog_is_reminded_while_it_stays_stale(clock, failing_destina
     # When it drains, no more reminders; stale again later: a new alert, not a reminder
     DestinationDevice.objects.filter(pk=device.pk).update(pending_since=None)
     clock.move_to(T0 + dt.timedelta(hours=12))
-    run_alerts()
+    _both_jobs()
     assert len(_reminders(AlertEvent.BACKLOG_STALE)) == 1
     DestinationDevice.objects.filter(pk=device.pk).update(pending_since=T0 + dt.timedelta(hours=11))
-    run_alerts()
+    _both_jobs()
     assert Alert.objects.filter(event=AlertEvent.BACKLOG_STALE, is_reminder=False).count() == 2
     assert len(_reminders(AlertEvent.BACKLOG_STALE)) == 1

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 import delivery.tasks
 from aamdest.celery import app
 from delivery.alert_models import Alert
 from destinations.models import ChangeAction
 from tests.delivery.alerts.conftest import transition
+from tests.delivery.pending_work import pending_device
 
 pytestmark = pytest.mark.django_db
 
 
-def test_beat_runs_the_alerts_every_5_seconds_on_the_maintenance_queue():
-    entry = app.conf.beat_schedule["delivery-alerts"]
+@pytest.mark.parametrize(("entry", "task", "every_s"), [
+    ("delivery-alerts", "delivery.tasks.run_alerts", 5.0),
+    ("delivery-alert-backlogs", "delivery.tasks.check_backlogs", 30.0),
+])
+def test_beat_runs_the_alert_jobs_on_the_maintenance_queue(entry, task, every_s):
+    scheduled = app.conf.beat_schedule[entry]
 
-    assert (entry["task"], entry["schedule"]) == ("delivery.tasks.run_alerts", 5.0)
-    assert app.amqp.router.route({}, "delivery.tasks.run_alerts")["queue"].name == "maintenance"
+    assert (scheduled["task"], scheduled["schedule"]) == (task, every_s)
+    assert app.amqp.router.route({}, task)["queue"].name == "maintenance"
 
 
 def test_the_task_raises_and_sends(receiver, failing_destination, mailoutbox):
@@ -28,3 +36,12 @@ def test_the_task_raises_and_sends(receiver, failing_destination, mailoutbox):
     assert Alert.objects.count() == 1
     assert len(receiver.wait_for_requests(1)) == 1
     assert len(mailoutbox) == 1
+
+
+def test_the_backlog_task_raises_backlog_stale(receiver, failing_destination):
+    pending_device(failing_destination, "dev-1", pending_since=timezone.now() - dt.timedelta(hours=1))
+
+    delivery.tasks.check_backlogs()
+    delivery.tasks.check_backlogs()
+
+    assert list(Alert.objects.values_list("event", flat=True)) == ["backlog_stale"]

@@ -118,12 +118,8 @@ def _episode(*, destination: Destination, condition: str) -> AlertEpisode:
 
 def raise_backlog_alerts(*, now: dt.datetime) -> int:
     """Raise backlog_stale for each enabled destination whose backlog just went stale; re-arm fresh ones."""
-    limit = dt.timedelta(seconds=settings.AAMDEST_ALERT_BACKLOG_AGE_S)
-    backlog = pending_backlog()
-    stale = {
-        destination_id: entry for destination_id, entry in backlog.items()
-        if entry.oldest_since is not None and entry.oldest_since <= now - limit
-    }
+    stale = {destination_id: entry for destination_id, entry in pending_backlog().items()
+             if is_stale(entry, now=now)}
     enabled = set(Destination.objects.filter(pk__in=list(stale), enabled=True).values_list("pk", flat=True))
     stale = {destination_id: entry for destination_id, entry in stale.items() if destination_id in enabled}
     # Re-arm: an episode whose backlog is fresh (or whose destination is paused) ends; one started
@@ -134,6 +130,12 @@ def raise_backlog_alerts(*, now: dt.datetime) -> int:
     for destination in Destination.objects.filter(pk__in=list(stale)).order_by("pk"):
         raised += _start_stale_episode(destination=destination, backlog=stale[destination.pk], now=now)
     return raised
+
+
+def is_stale(backlog: Backlog | None, *, now: dt.datetime) -> bool:
+    """Whether the oldest pending device has waited longer than AAMDEST_ALERT_BACKLOG_AGE_S."""
+    limit = dt.timedelta(seconds=settings.AAMDEST_ALERT_BACKLOG_AGE_S)
+    return backlog is not None and backlog.oldest_since is not None and backlog.oldest_since < now - limit
 
 
 def _start_stale_episode(*, destination: Destination, backlog: Backlog, now: dt.datetime) -> int:

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import transaction
 
 from delivery.alert_models import AlertCondition, AlertEpisode, AlertEvent
-from delivery.alerts.raising import describe_backlog, raise_alert
-from delivery.observability.stats import pending_backlog
+from delivery.alerts.raising import describe_backlog, is_stale, raise_alert
+from delivery.observability.stats import Backlog, pending_backlog
 from destinations.models import CircuitState
 
 EVENTS = {AlertCondition.CIRCUIT_OPEN: AlertEvent.CIRCUIT_OPENED,
@@ -31,16 +31,23 @@ def raise_reminders(*, now: dt.datetime) -> int:
     )
     raised = 0
     for episode in episodes.order_by("pk"):
-        if episode.condition == AlertCondition.CIRCUIT_OPEN and (
-            episode.destination.circuit_state == CircuitState.CLOSED
-        ):
-            AlertEpisode.objects.filter(pk=episode.pk, started_at=episode.started_at).update(started_at=None)
-            continue
-        raised += _remind(episode=episode, now=now)
+        if episode.condition == AlertCondition.CIRCUIT_OPEN:
+            if episode.destination.circuit_state == CircuitState.CLOSED:
+                ended = AlertEpisode.objects.filter(pk=episode.pk, started_at=episode.started_at)
+                ended.update(started_at=None)
+                continue
+            detail = _circuit_detail(episode=episode, now=now)
+        else:
+            backlog = pending_backlog(destination_ids=[episode.destination_id]).get(episode.destination_id)
+            if not is_stale(backlog, now=now) or not episode.destination.enabled:
+                continue  # drained or paused since: `check_backlogs` ends the episode
+            assert backlog is not None
+            detail = _backlog_detail(episode=episode, backlog=backlog, now=now)
+        raised += _remind(episode=episode, detail=detail, now=now)
     return raised
 
 
-def _remind(*, episode: AlertEpisode, now: dt.datetime) -> int:
+def _remind(*, episode: AlertEpisode, detail: str, now: dt.datetime) -> int:
     assert episode.started_at is not None
     with transaction.atomic():
         claimed = AlertEpisode.objects.filter(
@@ -49,16 +56,20 @@ def _remind(*, episode: AlertEpisode, now: dt.datetime) -> int:
         if not claimed:
             return 0  # another job reminded, or the episode ended
         raise_alert(event=EVENTS[AlertCondition(episode.condition)], destination=episode.destination, at=now,
-                    detail=_detail(episode=episode, now=now), now=now, is_reminder=True)
+                    detail=detail, now=now, is_reminder=True)
     return 1
 
 
-def _detail(*, episode: AlertEpisode, now: dt.datetime) -> str:
+def _since(*, episode: AlertEpisode, now: dt.datetime) -> str:
     assert episode.started_at is not None
-    since = f"{episode.started_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
     hours = (now - episode.started_at).total_seconds() / 3600
-    if episode.condition == AlertCondition.CIRCUIT_OPEN:
-        return f"reminder: the circuit is still open, since {since} ({hours:.1f} h)"
-    backlog = pending_backlog(destination_ids=[episode.destination_id]).get(episode.destination_id)
-    state = describe_backlog(backlog=backlog, now=now) if backlog and backlog.oldest_since else "no backlog"
-    return f"reminder: the backlog is still stale, since {since} ({hours:.1f} h): {state}"
+    return f"since {episode.started_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ} ({hours:.1f} h)"
+
+
+def _circuit_detail(*, episode: AlertEpisode, now: dt.datetime) -> str:
+    return f"reminder: the circuit is still open, {_since(episode=episode, now=now)}"
+
+
+def _backlog_detail(*, episode: AlertEpisode, backlog: Backlog, now: dt.datetime) -> str:
+    state = describe_backlog(backlog=backlog, now=now)
+    return f"reminder: the backlog is still stale, {_since(episode=episode, now=now)}: {state}"

@@ -115,3 +115,17 @@ def test_a_stale_backlog_is_reminded_while_it_stays_stale(clock, failing_destina
     _both_jobs()
     assert Alert.objects.filter(event=AlertEvent.BACKLOG_STALE, is_reminder=False).count() == 2
     assert len(_reminders(AlertEvent.BACKLOG_STALE)) == 1
+
+
+def test_a_backlog_drained_since_its_last_check_gets_no_reminder(clock, failing_destination):
+    # Given a stale backlog told at T0, which drained before the backlog job looked again
+    device = pending_device(failing_destination, "dev-1", pending_since=T0 - dt.timedelta(minutes=20))
+    _both_jobs()
+    DestinationDevice.objects.filter(pk=device.pk).update(pending_since=None)
+
+    # When only the 5-second job runs once a reminder would be due
+    clock.move_to(T0 + dt.timedelta(hours=6))
+    run_alerts()
+
+    # Then no reminder: the backlog is no longer stale
+    assert _reminders(AlertEvent.BACKLOG_STALE) == []

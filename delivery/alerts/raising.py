@@ -60,8 +60,11 @@ def raise_alert(*, event: str, destination: Destination, at: dt.datetime, detail
     AlertSend.objects.bulk_create(
         [AlertSend(alert=alert, channel=channel, next_try_at=now) for channel in configured_channels()]
     )
-    logger.warning("alert %s%s: destination %s (%s) at %s: %s", event, " (reminder)" if is_reminder else "",
-                   destination.pk, destination.name, at.isoformat(), detail)
+    # Logged once it commits: an alert undone with its savepoint (another job won) was never raised.
+    transaction.on_commit(lambda: logger.warning(
+        "alert %s%s: destination %s (%s) at %s: %s", event, " (reminder)" if is_reminder else "",
+        destination.pk, destination.name, at.isoformat(), detail,
+    ))
     return alert
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 
 import pytest
@@ -189,3 +190,18 @@ def test_the_backlog_age_is_a_setting(receiver, failing_destination, settings):
 
     assert raise_backlog_alerts(now=now) == 1
     assert "AAMDEST_ALERT_BACKLOG_AGE_S=30" in Alert.objects.get().detail
+
+
+def test_a_raised_alert_is_logged_once_it_commits(quiet_channels, failing_destination, caplog,
+                                                  django_capture_on_commit_callbacks):
+    transition(failing_destination, ChangeAction.CIRCUIT_OPENED)
+
+    with caplog.at_level(logging.WARNING, logger="aamdest.alerts"), django_capture_on_commit_callbacks(
+        execute=True
+    ):
+        raise_transition_alerts(now=timezone.now())
+
+    [record] = [record for record in caplog.records if record.name == "aamdest.alerts"]
+    message = record.getMessage()
+    assert message.startswith(f"alert circuit_opened: destination {failing_destination.pk} (acme) at ")
+    assert message.endswith("10 consecutive failed attempts (threshold 10); last error: HTTP 503")

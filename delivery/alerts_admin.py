@@ -55,6 +55,18 @@ class AlertAdmin(_ReadOnly, admin.ModelAdmin):
         return ", ".join(parts) or "-"
 
 
+@admin.register(AlertSend)
+class AlertSendAdmin(_ReadOnly, admin.ModelAdmin):
+    """Every alert on every channel: find the sends still pending or given up."""
+
+    list_display = ["id", "alert", "channel", "status", "attempts", "next_try_at", "sent_at"]
+    list_filter = ["status", "channel"]
+    list_select_related = ["alert"]
+    readonly_fields = ("alert", "channel", "status", "attempts", "last_error", "next_try_at", "sent_at",
+                       "created_at")
+    fields = readonly_fields
+
+
 @admin.register(AlertEpisode)
 class AlertEpisodeAdmin(_ReadOnly, admin.ModelAdmin):
     list_display = ["destination", "condition", "started_at", "last_alerted_at"]

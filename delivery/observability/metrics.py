@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count
@@ -38,6 +39,7 @@ from delivery import counters
 from delivery.models import Delivery, DeliveryStatus
 from delivery.observability import stats
 from delivery.observability.heartbeat import last_beat_tick
+from delivery.observability.worker_heartbeat import read_heartbeats
 from destinations.models import Destination
 
 LABELS = ["destination_id", "destination"]
@@ -70,6 +72,7 @@ class DeliveryLogCollector:
         if other is not None:
             yield from self._counters(destinations, other)
         yield from self._beat()
+        yield from self._workers()
 
     @staticmethod
     def _labels(destinations: dict[int, str], destination_id: int) -> list[str]:
@@ -162,6 +165,20 @@ class DeliveryLogCollector:
                                  "When the leading beat last ticked (Unix time).")
         tick.add_metric([], last)
         yield tick
+
+    def _workers(self) -> Iterator[Metric]:
+        try:
+            beats = read_heartbeats()
+        except redis.RedisError:
+            return  # as for beat: aamdest_metrics_redis_up says so
+        age = GaugeMetricFamily(
+            "aamdest_worker_heartbeat_age_seconds",
+            "Seconds since each worker last proved it can work (manage.py worker_probe); gone an hour after.",
+            labels=["worker"],
+        )
+        for beat in beats:
+            age.add_metric([beat.hostname], round(beat.age_s, 3))
+        yield age
 
 
 # Our own registry: only aamdest's metrics, not the web process's own (which says little of a fleet).

@@ -11,6 +11,7 @@ a pool busy with long flushes is not hung). So the key grows old when the worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -82,10 +83,9 @@ class Heartbeat(threading.Thread):
         """Submit a no-op to the pool unless one is still waiting; True when the worker proved alive."""
         if self._noop_ran.is_set():
             self._noop_ran.clear()
-            try:
+            # RuntimeError: the pool is shut down (warm shutdown); only progress counts from then on.
+            with contextlib.suppress(RuntimeError):
                 self.pool.apply_async(noop, args=(), kwargs={}, callback=lambda _: self._noop_ran.set())
-            except RuntimeError:  # the pool is shut down (warm shutdown): only progress counts now
-                pass
         # Waits at most one interval for the no-op: a free thread runs it at once.
         ran = self._noop_ran.wait(min(self.interval_s, 1.0))
         progress = last_progress()

@@ -1,0 +1,87 @@
+"""End to end: Redis holds only what can be rebuilt; flushed mid-run, it loses nothing (DEPLOY.md, Backups).
+
+A worker and beat run; events for many devices come in waves while the partner answers slowly,
+so that flushes, slots, guards, wake-up timers, queued tasks (with the Redis broker) and beat's
+lease are all in Redis when it is flushed. Afterwards every device must still be sent, with its
+latest state, and nothing may stay pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from django.utils import timezone
+
+from delivery.coordination import scheduling_client
+from delivery.models import Delivery, DeliveryStatus
+from delivery.observability.heartbeat import last_beat_tick
+from delivery.sending.documents import format_aam_time
+from tests.delivery.pending_work import map_segments
+from tests.e2e.steps import SEGMENT, ingest, qualify, wait_until
+from tests.e2e.test_workers import all_sent
+from tests.factories import DestinationFactory
+from tests.local_partner import Reply
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+DEVICES = 40
+WAVES = 12
+FLUSH_AFTER_WAVE = 5
+
+
+def last_wave(index: int) -> int:
+    """Devices stop changing at different waves, so that their latest states differ."""
+    return WAVES - 1 - index % 3
+
+
+def wave_events(wave: int, at: dt.datetime) -> list[dict]:
+    kind = "qualification" if wave % 2 == 0 else "disqualification"
+    return [
+        {**qualify(f"device-{index:02d}"), "type": kind, "datetime": at.isoformat()}
+        for index in range(DEVICES) if wave <= last_wave(index)
+    ]
+
+
+def latest_sent(requests) -> dict[str, list[tuple[str, str, str]]]:
+    """Each device's segments in the last document the partner accepted for it."""
+    latest: dict[str, list[tuple[str, str, str]]] = {}
+    for received in requests:
+        for user in json.loads(received.body)["Users"]:
+            segments = user["Segments"]
+            latest[user["AAM_UUID"]] = [(s["Segment_ID"], s["Status"], s["DateTime"]) for s in segments]
+    return latest
+
+
+def test_flushing_redis_mid_run_loses_nothing(celery_stack, operator_client, partner):
+    # Given a destination whose partner answers slowly: requests are in flight at any moment
+    destination = DestinationFactory(url=partner.url, max_wait_ms=200, retry_delay_ms=100,
+                                     max_users_per_request=10)
+    map_segments(destination, SEGMENT)
+    partner.script = [Reply(delay_s=0.2)]
+    base = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
+    moments = [base + dt.timedelta(seconds=wave) for wave in range(WAVES)]
+
+    # When events come in waves and Redis (with the Redis broker, the broker too) is flushed mid-run
+    for wave, at in enumerate(moments):
+        ingest(operator_client, wave_events(wave, at))
+        time.sleep(0.3)
+        if wave == FLUSH_AFTER_WAVE:
+            assert scheduling_client().keys("aamdest:*")  # there was something to lose
+            scheduling_client().flushdb()
+    flushed_at = time.monotonic()
+
+    # Then every device is sent, with its latest state, and nothing stays pending or failed
+    wait_until(lambda: all_sent(destination, devices=DEVICES), timeout_s=45, interval_s=0.2)
+    assert time.monotonic() - flushed_at < 45
+    latest = latest_sent(partner.requests)
+    for index in range(DEVICES):
+        wave = last_wave(index)
+        status = "1" if wave % 2 == 0 else "0"
+        expected = [(str(SEGMENT), status, format_aam_time(moments[wave]))]
+        assert latest[f"device-{index:02d}"] == expected, index
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    # and beat leads again: its lease and its tick were rebuilt
+    wait_until(lambda: (last_beat_tick() or 0) > time.time() - 3, timeout_s=5)

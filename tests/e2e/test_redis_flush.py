@@ -23,7 +23,8 @@ from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, wait_until
 from tests.e2e.test_workers import all_sent
 from tests.factories import DestinationFactory
-from tests.local_partner import Reply
+from tests.local_partner import Received, Reply, start_partner
+from tests.token_endpoint import token_reply
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -55,11 +56,42 @@ def latest_sent(requests) -> dict[str, list[tuple[str, str, str]]]:
     return latest
 
 
-def test_flushing_redis_mid_run_loses_nothing(celery_stack, operator_client, partner):
-    # Given a destination whose partner answers slowly: requests are in flight at any moment
+@pytest.fixture
+def token_server(local_network):
+    """An OAuth token endpoint issuing tok-1, tok-2…: a new token per fetch."""
+    server = start_partner(local_network)
+    server.responder = lambda received: token_reply(f"tok-{len(server.requests)}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oauth_partner(local_network):
+    """A second partner, behind OAuth: it accepts any token the token server issued."""
+    server = start_partner(local_network)
+
+    def answer(received: Received) -> Reply:
+        authorized = received.headers.get("Authorization", "").startswith("Bearer tok-")
+        return Reply(delay_s=0.2) if authorized else Reply(status=401)
+
+    server.responder = answer
+    yield server
+    server.stop()
+
+
+def test_flushing_redis_mid_run_loses_nothing(
+    celery_stack, operator_client, partner, token_server, oauth_partner
+):
+    # Given two destinations whose partners answer slowly (requests are in flight at any moment),
+    # one signing in with OAuth (its token cached in Redis)
     destination = DestinationFactory(url=partner.url, max_wait_ms=200, retry_delay_ms=100,
                                      max_users_per_request=10)
+    oauth = DestinationFactory(url=oauth_partner.url, max_wait_ms=200, retry_delay_ms=100,
+                               max_users_per_request=10, auth_mode="oauth2",
+                               oauth_token_url=token_server.url, oauth_client_id="aamdest",
+                               oauth_client_secret="secret")
     map_segments(destination, SEGMENT)
+    map_segments(oauth, SEGMENT)
     partner.script = [Reply(delay_s=0.2)]
     base = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
     moments = [base + dt.timedelta(seconds=wave) for wave in range(WAVES)]
@@ -73,15 +105,22 @@ def test_flushing_redis_mid_run_loses_nothing(celery_stack, operator_client, par
             scheduling_client().flushdb()
     flushed_at = time.monotonic()
 
-    # Then every device is sent, with its latest state, and nothing stays pending or failed
-    wait_until(lambda: all_sent(destination, devices=DEVICES), timeout_s=45, interval_s=0.2)
+    # Then every device is sent to both, with its latest state, and nothing stays pending or failed
+    for each in (destination, oauth):
+        wait_until(lambda: all_sent(each, devices=DEVICES), timeout_s=45, interval_s=0.2)  # noqa: B023
     assert time.monotonic() - flushed_at < 45
-    latest = latest_sent(partner.requests)
-    for index in range(DEVICES):
-        wave = last_wave(index)
-        status = "1" if wave % 2 == 0 else "0"
-        expected = [(str(SEGMENT), status, format_aam_time(moments[wave]))]
-        assert latest[f"device-{index:02d}"] == expected, index
+    accepted_with_a_token = [
+        received for received in oauth_partner.requests if "tok-" in received.headers.get("Authorization", "")
+    ]
+    for received in (partner.requests, accepted_with_a_token):
+        latest = latest_sent(received)
+        for index in range(DEVICES):
+            wave = last_wave(index)
+            status = "1" if wave % 2 == 0 else "0"
+            expected = [(str(SEGMENT), status, format_aam_time(moments[wave]))]
+            assert latest[f"device-{index:02d}"] == expected, index
     assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    # the token was fetched again once its cache was gone
+    assert len(token_server.requests) >= 2
     # and beat leads again: its lease and its tick were rebuilt
     wait_until(lambda: (last_beat_tick() or 0) > time.time() - 3, timeout_s=5)

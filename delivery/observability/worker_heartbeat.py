@@ -124,7 +124,7 @@ def read_heartbeats() -> list[WorkerBeat]:
     return [_parse(key.decode()[prefix:], raw) for key, raw in zip(keys, values, strict=True) if raw]
 
 
-def _parse(hostname: str, raw: bytes) -> WorkerBeat:
+def _parse(hostname: str, raw: bytes | str) -> WorkerBeat:
     data = json.loads(raw)
     return WorkerBeat(
         hostname=hostname, at=float(data["at"]), pid=int(data["pid"]), machine=str(data["machine"])

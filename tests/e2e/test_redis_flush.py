@@ -79,24 +79,38 @@ def oauth_partner(local_network):
     server.stop()
 
 
-def test_flushing_redis_mid_run_loses_nothing(
-    celery_stack, operator_client, partner, token_server, oauth_partner
-):
-    # Given two destinations whose partners answer slowly (requests are in flight at any moment),
-    # one signing in with OAuth (its token cached in Redis)
-    destination = DestinationFactory(url=partner.url, max_wait_ms=200, retry_delay_ms=100,
-                                     max_users_per_request=10)
+@pytest.fixture
+def destinations(partner, token_server, oauth_partner):
+    """Two destinations whose partners answer slowly (requests in flight at any moment), one with OAuth."""
+    plain = DestinationFactory(url=partner.url, max_wait_ms=200, retry_delay_ms=100, max_users_per_request=10)
     oauth = DestinationFactory(url=oauth_partner.url, max_wait_ms=200, retry_delay_ms=100,
                                max_users_per_request=10, auth_mode="oauth2",
                                oauth_token_url=token_server.url, oauth_client_id="aamdest",
                                oauth_client_secret="secret")
-    map_segments(destination, SEGMENT)
+    map_segments(plain, SEGMENT)
     map_segments(oauth, SEGMENT)
     partner.script = [Reply(delay_s=0.2)]
+    return plain, oauth
+
+
+def assert_latest_states(requests: list[Received], moments: list[dt.datetime]) -> None:
+    """Each device's last document carries the state of the last wave it was in."""
+    latest = latest_sent(requests)
+    for index in range(DEVICES):
+        wave = last_wave(index)
+        status = "1" if wave % 2 == 0 else "0"
+        expected = [(str(SEGMENT), status, format_aam_time(moments[wave]))]
+        assert latest[f"device-{index:02d}"] == expected, index
+
+
+def test_flushing_redis_mid_run_loses_nothing(
+    celery_stack, operator_client, partner, token_server, oauth_partner, destinations
+):
+    # Given the two destinations, and events that come in waves
     base = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
     moments = [base + dt.timedelta(seconds=wave) for wave in range(WAVES)]
 
-    # When events come in waves and Redis (with the Redis broker, the broker too) is flushed mid-run
+    # When Redis (with the Redis broker, the broker too) is flushed mid-run
     for wave, at in enumerate(moments):
         ingest(operator_client, wave_events(wave, at))
         time.sleep(0.3)
@@ -106,19 +120,13 @@ def test_flushing_redis_mid_run_loses_nothing(
     flushed_at = time.monotonic()
 
     # Then every device is sent to both, with its latest state, and nothing stays pending or failed
-    for each in (destination, oauth):
+    for each in destinations:
         wait_until(lambda: all_sent(each, devices=DEVICES), timeout_s=45, interval_s=0.2)  # noqa: B023
     assert time.monotonic() - flushed_at < 45
-    accepted_with_a_token = [
-        received for received in oauth_partner.requests if "tok-" in received.headers.get("Authorization", "")
-    ]
-    for received in (partner.requests, accepted_with_a_token):
-        latest = latest_sent(received)
-        for index in range(DEVICES):
-            wave = last_wave(index)
-            status = "1" if wave % 2 == 0 else "0"
-            expected = [(str(SEGMENT), status, format_aam_time(moments[wave]))]
-            assert latest[f"device-{index:02d}"] == expected, index
+    assert_latest_states(partner.requests, moments)
+    authorized = [received for received in oauth_partner.requests
+                  if "tok-" in received.headers.get("Authorization", "")]
+    assert_latest_states(authorized, moments)
     assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
     # the token was fetched again once its cache was gone
     assert len(token_server.requests) >= 2

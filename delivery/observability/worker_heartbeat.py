@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # How long a heartbeat stays readable after its worker stopped writing it: the probe and /metrics
 # can say "hung for N s" (or "dead") for that long; after it, "no heartbeat".
 HEARTBEAT_TTL_S = 3600
+# How long stopping waits for a beat under way: one wait for the no-op and one Redis write.
+STOP_WAIT_S = 3.0
 # How many worker keys /metrics reads at most.
 MAX_WORKERS_SHOWN = 1000
 
@@ -94,6 +96,8 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stopped.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout=STOP_WAIT_S)  # so that no last write follows the removal
         try:
             beat_client().delete(worker_heartbeat_key(self.hostname))
         except redis.RedisError as exc:

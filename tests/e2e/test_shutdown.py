@@ -8,6 +8,7 @@ import time
 import pytest
 
 from delivery.models import Delivery, DeliveryStatus
+from delivery.observability.worker_heartbeat import read_heartbeat
 from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, user_ids, wait_until
 from tests.factories import DestinationFactory
@@ -31,7 +32,8 @@ def test_sigterm_hands_a_delivery_waiting_for_its_retry_to_another_worker(
     delivery = wait_until(lambda: Delivery.objects.filter(attempts__number=1).first(), timeout_s=5)
     celery_stack.start_worker("second")
 
-    # When the worker holding it is told to stop
+    # When the worker holding it (beating) is told to stop
+    assert read_heartbeat("worker@e2e") is not None
     signalled_at = time.monotonic()
     took_s = celery_stack.terminate("worker", timeout_s=EXIT_WITHIN_S)
 
@@ -39,6 +41,7 @@ def test_sigterm_hands_a_delivery_waiting_for_its_retry_to_another_worker(
     assert celery_stack.processes["worker"].returncode == 0
     assert took_s < EXIT_WITHIN_S
     assert "handed back to another" in celery_stack.log("worker")
+    assert read_heartbeat("worker@e2e") is None  # a worker stopped cleanly leaves no heartbeat behind
     first, second = partner.wait_for_requests(2, timeout_s=15)
     assert second.at - signalled_at < 10  # not after the lease (15 s of wait + 10 s margin), nor the 30 s
     assert second.body == first.body and user_ids(second) == ["device"]

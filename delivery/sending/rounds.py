@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
+from delivery.coordination import scheduling_client, sending_guard_key
 from delivery.leases import RETRY_WAIT_SLICE_MS, hand_back_owned, lease_until, park_owned, renew_owned
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.progress import note_progress
@@ -168,13 +169,18 @@ def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> lis
 def hand_back(*, sendings: list[Sending]) -> list[int]:
     """Give up the deliveries this worker still owns to another worker now; return their ids.
 
-    Their lease lapses now and a `send_delivery_task` is queued for each; should that
-    be lost (or find the delivery's sending guard still held) the reaper of the next
-    tick sends it.
+    Their lease lapses now, their sending guards go (a delivery this worker owns has
+    no guard but this task's, as when the reaper takes one back), and a
+    `send_delivery_task` is queued for each; should that be lost, the reaper of the
+    next tick sends it.
     """
     handed = hand_back_owned({s.delivery.pk: s.lease for s in sendings}, now=timezone.now())
     if handed:
         logger.warning("deliveries %s: this worker is shutting down; handed back to another", handed)
+        try:
+            scheduling_client().delete(*(sending_guard_key(delivery_id) for delivery_id in handed))
+        except redis.RedisError as error:
+            logger.warning("could not drop the sending guards of %s (they expire): %s", handed, error)
         queue_sends(handed)
     return handed
 

@@ -9,10 +9,12 @@ import pytest
 from django.utils import timezone
 
 from delivery import shutdown
+from delivery.coordination import scheduling_client, sending_guard_key
 from delivery.leases import lease_until, reap_expired_deliveries
 from delivery.models import Delivery, DeliveryStatus
 from delivery.realtime import flush
 from delivery.sending import rounds
+from delivery.sending.attempts import Sending
 from tests.delivery.pending_work import SPORTS, pending_devices
 from tests.delivery.sending.claims import attempts_of, claim
 from tests.local_partner import Reply
@@ -133,3 +135,20 @@ def test_a_stopping_worker_queues_a_delivery_task_again_instead_of_sending(
 
     assert partner.requests == []
     assert queued == [delivery.pk]
+
+
+@pytest.mark.usefixtures("empty_redis")
+def test_handing_back_drops_the_sending_guard_so_the_queued_task_sends_at_once(destination, queued):
+    # Given a delivery this worker's task sends, holding its sending guard
+    owned = Delivery.objects.create(
+        destination=destination, kind="redelivery", body=b"{}", user_count=0,
+        lease_until=lease_until(destination=destination, now=timezone.now()),
+    )
+    scheduling_client().set(sending_guard_key(owned.pk), "this-task")
+
+    # When it is handed back
+    handed = rounds.hand_back(sendings=[Sending(delivery=owned, attempt_number=2, lease=owned.lease_until)])
+
+    # Then the task queued for another worker will not find the guard held
+    assert handed == queued == [owned.pk]
+    assert scheduling_client().get(sending_guard_key(owned.pk)) is None

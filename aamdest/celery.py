@@ -1,13 +1,26 @@
 """The Celery app `aamdest`: workers send, beat keeps time (CONTRACT §6)."""
 
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
+from django.conf import settings
 from django.db import close_old_connections
 from kombu import Exchange, Queue
 
 from aamdest.redaction import install_on_handlers
+from delivery.observability.worker_heartbeat import Heartbeat
+from delivery.progress import note_progress
+from delivery.shutdown import request_stop
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aamdest.settings")
 
@@ -38,6 +51,40 @@ def recycle_database_connections(task=None, **kwargs):
     if task is not None and getattr(task.request, "is_eager", False):
         return  # eager tasks run inside the caller's transaction and connection
     close_old_connections()
+
+
+@task_postrun.connect
+def note_task_ended(**kwargs: Any) -> None:
+    """A task ended: the worker's heartbeat counts it as progress (`delivery.progress`)."""
+    note_progress()
+
+
+@worker_shutting_down.connect
+def stop_claiming(**kwargs: Any) -> None:
+    """SIGTERM (warm shutdown), in the main process: the pool's loops stop claiming and hand back.
+
+    Celery then stops consuming, waits for the running tasks (each finishes its attempt in
+    flight, at most the destination's timeout, and hands back its retries) and exits.
+    """
+    request_stop()
+
+
+_heartbeats: list[Any] = []
+
+
+@worker_ready.connect
+def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+    """Prove every AAMDEST_WORKER_HEARTBEAT_S that the worker's pool runs (`manage.py worker_probe`)."""
+    interval_s = settings.AAMDEST_WORKER_HEARTBEAT_S
+    heartbeat = Heartbeat(hostname=sender.hostname, pool=sender.pool, interval_s=interval_s)
+    heartbeat.start()
+    _heartbeats.append(heartbeat)
+
+
+@worker_shutdown.connect
+def stop_heartbeat(**kwargs: Any) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()
 
 
 app.conf.beat_schedule = {

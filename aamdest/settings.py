@@ -258,6 +258,8 @@ if CELERY_WORKER_CONCURRENCY < 2 * AAMDEST_DESTINATION_CONCURRENCY:
         f"AAMDEST_WORKER_THREADS={CELERY_WORKER_CONCURRENCY} is below twice AAMDEST_DESTINATION_CONCURRENCY "
         f"({AAMDEST_DESTINATION_CONCURRENCY}): one partner timing out could hold every thread."
     )
+# How often a worker proves it can still work, in Redis (`manage.py worker_probe` reads it).
+AAMDEST_WORKER_HEARTBEAT_S = env_int("AAMDEST_WORKER_HEARTBEAT_S", 5, minimum=1, maximum=60)
 # Three queues (CONTRACT §6); a worker without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "realtime"
 CELERY_TASK_ROUTES = {

@@ -91,7 +91,7 @@ def maintenance_client() -> redis.Redis:
 
 
 def beat_client() -> redis.Redis:
-    """Beat's leader lease and heartbeat: short deadlines, so a probe or a tick never hangs on Redis."""
+    """Beat's and workers' heartbeats: short deadlines, so a probe or a tick never hangs on Redis."""
     return _client_for(settings.AAMDEST_REDIS_URL, PROBE)
 
 
@@ -140,6 +140,14 @@ def sending_guard_key(delivery_id: int) -> str:
 # The token cache's keys all start so; the cache entries are hashes, the lock and error keys strings.
 BEAT_LEADER_KEY = f"{PREFIX}:beat:leader"
 BEAT_TICK_KEY = f"{PREFIX}:beat:last-tick"
+# Every worker's heartbeat (`delivery.observability.worker_heartbeat`).
+WORKER_HEARTBEAT_PATTERN = f"{PREFIX}:worker:*"
+
+
+def worker_heartbeat_key(hostname: str) -> str:
+    """A worker's heartbeat, by its node name (`celery worker --hostname`, e.g. `celery@web-1`)."""
+    return f"{PREFIX}:worker:{hostname}"
+
 
 TOKEN_CACHE_PATTERN = f"{PREFIX}:oauth-token:*"
 

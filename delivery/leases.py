@@ -11,6 +11,8 @@ worker last wrote. The rules, all here:
   whose delivery was taken back stops instead of sending alongside the new owner;
 - checking: `lock_owned` locks the deliveries still owned before they are ended;
 - taking back: `reap_expired_deliveries` re-leases those whose worker died;
+- handing back: a worker shutting down sets the lease it owns to lapse now
+  (`hand_back_owned`), so that the next reaping takes the delivery at once;
 - parking: while its destination is paused a delivery waits unleased (`park_owned`:
   `lease_until` null, so the reaper leaves it alone), until `take_parked` leases it
   again once the destination is resumed. (A stored batch delivery is unleased too:
@@ -105,6 +107,19 @@ def reap_expired_deliveries(*, now: dt.datetime) -> list[int]:
         if still_expired.update(lease_until=renewed):
             taken.append(delivery.pk)
     return taken
+
+
+def hand_back_owned(leases: Mapping[int, dt.datetime | None], *, now: dt.datetime) -> list[int]:
+    """Let the deliveries this worker still owns be taken back at once; return their ids.
+
+    `leases`: {delivery id: the lease this worker last wrote}. Their lease is set
+    to `now`, so it has lapsed for the next reaping (or a `send_delivery` task),
+    which takes them with the usual conditional update: never two senders.
+    """
+    with transaction.atomic():
+        owned = lock_owned(leases)
+        Delivery.objects.filter(pk__in=owned).update(lease_until=now)
+    return owned
 
 
 def park_owned(leases: Mapping[int, dt.datetime | None]) -> list[int]:

@@ -42,6 +42,7 @@ from delivery.lifecycle.sweeping import sweep as run_sweep
 from delivery.realtime.claiming import find_due_destination_ids
 from delivery.realtime.flush import run_flush, send_one_delivery, take_back_expired
 from delivery.realtime.scheduling import schedule_flushes
+from delivery.shutdown import Stopping
 from destinations.models import Segment
 
 logger = logging.getLogger("aamdest.delivery")
@@ -115,14 +116,24 @@ def prune_deliveries() -> None:
 @shared_task(ignore_result=True)
 def send_batch_now(destination_id: int) -> None:
     """Cut the destination's batch now (the changes since its last cut-off) and send it (CONTRACT §5)."""
-    cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=False)
+    try:
+        cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=False)
+    except Stopping as stopping:  # the worker shuts down: another one cuts it
+        logger.warning("%s; queued again", stopping)
+        send_batch_now.delay(destination_id)
+        return
     send_stored_batch(destination_id)
 
 
 @shared_task(ignore_result=True)
 def send_due_batch(destination_id: int) -> None:
     """Cut and send the destination's scheduled batch, unless another run already did."""
-    cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=True)
+    try:
+        cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=True)
+    except Stopping as stopping:  # the worker shuts down: another one cuts it
+        logger.warning("%s; queued again", stopping)
+        send_due_batch.apply_async((destination_id,), expires=BATCH_TASK_EXPIRES_S)
+        return
     send_stored_batch(destination_id)
 
 

@@ -21,6 +21,14 @@ round of `ROUND_USERS` user objects while sending.
 
 A paused destination cuts no batch: its changes accumulate after the cut-off
 and go in the first batch after it resumes.
+
+Warm shutdown (`delivery.shutdown`): a cut in progress is abandoned (`Stopping`
+rolls its transaction back: nothing was stored, the cut-off did not move) and its
+task queued again for another worker; a drain finishes the round it posted,
+hands back what waits for a retry (`delivery.sending.rounds`), claims nothing
+more and queues `send_stored_batch` so that another worker sends the rest.
+Cutting a large batch takes minutes, longer than any stop timeout: it starts
+again rather than hold the worker.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -42,11 +51,14 @@ from delivery.models import BatchCoverage, BatchExit, Delivery, DeliveryKind, De
 from delivery.realtime.slots import holding_slot, slot_expiry_ms
 from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
 from delivery.sending.rounds import send_deliveries
+from delivery.shutdown import Stopping, is_stopping
 from destinations.models import Destination, Mapping
 
 # User objects a drain round sends at once (≈ 10 MB of documents).
 ROUND_USERS = 50_000
 MAX_ROUND_REQUESTS = 25
+# Queued by name when a shutting-down worker leaves stored deliveries: this stage is below the tasks.
+DRAIN_TASK = "delivery.tasks.send_stored_batch"
 # How long a cut waits for ingestions in progress to commit before it gives up (a later run retries).
 CUTOFF_LOCK_TIMEOUT = "60s"
 
@@ -128,6 +140,8 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
         devices = read_batch_devices(after=after, until=until, changed_segments=changed, full_segments=full,
                                      dpid=destination.user_dpid, now=now)
         for device in devices:
+            if is_stopping():
+                raise Stopping(f"the cut of destination {destination_id}'s batch is abandoned")
             writer.add(users_of(device, values=values))
         _add_exits(destination=destination, writer=writer, segments=set(changed), values=values)
         writer.finish()
@@ -233,17 +247,21 @@ def drain_stored_batch(*, destination_id: int) -> None:
         if renew is None:
             return  # real-time flushes hold every slot: beat's next check sends them
         send_batch_deliveries(destination=destination, keep_slot=renew)
+    if is_stopping() and not current_app.conf.task_always_eager:
+        current_app.tasks[DRAIN_TASK].delay(destination_id)  # this worker stops: another sends the rest
 
 
 def send_batch_deliveries(*, destination: Destination, keep_slot: Callable[[], bool] | None = None) -> int:
-    """Send the destination's stored batch deliveries until none is left or it is paused; return how many.
+    """Send the destination's stored batch deliveries until none is left, it is paused or the worker stops.
+
+    Returns how many were sent.
 
     `keep_slot` runs after each round: it renews the caller's concurrency slot, and
     returns False when the slot was lost, which stops the drain (the next one sends the rest).
     """
     count = max(1, min(MAX_ROUND_REQUESTS, ROUND_USERS // destination.max_users_per_request))
     sent = 0
-    while destination.enabled:
+    while destination.enabled and not is_stopping():
         deliveries = claim_batch_deliveries(destination=destination, now=timezone.now(), count=count)
         if not deliveries:
             break

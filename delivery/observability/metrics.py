@@ -26,6 +26,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count
@@ -41,6 +42,7 @@ from delivery.alert_models import Alert, AlertChannel, AlertEvent, AlertSend, Al
 from delivery.models import Delivery, DeliveryStatus
 from delivery.observability import stats
 from delivery.observability.heartbeat import last_beat_tick
+from delivery.observability.worker_heartbeat import read_heartbeats
 from destinations.models import Destination
 
 LABELS = ["destination_id", "destination"]
@@ -74,6 +76,7 @@ class DeliveryLogCollector:
             yield from self._counters(destinations, other)
         yield from self._beat()
         yield from self._alerts()
+        yield from self._workers()
 
     @staticmethod
     def _labels(destinations: dict[int, str], destination_id: int) -> list[str]:
@@ -166,6 +169,19 @@ class DeliveryLogCollector:
         tick.add_metric([], last)
         yield tick
 
+    def _workers(self) -> Iterator[Metric]:
+        try:
+            beats = read_heartbeats()
+        except redis.RedisError:
+            return  # as for beat: aamdest_metrics_redis_up says so
+        age = GaugeMetricFamily(
+            "aamdest_worker_heartbeat_age_seconds",
+            "Seconds since each worker last proved it can work (manage.py worker_probe); gone an hour after.",
+            labels=["worker"],
+        )
+        for beat in beats:
+            age.add_metric([beat.hostname], round(beat.age_s, 3))
+        yield age
 
     def _alerts(self) -> Iterator[Metric]:
         raised = CounterMetricFamily("aamdest_alerts", "Alerts raised (reminders included), by event.",

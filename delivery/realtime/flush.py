@@ -34,6 +34,9 @@ Redeliveries and deliveries taken back from dead workers skip 1-6:
 `send_one_delivery` sends them (steps 7-11) one task at a time. While the
 destination is paused they, like a retry it was paused before, wait unleased
 (`delivery.leases.park_owned`) until the tick after its resume leases them again.
+
+Warm shutdown (`delivery.shutdown`): a flush claims nothing more and queues a
+flush for another worker; a delivery task not yet sending queues itself again.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from delivery.models import Delivery
 from delivery.realtime.claiming import claim_due_requests
 from delivery.realtime.scheduling import mark_flush_started, schedule_flushes, schedule_wakeup
 from delivery.realtime.slots import holding_slot, slot_expiry_ms
-from delivery.sending.rounds import send_deliveries, send_delivery
+from delivery.sending.rounds import queue_sends, send_deliveries, send_delivery
+from delivery.shutdown import is_stopping
 from destinations.models import Destination
 
 logger = logging.getLogger("aamdest.delivery")
@@ -67,15 +71,19 @@ def run_flush(*, destination_id: int) -> None:
     destination = Destination.objects.filter(pk=destination_id).first()
     if destination is None:
         return
-    with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
-        if renew is None:
-            return  # every slot is held: the holders drain the destination and look again when done
-        send_due_requests(
-            destination=destination,
-            max_requests=CLAIM_MAX_REQUESTS,
-            keep_slot=renew,
-            call_help=lambda: schedule_flushes({destination_id}),
-        )
+    if not is_stopping():
+        with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
+            if renew is None:
+                return  # every slot is held: the holders drain the destination and look again when done
+            send_due_requests(
+                destination=destination,
+                max_requests=CLAIM_MAX_REQUESTS,
+                keep_slot=renew,
+                call_help=lambda: schedule_flushes({destination_id}),
+            )
+    if is_stopping():
+        schedule_flushes({destination_id})  # this worker is shutting down: another one goes on
+        return
     schedule_wakeup(destination)
 
 
@@ -95,7 +103,7 @@ def send_due_requests(
     take effect between claims.
     """
     sent = 0
-    while True:
+    while not is_stopping():
         now = timezone.now()
         deliveries = claim_due_requests(destination=destination, now=now, max_requests=max_requests)
         if not deliveries:
@@ -111,6 +119,7 @@ def send_due_requests(
             destination.refresh_from_db()
         except Destination.DoesNotExist:
             return sent
+    return sent
 
 
 def send_one_delivery(*, delivery_id: int) -> None:
@@ -119,6 +128,9 @@ def send_one_delivery(*, delivery_id: int) -> None:
     One task at a time per delivery: a duplicate task (the reaper and a redelivery
     racing, a broker redelivery) returns at once instead of sending alongside.
     """
+    if is_stopping():
+        queue_sends([delivery_id])  # this worker is shutting down: another one sends it
+        return
     delivery = Delivery.objects.filter(pk=delivery_id).select_related("destination").first()
     if delivery is None:
         return

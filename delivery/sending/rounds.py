@@ -10,25 +10,35 @@ Ownership: a worker owns a pending delivery while `lease_until` holds the value
 it last wrote. Each round renews the lease conditionally on that value, so a
 worker whose lease was taken by the reaper (`delivery.leases.reap_expired_deliveries`)
 stops instead of sending the same document alongside the new owner.
+
+Warm shutdown (`delivery.shutdown`): an attempt already posted finishes and is
+recorded; a delivery that would wait for its retry is handed back instead
+(`delivery.leases.hand_back_owned`, and a `send_delivery_task` queued for it), so
+that another worker sends it within seconds rather than after its lease.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 import uuid
 
+import redis
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
-from delivery.leases import RETRY_WAIT_SLICE_MS, lease_until, park_owned, renew_owned
+from delivery.coordination import scheduling_client, sending_guard_key
+from delivery.leases import RETRY_WAIT_SLICE_MS, hand_back_owned, lease_until, park_owned, renew_owned
 from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
+from delivery.progress import note_progress
 from delivery.sending.attempts import Sending, make_attempts, record_attempts
 from delivery.sending.documents import ACTIVE, SegmentStatus, UserObject, build_document
 from delivery.sending.ending import end_deliveries
 from delivery.sending.http import HttpResult
 from delivery.sending.retry import should_retry
+from delivery.shutdown import is_stopping, wait_unless_stopping
 from destinations.models import Destination, Mapping
 
 # Re-read before each retry, so that a retry is signed with the keys in force.
@@ -37,6 +47,8 @@ AUTH_FIELDS = [
     "oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_scope", "oauth_client_auth",
 ]
 SAMPLE_SEGMENT_ID = "1"
+# Queued by name for a delivery handed back at shutdown: this stage does not import the tasks above it.
+SEND_TASK = "delivery.tasks.send_delivery_task"
 
 logger = logging.getLogger("aamdest.delivery")
 
@@ -101,6 +113,7 @@ def _send_rounds(
         with transaction.atomic():
             record_attempts(destination=destination, sendings=sendings, results=results)
             end_deliveries(destination=destination, ended=ended)
+        note_progress()
         sendings = _prepare_retries(destination=destination, sendings=retries)
 
 
@@ -138,15 +151,49 @@ def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> lis
 
     A lease covers one slice (see `lease_until`), so a worker that dies while
     waiting loses its deliveries to the reaper within 60 s whatever the delay.
+    A worker shutting down stops waiting and hands them back (`hand_back`).
     """
     remaining_ms = destination.retry_delay_ms
-    while sendings and remaining_ms > 0:
+    while sendings and (remaining_ms > 0 or is_stopping()):
         slice_ms = min(remaining_ms, RETRY_WAIT_SLICE_MS)
-        time.sleep(slice_ms / 1000)
+        if wait_unless_stopping(slice_ms / 1000):
+            hand_back(sendings=sendings)
+            return []
+        note_progress()
         remaining_ms -= slice_ms
         if remaining_ms > 0:
             sendings = _renew_leases(destination=destination, sendings=sendings)
     return sendings
+
+
+def hand_back(*, sendings: list[Sending]) -> list[int]:
+    """Give up the deliveries this worker still owns to another worker now; return their ids.
+
+    Their lease lapses now, their sending guards go (a delivery this worker owns has
+    no guard but this task's, as when the reaper takes one back), and a
+    `send_delivery_task` is queued for each; should that be lost, the reaper of the
+    next tick sends it.
+    """
+    handed = hand_back_owned({s.delivery.pk: s.lease for s in sendings}, now=timezone.now())
+    if handed:
+        logger.warning("deliveries %s: this worker is shutting down; handed back to another", handed)
+        try:
+            scheduling_client().delete(*(sending_guard_key(delivery_id) for delivery_id in handed))
+        except redis.RedisError as error:
+            logger.warning("could not drop the sending guards of %s (they expire): %s", handed, error)
+        queue_sends(handed)
+    return handed
+
+
+def queue_sends(delivery_ids: list[int]) -> None:
+    """Queue a `send_delivery_task` per delivery, for another worker. Logs a broker error, never raises."""
+    if current_app.conf.task_always_eager:
+        return  # no other worker: beat's tick (or the test) sends them
+    try:
+        for delivery_id in delivery_ids:
+            current_app.tasks[SEND_TASK].delay(delivery_id)
+    except (KombuError, redis.RedisError, OSError) as error:
+        logger.warning("could not queue deliveries %s (the tick's reaper will): %s", delivery_ids, error)
 
 
 def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:

@@ -57,13 +57,13 @@ class CeleryStack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start_worker(
-        self, name: str = "worker", *, wait: bool = True, plain: bool = False
+        self, name: str = "worker", *, wait: bool = True, plain: bool = False, extra: tuple[str, ...] = ()
     ) -> subprocess.Popen:
         """A worker; `plain` starts it as an operator would, with no pool, concurrency or queue flag."""
         pool = [] if plain else ["--pool", "threads", "--concurrency", "8"]
         args = [
             "worker", *pool, "--hostname", f"{name}@e2e",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO", *extra,
         ]
         process = self._start(name, args)
         if wait:
@@ -101,6 +101,17 @@ class CeleryStack:
         process = self.processes[name]
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+    def terminate(self, name: str, *, timeout_s: float) -> float:
+        """SIGTERM, as an orchestrator stopping the process; return how long it took to exit."""
+        process = self.processes[name]
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{name} still runs {timeout_s}s after SIGTERM:\n{self.log(name)[-3000:]}")
+        return time.monotonic() - started
 
     def stop_all(self) -> None:
         for name, process in self.processes.items():

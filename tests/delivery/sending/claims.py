@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from django.utils import timezone
 
@@ -24,3 +25,13 @@ def claim(destination: Destination, count: int = 1) -> list[Delivery]:
 
 def attempts_of(delivery: Delivery) -> list[tuple[int, int | None, str | None]]:
     return list(delivery.attempts.order_by("number").values_list("number", "status_code", "reason"))
+
+
+def waiting_with(during_wait: Callable[[float], object]) -> Callable[[float], bool]:
+    """A stand-in for `rounds.wait_unless_stopping` that runs `during_wait(seconds)` and is never stopped."""
+
+    def wait(seconds: float) -> bool:
+        during_wait(seconds)
+        return False
+
+    return wait

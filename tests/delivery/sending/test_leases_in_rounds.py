@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
-import types
 
 import pytest
 from django.utils import timezone
@@ -14,7 +12,7 @@ from delivery.models import Delivery, DeliveryStatus
 from delivery.sending import rounds as sending
 from delivery.sending.attempts import Sending
 from delivery.sending.rounds import send_deliveries
-from tests.delivery.sending.claims import attempts_of, claim
+from tests.delivery.sending.claims import attempts_of, claim, waiting_with
 from tests.local_partner import Reply
 
 pytestmark = pytest.mark.django_db
@@ -27,8 +25,7 @@ def test_a_worker_whose_lease_was_taken_over_makes_no_retry(partner, destination
     def reaper_takes_over_while_waiting(seconds: float) -> None:
         Delivery.objects.filter(pk=delivery.pk).update(lease_until=timezone.now() + dt.timedelta(minutes=1))
 
-    monkeypatch.setattr(sending, "time", types.SimpleNamespace(sleep=reaper_takes_over_while_waiting,
-                                                                monotonic=time.monotonic))
+    monkeypatch.setattr(sending, "wait_unless_stopping", waiting_with(reaper_takes_over_while_waiting))
     send_deliveries(destination=destination, deliveries=[delivery])
 
     assert len(partner.requests) == 1
@@ -50,7 +47,7 @@ def test_a_long_retry_wait_is_slept_in_slices_renewing_the_lease(partner, destin
         slept.append(seconds)
         leases.append(Delivery.objects.get(pk=delivery.pk).lease_until)
 
-    monkeypatch.setattr(sending, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    monkeypatch.setattr(sending, "wait_unless_stopping", waiting_with(sleep))
 
     # When the first attempt fails and the 40 s wait passes
     send_deliveries(destination=destination, deliveries=[delivery])

@@ -14,6 +14,7 @@ from delivery.realtime.flush import send_one_delivery
 from delivery.sending import rounds
 from destinations.models import ChangeSource, Destination
 from destinations.services import pause_destination, resume_destination
+from tests.delivery.sending.claims import waiting_with
 from tests.factories import DestinationFactory
 from tests.local_partner import Reply
 
@@ -105,7 +106,8 @@ def test_a_retry_waiting_when_the_destination_is_paused_waits_for_the_resume(
         destination=destination, kind="realtime", body=b"{}", user_count=0,
         lease_until=lease_until(destination=destination, now=timezone.now()),
     )
-    monkeypatch.setattr(rounds.time, "sleep", lambda _: set_enabled(destination, False))
+    pause = waiting_with(lambda _: set_enabled(destination, False))
+    monkeypatch.setattr(rounds, "wait_unless_stopping", pause)
 
     # When it is sent
     rounds.send_deliveries(destination=destination, deliveries=[delivery])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import types
 
 import pytest
 
@@ -11,7 +10,7 @@ from delivery.sending import rounds as sending
 from delivery.sending.rounds import send_deliveries
 from destinations.models import Destination
 from destinations.signing import sign_body
-from tests.delivery.sending.claims import KEY, claim
+from tests.delivery.sending.claims import KEY, claim, waiting_with
 from tests.local_partner import Reply
 
 pytestmark = pytest.mark.django_db
@@ -41,8 +40,7 @@ def test_a_retry_is_signed_with_the_keys_in_force(partner, destination, monkeypa
         Destination.objects.filter(pk=destination.pk).update(new_signing_key="next-key")
         time.sleep(seconds)
 
-    monkeypatch.setattr(sending, "time", types.SimpleNamespace(sleep=rotate_keys_while_waiting,
-                                                                monotonic=time.monotonic))
+    monkeypatch.setattr(sending, "wait_unless_stopping", waiting_with(rotate_keys_while_waiting))
     send_deliveries(destination=destination, deliveries=[delivery])
 
     first, second = partner.requests

@@ -263,6 +263,7 @@ CELERY_TASK_ROUTES = {
     "delivery.tasks.flush_destination": {"queue": "realtime"},
     "delivery.tasks.send_delivery_task": {"queue": "realtime"},
     "delivery.tasks.tick": {"queue": "realtime"},
+    "delivery.tasks.probe_circuit": {"queue": "realtime"},
     "delivery.tasks.start_due_batches": {"queue": "batch"},
     "delivery.tasks.send_batch_now": {"queue": "batch"},
     "delivery.tasks.send_due_batch": {"queue": "batch"},

@@ -57,10 +57,7 @@ def claim_due_requests(
     `probe`: the circuit's probe, which claims whatever is pending, oldest first, however
     open the circuit.
     """
-    if not (destination.enabled and destination.realtime) or max_requests < 1:
-        return []
-    circuit.refresh_circuit(destination)
-    if not probe and circuit.is_blocked(destination, now=now):
+    if not _may_claim(destination=destination, now=now, max_requests=max_requests, probe=probe):
         return []
     limit = destination.max_users_per_request
     with transaction.atomic():
@@ -83,13 +80,17 @@ def claim_due_requests(
             send_partial=is_due_by_time,
         )
         _clear_pending_marks(
-            [
-                destination_device.pk
-                for destination_device in destination_devices
-                if not users_by_device[destination_device.device_id]
-            ]
+            [dd.pk for dd in destination_devices if not users_by_device[dd.device_id]]
         )
         return _record_deliveries(destination=destination, planned=planned, now=now)
+
+
+def _may_claim(*, destination: Destination, now: dt.datetime, max_requests: int, probe: bool) -> bool:
+    """Enabled, real-time, and its circuit closed and not held (re-read: another worker may open it)."""
+    if not (destination.enabled and destination.realtime) or max_requests < 1:
+        return False
+    circuit.refresh_circuit(destination)
+    return probe or not circuit.is_blocked(destination, now=now)
 
 
 def _lock_pending_destination_devices(

@@ -68,7 +68,10 @@ def count_round(
     count = circuit.count_round(destination=destination, results=[r for _, r in counted],
                                 last_error=last_error, now=now)
     if count.opened:
-        streak = streak_of(destination=destination, count=destination.consecutive_failures)
+        # The streak's deliveries: at most one per failed attempt of it (a breaker just turned on
+        # after a long failing spell does not replay it all: redeliver those by hand).
+        attempts = min(destination.consecutive_failures, destination.circuit_failure_threshold + len(counted))
+        streak = streak_of(destination=destination, count=attempts)
         resend_later(destination=destination, delivery_ids=streak)
     elif count.is_open and failed:
         resend_later(destination=destination, delivery_ids=failed)
@@ -106,9 +109,12 @@ def resend_later(*, destination: Destination, delivery_ids: list[int]) -> None:
 def _mark_pending_again(*, destination: Destination, delivery: Delivery) -> None:
     aam_uuids = list(DeliveryDevice.objects.filter(delivery=delivery).values_list("aam_uuid", flat=True))
     left = _still_left(destination=destination, told=_told_left(delivery))
-    # Locked in ingestion's order (destination, device), as every writer of these rows.
+    # Locked in ingestion's order (destination, device), as every writer of these rows. A row locked
+    # by another writer is skipped, not waited for (this round holds the destination's row, which
+    # such a writer may be waiting for): that writer is claiming the device, ending the request that
+    # holds it, or marking it pending, so the device goes out in its latest state either way.
     rows = list(
-        DestinationDevice.objects.select_for_update()
+        DestinationDevice.objects.select_for_update(skip_locked=True)
         .filter(destination=destination, device_id__in=aam_uuids)
         .order_by("destination_id", "device_id")
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from django.utils import timezone
@@ -67,56 +68,63 @@ def circuit_actions(destination: Destination) -> list[str]:
     return list(rows.order_by("id").values_list("action", flat=True))
 
 
+FIRST = [f"first-{n:02d}" for n in range(10)]
+LATER = [f"later-{n:02d}" for n in range(10)]
+
+
+@pytest.fixture
+def fast(local_network) -> Iterator[Partner]:
+    """A second, healthy partner, for the destination beside the failing one."""
+    partner = start_partner(local_network)
+    yield partner
+    partner.stop()
+
+
+def is_in_state(destination: Destination, state: str) -> bool:
+    return Destination.objects.get(pk=destination.pk).circuit_state == state
+
+
+def live_through_the_outage(operator_client, *, failing: Destination, fast: Partner, switch: Switch) -> int:
+    """Devices change during the outage; the partner comes back before the first probe. Return the
+    attempts it got while down."""
+    ingest(operator_client, [qualify(aam_uuid) for aam_uuid in FIRST])
+    wait_until(lambda: is_in_state(failing, CircuitState.OPEN), timeout_s=15)
+    opened_at = time.monotonic()
+    # More change while it is open: new devices, and five of the first leave the segment
+    fast_count = len(fast.requests)
+    sent_at = ingest(operator_client, [*(qualify(a) for a in LATER), *(disqualify(a) for a in FIRST[:5])])
+    # The fast destination is not slowed by the failing one: its requests leave within max_wait + 1 s
+    fast.wait_for_requests(fast_count + 1, timeout_s=5)
+    assert fast.requests[fast_count].at - sent_at < 0.2 + 1.0
+    # The partner comes back 25 s after the opening, before the first probe (30 s)
+    time.sleep(max(0.0, opened_at + 25 - time.monotonic()))
+    with switch.lock:
+        switch.is_down = False
+        return len(switch.while_down)
+
+
 def test_an_outage_opens_the_circuit_a_probe_closes_it_and_nothing_is_lost(
-    celery_stack, operator_client, partner, local_network
+    celery_stack, operator_client, partner, fast
 ):
     # Given a failing partner (down) and a fast one beside it, both mapped to SEGMENT
     switch = Switch(partner)
-    fast = start_partner(local_network)
-    try:
-        failing = DestinationFactory(url=partner.url, max_wait_ms=200, max_retries=1, retry_delay_ms=100,
-                                     max_users_per_request=5, circuit_failure_threshold=THRESHOLD)
-        quick = DestinationFactory(url=fast.url, max_wait_ms=200)
-        map_segments(failing, SEGMENT)
-        map_segments(quick, SEGMENT)
-        first = [f"first-{n:02d}" for n in range(10)]
-        later = [f"later-{n:02d}" for n in range(10)]
+    failing = DestinationFactory(url=partner.url, max_wait_ms=200, max_retries=1, retry_delay_ms=100,
+                                 max_users_per_request=5, circuit_failure_threshold=THRESHOLD)
+    map_segments(failing, SEGMENT)
+    map_segments(DestinationFactory(url=fast.url, max_wait_ms=200), SEGMENT)
 
-        # When devices qualify during the outage: the circuit opens after THRESHOLD failed attempts
-        ingest(operator_client, [qualify(aam_uuid) for aam_uuid in first])
-        wait_until(lambda: Destination.objects.get(pk=failing.pk).circuit_state == CircuitState.OPEN,
-                   timeout_s=15)
-        opened_at = time.monotonic()
-        # More change while it is open: new devices, and five of the first leave the segment
-        fast_count = len(fast.requests)
-        sent_at = ingest(operator_client, [*(qualify(a) for a in later), *(disqualify(a) for a in first[:5])])
-        # The fast destination is not slowed by the failing one: its requests leave within max_wait + 1 s
-        fast.wait_for_requests(fast_count + 1, timeout_s=5)
-        assert fast.requests[fast_count].at - sent_at < 0.2 + 1.0
-        # The partner comes back before the first probe (30 s after the opening)
-        time.sleep(max(0.0, opened_at + 25 - time.monotonic()))
-        attempts_while_down = len(switch.while_down)
-        with switch.lock:
-            switch.is_down = False
-        wait_until(lambda: Destination.objects.get(pk=failing.pk).circuit_state == CircuitState.CLOSED,
-                   timeout_s=15)
+    # When devices change during an outage that ends before the first probe
+    attempts_while_down = live_through_the_outage(operator_client, failing=failing, fast=fast, switch=switch)
 
-        # Then every device arrives with its latest state, nothing lost
-        def caught_up() -> bool:
-            states = delivered_states_of_successes(partner, switch)
-            return all(a in states for a in [*first, *later]) and all(
-                states[a][-1] == "0" for a in first[:5]
-            )
-
-        wait_until(caught_up, timeout_s=30, interval_s=0.2)
-    finally:
-        fast.stop()
-
+    # Then the probe closes the circuit, and every device arrives once, in its latest state
+    wait_until(lambda: is_in_state(failing, CircuitState.CLOSED), timeout_s=15)
+    everyone = [*FIRST, *LATER]
+    wait_until(lambda: set(everyone) <= set(delivered_states_of_successes(partner, switch)), timeout_s=30)
+    states = delivered_states_of_successes(partner, switch)
+    assert all(states[a] == ["0"] for a in FIRST[:5])
+    assert all(states[a] == ["1"] for a in [*FIRST[5:], *LATER])
     # During the outage aamdest made THRESHOLD attempts (and no probe: the first came after it)
     assert attempts_while_down == THRESHOLD
-    states = delivered_states_of_successes(partner, switch)
-    assert all(states[a][-1] == "0" for a in first[:5])
-    assert all(states[a] == ["1"] for a in [*first[5:], *later])
     # One opening and one closing in the change log (the alerts are made from them)
     assert circuit_actions(failing) == ["circuit_opened", "circuit_closed"]
     failed = Delivery.objects.filter(destination=failing, status=DeliveryStatus.FAILED).count()

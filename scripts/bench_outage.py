@@ -165,7 +165,7 @@ def main() -> None:
 
     certificates = write_certificates(directory)
     env["AAMDEST_CA_BUNDLE"] = str(certificates.ca_file)
-    os.environ.update(env)
+    os.environ.update(env, DJANGO_SETTINGS_MODULE="aamdest.settings")
     import django
 
     django.setup()

@@ -262,19 +262,14 @@ if CELERY_WORKER_CONCURRENCY < 2 * AAMDEST_DESTINATION_CONCURRENCY:
 AAMDEST_WORKER_HEARTBEAT_S = env_int("AAMDEST_WORKER_HEARTBEAT_S", 5, minimum=1, maximum=60)
 # Three queues (CONTRACT §6); a worker without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "realtime"
+_TASKS_BY_QUEUE = {
+    "realtime": ("flush_destination", "send_delivery_task", "tick", "probe_circuit"),
+    "batch": ("start_due_batches", "send_batch_now", "send_due_batch", "send_stored_batch"),
+    "maintenance": ("sweep", "erase_devices", "prune_deliveries", "apply_segment_ttl_change",
+                    "run_alerts", "check_backlogs"),
+}
 CELERY_TASK_ROUTES = {
-    "delivery.tasks.flush_destination": {"queue": "realtime"},
-    "delivery.tasks.send_delivery_task": {"queue": "realtime"},
-    "delivery.tasks.tick": {"queue": "realtime"},
-    "delivery.tasks.start_due_batches": {"queue": "batch"},
-    "delivery.tasks.send_batch_now": {"queue": "batch"},
-    "delivery.tasks.send_due_batch": {"queue": "batch"},
-    "delivery.tasks.send_stored_batch": {"queue": "batch"},
-    "delivery.tasks.sweep": {"queue": "maintenance"},
-    "delivery.tasks.erase_devices": {"queue": "maintenance"},
-    "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
-    "delivery.tasks.apply_segment_ttl_change": {"queue": "maintenance"},
-    **dict.fromkeys(("delivery.tasks.run_alerts", "delivery.tasks.check_backlogs"), {"queue": "maintenance"}),
+    f"delivery.tasks.{task}": {"queue": queue} for queue, tasks in _TASKS_BY_QUEUE.items() for task in tasks
 }
 
 AAMDEST_ENCRYPTION_KEYS = env_fernet_keys("AAMDEST_ENCRYPTION_KEYS", debug=DEBUG, secret_key=SECRET_KEY)

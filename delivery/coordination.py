@@ -122,6 +122,11 @@ def slots_key(destination_id: int) -> str:
     return f"{PREFIX}:slots:{destination_id}"
 
 
+def ramp_key(destination_id: int) -> str:
+    """When the destination's circuit last closed (Redis time, ms), while its ramp lasts (slots)."""
+    return f"{PREFIX}:ramp:{destination_id}"
+
+
 def flush_queued_key(destination_id: int) -> str:
     """Set while a flush of the destination is queued and not yet started."""
     return f"{PREFIX}:flush-queued:{destination_id}"

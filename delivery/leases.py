@@ -25,10 +25,10 @@ import datetime as dt
 from collections.abc import Mapping
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from delivery.models import Delivery, DeliveryKind, DeliveryStatus
-from destinations.models import Destination
+from destinations.models import CircuitState, Destination
 
 # A live worker renews its lease at every attempt round; this margin covers the
 # database writes around the HTTP exchange, so only a dead worker's lease passes.
@@ -136,12 +136,16 @@ def park_owned(leases: Mapping[int, dt.datetime | None]) -> list[int]:
 def take_parked(*, now: dt.datetime) -> list[int]:
     """Lease the parked deliveries of enabled (resumed) destinations; return their ids, to be sent.
 
-    Rows locked by a concurrent taker are skipped, so two takers never lease the same delivery.
+    Not those of a destination whose circuit is open or that a Retry-After holds (CONTRACT §7):
+    they wait for the close, or the hold's end. Rows locked by a concurrent taker are skipped,
+    so two takers never lease the same delivery.
     """
+    not_held = Q(destination__hold_until__isnull=True) | Q(destination__hold_until__lte=now)
     with transaction.atomic():
         parked = (
-            Delivery.objects.filter(status=DeliveryStatus.PENDING, lease_until__isnull=True,
-                                    destination__enabled=True)
+            Delivery.objects.filter(not_held, status=DeliveryStatus.PENDING, lease_until__isnull=True,
+                                    destination__enabled=True,
+                                    destination__circuit_state=CircuitState.CLOSED)
             .exclude(kind=DeliveryKind.BATCH)
             .select_related("destination")
             .select_for_update(skip_locked=True, of=("self",))

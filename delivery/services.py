@@ -10,6 +10,11 @@ The API (`delivery.api.deliveries`), the admin (`delivery.admin`) and the consol
 
 The delivery log itself is the record of these actions: each redelivery names the delivery it
 repeats (`redelivery_of`). No configuration change is recorded, as nothing configured changes.
+
+- `close_circuit`: close a destination's open circuit by hand (CONTRACT §7); raises
+  `CircuitAlreadyClosed` (the API's 409) when it is closed. The change log records it
+  (`circuit_closed`, the operator and the door), and the destination's backlog drains
+  with the concurrency ramp, as after a probe's 200.
 The operator actions on a destination (pause, test, send the batch now…) are in
 `destinations.services`.
 """
@@ -19,15 +24,30 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import QuerySet
 
 from delivery import tasks
 from delivery.models import Delivery, DeliveryStatus
+from delivery.realtime.probing import wake_after_close
+from delivery.sending import circuit
 from delivery.sending.rounds import RedeliveryConflict, create_redelivery
 from destinations.models import Destination
 
-__all__ = ["RedeliveryConflict", "RedeliveryReport", "failed_since", "redeliver", "redeliver_failed_since"]
+__all__ = [
+    "CircuitAlreadyClosed",
+    "RedeliveryConflict",
+    "RedeliveryReport",
+    "close_circuit",
+    "failed_since",
+    "redeliver",
+    "redeliver_failed_since",
+]
+
+
+class CircuitAlreadyClosed(Exception):
+    """The destination's circuit is closed already: there is nothing to close (HTTP 409)."""
 
 
 @dataclass(frozen=True)
@@ -76,3 +96,20 @@ def failed_since(*, destination_id: int, since: dt.datetime) -> QuerySet[Deliver
         destination_id=destination_id, status=DeliveryStatus.FAILED, created_at__gte=since,
         redeliveries__isnull=True,
     ).order_by("created_at")
+
+
+def close_circuit(
+    *, destination: Destination, actor: AbstractBaseUser | AnonymousUser | None, source: str
+) -> Destination:
+    """Close `destination`'s open (or probing) circuit now, record who did it, wake its backlog.
+
+    Raises `CircuitAlreadyClosed` when it is closed; nothing is recorded then. Returns the
+    destination as it stands after the close. A probe in flight meanwhile finds the
+    circuit closed and leaves it so.
+    """
+    closed = circuit.close_circuit(destination=destination, detail="closed by hand", actor=actor,
+                                   source=source)
+    if not closed:
+        raise CircuitAlreadyClosed(f"The circuit of {destination.name} is closed already.")
+    wake_after_close(destination.pk)
+    return destination

@@ -41,11 +41,16 @@ from delivery.lifecycle.pruning import prune_delivery_log
 from delivery.lifecycle.sweeping import sweep as run_sweep
 from delivery.realtime.claiming import find_due_destination_ids
 from delivery.realtime.flush import run_flush, send_one_delivery, take_back_expired
+from delivery.realtime.probing import run_probe, wake_after_close
 from delivery.realtime.scheduling import schedule_flushes
+from delivery.sending.circuit import find_due_probe_ids, release_turned_off
 from delivery.shutdown import Stopping
 from destinations.models import Segment
 
 logger = logging.getLogger("aamdest.delivery")
+
+# A probe task not started within this many seconds is dropped: the next tick queues another.
+PROBE_TASK_EXPIRES_S = 5
 
 
 @shared_task(ignore_result=True)
@@ -61,10 +66,25 @@ def send_delivery_task(delivery_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
+def probe_circuit(destination_id: int) -> None:
+    """Probe the destination's open circuit, unless another worker does (CONTRACT §7)."""
+    run_probe(destination_id=destination_id)
+
+
+@shared_task(ignore_result=True)
 def tick() -> None:
-    """Run by beat every second: wake due destinations, re-send dead workers' and resumed deliveries."""
+    """Run by beat every second: wake due destinations, re-send dead workers' and resumed deliveries.
+
+    And the circuit breaker's clock: queue the probes that are due (the first worker to
+    take one probes, the others return), and close the circuits of destinations whose
+    breaker was turned off.
+    """
     now = timezone.now()
     schedule_flushes(find_due_destination_ids(now=now))
+    for destination_id in sorted(find_due_probe_ids(now=now)):
+        probe_circuit.apply_async((destination_id,), expires=PROBE_TASK_EXPIRES_S)
+    for destination_id in release_turned_off(now=now):
+        wake_after_close(destination_id)
     for delivery_id in take_back_expired(now=now):
         logger.warning("delivery %s: its worker stopped renewing the lease; sending it again", delivery_id)
         send_delivery_task.delay(delivery_id)

@@ -93,6 +93,7 @@ class DestinationViewSet(RecordingViewSet):
         "finish_key_rotation": _CHANGE_DESTINATION,
         "send_test": _CHANGE_DESTINATION,
         "send_batch": _CHANGE_DESTINATION,
+        "close_circuit": _CHANGE_DESTINATION,
     }
     _conflicts = {"destinations_destination_name_key": ("name", "destination with this name already exists.")}
 
@@ -177,6 +178,26 @@ class DestinationViewSet(RecordingViewSet):
             {"detail": f"The batch of {destination.name} has started."}, status=status.HTTP_202_ACCEPTED
         )
 
+
+    # ---- the circuit breaker (CONTRACT §7) ----
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(DestinationSerializer, description="Closed now; the backlog drains."),
+            409: OpenApiResponse(DetailSerializer, description="The circuit is closed already."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="close-circuit")
+    def close_circuit(self, request: Request, pk: Any = None) -> Response:
+        """Close the destination's open circuit now: its backlog drains, ramping up (operators)."""
+        destination = self.get_object()
+        try:
+            services.close_circuit(destination=destination, actor=request.user, source=ChangeSource.API)
+        except services.CircuitAlreadyClosed as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        destination.refresh_from_db()
+        return Response(self.get_serializer(destination).data)
 
 class MappingFilter(filters.FilterSet):
     # A number, not a model choice: an unknown destination filters to an empty page, not a 400.

@@ -6,6 +6,12 @@ segment, and the operator actions' services (`destinations.services`: pause,
 resume, key rotation) whichever door was used, inside the transaction that made
 the change, so that a change and its record commit or roll back together.
 
+The circuit breaker's transitions (CONTRACT §7) are recorded too, by
+`record_circuit_change`: `circuit_opened` and `circuit_closed`, once per
+transition, by aamdest itself (source `system`, actor_name "aamdest") or by the
+operator who closed it by hand, with `changes` = {"circuit_state": {"old": …,
+"new": …}, "detail": "why, in a sentence"}. The alerts are made from these rows.
+
 A record names each changed field with its old and new value, except secrets
 (`EncryptedTextField`s: signing keys, client secrets): for those it holds the
 word "changed" and nothing else. Snapshots hold a keyed digest of a secret,
@@ -24,10 +30,12 @@ from django.db import models
 from django.db.models import QuerySet
 from django.utils.crypto import salted_hmac
 
-from destinations.models import ChangeAction, ConfigChange, Destination
+from destinations.models import ChangeAction, ChangeSource, ConfigChange, Destination
 from destinations.secrets import EncryptedTextField
 
 SECRET_CHANGED = "changed"
+# The actor_name of what aamdest does by itself (ChangeSource.SYSTEM): the circuit breaker's transitions.
+SYSTEM_ACTOR = "aamdest"
 # Timestamps every save moves: recording them would make every change look alike.
 _NOT_RECORDED = frozenset({"created_at", "updated_at"})
 
@@ -115,6 +123,38 @@ def record_change(
         object_repr=str(instance)[:300],
         destination_id=_destination_id(instance),
         changes=changes,
+    )
+
+
+def record_circuit_change(
+    *,
+    destination: Destination,
+    action: str,
+    old_state: str,
+    detail: str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    source: str = ChangeSource.SYSTEM,
+) -> ConfigChange:
+    """Record a circuit transition of `destination` (`circuit_opened` or `circuit_closed`); return the row.
+
+    Call in the transaction that changed the state, once per transition. Without an
+    actor (source `system`) the row names aamdest itself; `detail` says why.
+    """
+    user = actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
+    if user is not None:
+        actor_name = user.get_username()
+    else:
+        actor_name = SYSTEM_ACTOR if source == ChangeSource.SYSTEM else "unknown"
+    return ConfigChange.objects.create(
+        actor=user,
+        actor_name=actor_name,
+        source=source,
+        action=action,
+        object_type="destination",
+        object_id=str(destination.pk),
+        object_repr=str(destination)[:300],
+        destination_id=destination.pk,
+        changes={"circuit_state": {"old": old_state, "new": destination.circuit_state}, "detail": detail},
     )
 
 

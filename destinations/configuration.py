@@ -40,6 +40,9 @@ CONFIGURABLE_FIELDS = (
     "oauth_client_secret",
     "oauth_scope",
     "oauth_client_auth",
+    # The circuit breaker's settings (CONTRACT §7); its state is read-only.
+    "circuit_breaker",
+    "circuit_failure_threshold",
 )
 
 # An HTTP header name is an RFC 9110 token.

@@ -12,6 +12,8 @@ an action follows the same rules and leaves the same audit entry through all thr
 - `start_batch_now`: raises `BatchNotQueued` when the broker does not answer (the API's 503).
 - `apply_segment_ttl_change`: a segment's new TTL reaches its existing memberships, in a task
   queued once the change commits.
+- `close_circuit`: closes an open circuit by hand (`delivery.services.close_circuit`); raises
+  `CircuitAlreadyClosed` (the API's 409) when it is closed.
 
 Every audit entry goes through `destinations.audit.record_change`, naming who acted and
 through which door (`ChangeSource`: api, admin, console), in the change's transaction.
@@ -31,6 +33,7 @@ from django.db import IntegrityError, transaction
 from kombu.exceptions import OperationalError
 
 from delivery import dialect, tasks
+from delivery import services as delivery_services
 from delivery.models import Delivery, DeliveryStatus
 from delivery.sending import rounds
 from destinations import signing
@@ -41,11 +44,13 @@ from destinations.signing import RotationConflict, RotationRefused
 __all__ = [
     "BROKER_UNAVAILABLE",
     "BatchNotQueued",
+    "CircuitAlreadyClosed",
     "EnabledChange",
     "RotationConflict",
     "RotationRefused",
     "TestOutcome",
     "apply_segment_ttl_change",
+    "close_circuit",
     "finish_key_rotation",
     "pause_destination",
     "resume_destination",
@@ -59,6 +64,8 @@ logger = logging.getLogger(__name__)
 Actor = AbstractBaseUser | AnonymousUser | None
 
 BROKER_UNAVAILABLE = "The task broker is unavailable; try again shortly."
+
+CircuitAlreadyClosed = delivery_services.CircuitAlreadyClosed
 
 
 class DestinationPaused(Exception):
@@ -206,3 +213,14 @@ def _queue_segment_ttl_change(segment_id: int) -> None:
     except OperationalError as error:
         logger.warning("segment %s: TTL change not queued (%s); applying it now", segment_id, error)
         tasks.apply_segment_ttl_change(segment_id)
+
+
+# ---- the circuit breaker (CONTRACT §7) ------------------------------------------------------
+
+
+def close_circuit(*, destination: Destination, actor: Actor, source: str) -> Destination:
+    """Close the destination's open circuit now, recorded as done by `actor` through `source`.
+
+    Raises CircuitAlreadyClosed when it is closed. Its backlog then drains, ramping up.
+    """
+    return delivery_services.close_circuit(destination=destination, actor=actor, source=source)

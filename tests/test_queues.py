@@ -6,7 +6,8 @@ from django.conf import settings
 
 from aamdest.celery import QUEUES, app
 
-REALTIME = {"delivery.tasks.flush_destination", "delivery.tasks.send_delivery_task", "delivery.tasks.tick"}
+REALTIME = {"delivery.tasks.flush_destination", "delivery.tasks.send_delivery_task", "delivery.tasks.tick",
+            "delivery.tasks.probe_circuit"}
 BATCH = {"delivery.tasks.start_due_batches", "delivery.tasks.send_batch_now", "delivery.tasks.send_due_batch",
          "delivery.tasks.send_stored_batch"}
 MAINTENANCE = {"delivery.tasks.sweep", "delivery.tasks.erase_devices", "delivery.tasks.prune_deliveries",

@@ -20,7 +20,9 @@ most `FLUSH_DOCUMENTS` documents are held before they are written, and a
 round of `ROUND_USERS` user objects while sending.
 
 A paused destination cuts no batch: its changes accumulate after the cut-off
-and go in the first batch after it resumes.
+and go in the first batch after it resumes. While its circuit is open or a
+Retry-After holds it (CONTRACT §7), stored batch deliveries wait unsent
+(a retry parked meanwhile resumes from its last attempt) until it closes.
 
 Warm shutdown (`delivery.shutdown`): a cut in progress is abandoned (`Stopping`
 rolls its transaction back: nothing was stored, the cut-off did not move) and its
@@ -49,6 +51,7 @@ from delivery.leases import take_unleased
 from delivery.lifecycle.erasure import batch_cut_lock_key
 from delivery.models import BatchCoverage, BatchExit, Delivery, DeliveryKind, DeliveryStatus, MembershipChange
 from delivery.realtime.slots import holding_slot, slot_expiry_ms
+from delivery.sending import circuit
 from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
 from delivery.sending.rounds import send_deliveries
 from delivery.shutdown import Stopping, is_stopping
@@ -93,7 +96,7 @@ def find_unsent_batch_destination_ids() -> set[int]:
     """The enabled destinations with stored batch deliveries nobody is sending."""
     unsent = Delivery.objects.filter(
         kind=DeliveryKind.BATCH, status=DeliveryStatus.PENDING, lease_until__isnull=True,
-        destination__enabled=True,
+        destination__enabled=True, destination__in=Destination.objects.filter(circuit.sendable()),
     )
     return set(unsent.values_list("destination_id", flat=True).distinct())
 
@@ -252,9 +255,10 @@ def drain_stored_batch(*, destination_id: int) -> None:
 
 
 def send_batch_deliveries(*, destination: Destination, keep_slot: Callable[[], bool] | None = None) -> int:
-    """Send the destination's stored batch deliveries until none is left, it is paused or the worker stops.
+    """Send the destination's stored batch deliveries; return how many were sent.
 
-    Returns how many were sent.
+    The drain ends when none is left, the destination is paused or its circuit open,
+    or the worker stops.
 
     `keep_slot` runs after each round: it renews the caller's concurrency slot, and
     returns False when the slot was lost, which stops the drain (the next one sends the rest).
@@ -262,10 +266,12 @@ def send_batch_deliveries(*, destination: Destination, keep_slot: Callable[[], b
     count = max(1, min(MAX_ROUND_REQUESTS, ROUND_USERS // destination.max_users_per_request))
     sent = 0
     while destination.enabled and not is_stopping():
+        if circuit.is_blocked(destination, now=timezone.now()):
+            break
         deliveries = claim_batch_deliveries(destination=destination, now=timezone.now(), count=count)
         if not deliveries:
             break
-        send_deliveries(destination=destination, deliveries=deliveries)
+        send_deliveries(destination=destination, deliveries=deliveries, resume=True)
         sent += len(deliveries)
         if keep_slot is not None and not keep_slot():
             break

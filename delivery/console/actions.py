@@ -1,4 +1,4 @@
-"""The console's buttons: send a test document, pause, resume, send the batch now, redeliver.
+"""The console's buttons: send a test document, pause, resume, send the batch now, redeliver, close circuit.
 
 Each button calls its operator action's service (`destinations.services`, `delivery.services`),
 the same one the API and the admin call, and turns its outcome or error into a message.
@@ -77,6 +77,20 @@ def send_batch(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(request, f"The batch of {destination.name} is queued; its requests appear below.")
     return redirect("console:destination", pk=pk)
 
+
+
+@actor(CHANGE_DESTINATION)
+def close_circuit(request: HttpRequest, pk: int) -> HttpResponse:
+    """The Close circuit button (CONTRACT §7): the same service as `POST .../close-circuit/`."""
+    destination = get_object_or_404(Destination, pk=pk)
+    try:
+        destination_services.close_circuit(destination=destination, actor=request.user,
+                                           source=ChangeSource.CONSOLE)
+    except destination_services.CircuitAlreadyClosed as error:
+        messages.error(request, str(error))
+        return redirect("console:destination", pk=pk)
+    messages.success(request, f"The circuit of {destination.name} is closed: its backlog drains now.")
+    return redirect("console:destination", pk=pk)
 
 def _parse_utc(raw: str) -> dt.datetime | None:
     """An ISO 8601 time (a form's `datetime-local`), UTC when it names no zone; None when invalid."""

@@ -14,6 +14,7 @@ urlpatterns = [
     path("destinations/<int:pk>/pause/", actions.pause, name="pause"),
     path("destinations/<int:pk>/resume/", actions.resume, name="resume"),
     path("destinations/<int:pk>/send-batch/", actions.send_batch, name="send-batch"),
+    path("destinations/<int:pk>/close-circuit/", actions.close_circuit, name="close-circuit"),
     path("destinations/<int:pk>/redeliver-failed/", actions.redeliver_failed, name="redeliver-failed"),
     path("deliveries/<int:pk>/", pages.delivery_page, name="delivery"),
     path("deliveries/<int:pk>/redeliver/", actions.redeliver, name="redeliver"),

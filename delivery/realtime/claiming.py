@@ -7,6 +7,10 @@ of set-based queries (`delivery.realtime.user_objects`); packs them into documen
 `max_users_per_request` user objects; and records each document as a pending
 `Delivery` that holds its devices (`in_flight_delivery`) until it ends, so that
 a device's later changes wait for the earlier request (CONTRACT §2, order).
+
+Nothing is claimed while the destination's circuit is open or a Retry-After
+holds it (`delivery.sending.circuit.is_blocked`, CONTRACT §7), except the one
+request of a probe; the pending devices accumulate meanwhile, merged.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from delivery.models import (
     DestinationDevice,
 )
 from delivery.realtime.user_objects import PendingDestinationDevice, build_user_objects
+from delivery.sending import circuit
 from delivery.sending.documents import UserObject, build_document
 from destinations.models import Destination
 
@@ -40,15 +45,19 @@ class PlannedRequest:
     users: list[UserObject] = field(default_factory=list)
 
 
-def claim_due_requests(*, destination: Destination, now: dt.datetime, max_requests: int) -> list[Delivery]:
+def claim_due_requests(
+    *, destination: Destination, now: dt.datetime, max_requests: int, probe: bool = False
+) -> list[Delivery]:
     """Claim up to `max_requests` due requests of `destination` and return their pending deliveries.
 
-    Returns [] when the destination is paused or not real-time, or nothing is due:
-    a request goes out when `max_users_per_request` user objects are pending, or
-    when the oldest pending device has waited `max_wait_ms` (then a partial
-    request goes too). Devices with nothing to list are cleared on the way.
+    Returns [] when the destination is paused or not real-time, its circuit is open or
+    held, or nothing is due: a request goes out when `max_users_per_request` user objects
+    are pending, or when the oldest pending device has waited `max_wait_ms` (then a
+    partial request goes too). Devices with nothing to list are cleared on the way.
+    `probe`: the circuit's probe, which claims whatever is pending, oldest first, however
+    open the circuit.
     """
-    if not (destination.enabled and destination.realtime) or max_requests < 1:
+    if not _may_claim(destination=destination, now=now, max_requests=max_requests, probe=probe):
         return []
     limit = destination.max_users_per_request
     with transaction.atomic():
@@ -60,7 +69,7 @@ def claim_due_requests(*, destination: Destination, now: dt.datetime, max_reques
         users_by_device = build_user_objects(
             destination=destination, destination_devices=destination_devices, now=now
         )
-        is_due_by_time = destination_devices[0].pending_since <= now - dt.timedelta(
+        is_due_by_time = probe or destination_devices[0].pending_since <= now - dt.timedelta(
             milliseconds=destination.max_wait_ms
         )
         planned = pack_requests(
@@ -71,13 +80,17 @@ def claim_due_requests(*, destination: Destination, now: dt.datetime, max_reques
             send_partial=is_due_by_time,
         )
         _clear_pending_marks(
-            [
-                destination_device.pk
-                for destination_device in destination_devices
-                if not users_by_device[destination_device.device_id]
-            ]
+            [dd.pk for dd in destination_devices if not users_by_device[dd.device_id]]
         )
         return _record_deliveries(destination=destination, planned=planned, now=now)
+
+
+def _may_claim(*, destination: Destination, now: dt.datetime, max_requests: int, probe: bool) -> bool:
+    """Enabled, real-time, and its circuit closed and not held (re-read: another worker may open it)."""
+    if not (destination.enabled and destination.realtime) or max_requests < 1:
+        return False
+    circuit.refresh_circuit(destination)
+    return probe or not circuit.is_blocked(destination, now=now)
 
 
 def _lock_pending_destination_devices(
@@ -203,10 +216,11 @@ def _clear_pending_marks(destination_device_pks: list[int]) -> None:
 def next_due_at(*, destination: Destination, now: dt.datetime) -> dt.datetime | None:
     """Return when `destination` next has a request due (`now` when one is due already), or None.
 
-    None: paused, not real-time, or nothing claimable is pending. Devices held by a
-    request in flight are not counted: that request's end re-checks the destination.
+    None: paused, not real-time, its circuit open (its probe wakes it), or nothing
+    claimable is pending. Devices held by a request in flight are not counted: that
+    request's end re-checks the destination. A Retry-After hold puts it off to the hold's end.
     """
-    if not (destination.enabled and destination.realtime):
+    if not (destination.enabled and destination.realtime) or circuit.is_open(destination):
         return None
     limit = destination.max_users_per_request
     oldest_first = (
@@ -220,19 +234,24 @@ def next_due_at(*, destination: Destination, now: dt.datetime) -> dt.datetime | 
     if not pending:
         return None
     # Every device with something listed has at least one user object.
-    if len(pending) >= limit:
-        return now
-    return pending[0] + dt.timedelta(milliseconds=destination.max_wait_ms)
+    due = now if len(pending) >= limit else pending[0] + dt.timedelta(milliseconds=destination.max_wait_ms)
+    if circuit.is_held(destination, now=now) and destination.hold_until is not None:
+        return max(due, destination.hold_until)
+    return due
 
 
 def find_due_destination_ids(*, now: dt.datetime) -> set[int]:
     """Return the enabled real-time destinations whose oldest claimable device has waited `max_wait_ms`.
 
     The beat tick's safety net: it wakes destinations whose wait expired and
-    paused destinations that were resumed with work accumulated.
+    paused destinations that were resumed with work accumulated. Destinations whose
+    circuit is open or held are left out: their probe or the hold's end wakes them.
     """
+    sendable = DestinationDevice.objects.filter(
+        destination__in=Destination.objects.filter(circuit.sendable())
+    )
     oldest = (
-        DestinationDevice.objects.filter(
+        sendable.filter(
             pending_since__isnull=False,
             in_flight_delivery__isnull=True,
             destination__enabled=True,

@@ -30,6 +30,11 @@
     slot stops claiming. Work not yet due gets a wake-up timer
     (`delivery.realtime.scheduling.schedule_wakeup`).
 
+While the destination's circuit is open, or a Retry-After holds it, nothing is
+claimed (CONTRACT §7; `delivery.realtime.probing` sends its probes). After the
+circuit closes, the flushes ramp up (`delivery.realtime.slots.ramp_allowance`):
+fewer slots and smaller claims, doubling every few seconds.
+
 Redeliveries and deliveries taken back from dead workers skip 1-6:
 `send_one_delivery` sends them (steps 7-11) one task at a time. While the
 destination is paused they, like a retry it was paused before, wait unleased
@@ -53,8 +58,9 @@ from delivery.leases import reap_expired_deliveries
 from delivery.models import Delivery
 from delivery.realtime.claiming import claim_due_requests
 from delivery.realtime.scheduling import mark_flush_started, schedule_flushes, schedule_wakeup
-from delivery.realtime.slots import holding_slot, slot_expiry_ms
-from delivery.sending.rounds import queue_sends, send_deliveries, send_delivery
+from delivery.realtime.slots import holding_slot, ramp_allowance, slot_expiry_ms
+from delivery.sending.handing_back import queue_sends
+from delivery.sending.rounds import send_deliveries, send_delivery
 from delivery.shutdown import is_stopping
 from destinations.models import Destination
 
@@ -72,7 +78,11 @@ def run_flush(*, destination_id: int) -> None:
     if destination is None:
         return
     if not is_stopping():
-        with holding_slot(destination_id=destination_id, expiry_ms=slot_expiry_ms(destination)) as renew:
+        allowance = ramp_allowance(destination_id=destination_id)
+        # During a ramp: one slot per full claim's worth of the allowance (at least one).
+        slot_count = None if allowance is None else max(1, allowance // CLAIM_MAX_REQUESTS)
+        expiry_ms = slot_expiry_ms(destination)
+        with holding_slot(destination_id=destination_id, expiry_ms=expiry_ms, slot_count=slot_count) as renew:
             if renew is None:
                 return  # every slot is held: the holders drain the destination and look again when done
             send_due_requests(
@@ -80,6 +90,7 @@ def run_flush(*, destination_id: int) -> None:
                 max_requests=CLAIM_MAX_REQUESTS,
                 keep_slot=renew,
                 call_help=lambda: schedule_flushes({destination_id}),
+                ramped=True,
             )
     if is_stopping():
         schedule_flushes({destination_id})  # this worker is shutting down: another one goes on
@@ -93,6 +104,7 @@ def send_due_requests(
     max_requests: int,
     keep_slot: Callable[[], bool] | None = None,
     call_help: Callable[[], object] | None = None,
+    ramped: bool = False,
 ) -> int:
     """Claim and send `destination`'s due requests until none is due; return how many were sent.
 
@@ -100,12 +112,15 @@ def send_due_requests(
     it returns False (the slot was lost) no further request is claimed. A full claim
     (`max_requests`) runs `call_help` first: more is probably due, and another flush
     may claim in parallel while this one waits for the partner. Settings and pauses
-    take effect between claims.
+    take effect between claims. `ramped`: while the destination's ramp lasts, a claim
+    takes at most its allowance of requests.
     """
     sent = 0
     while not is_stopping():
         now = timezone.now()
-        deliveries = claim_due_requests(destination=destination, now=now, max_requests=max_requests)
+        allowance = ramp_allowance(destination_id=destination.pk) if ramped else None
+        limit = max_requests if allowance is None else min(max_requests, allowance)
+        deliveries = claim_due_requests(destination=destination, now=now, max_requests=limit)
         if not deliveries:
             return sent
         if call_help is not None and len(deliveries) == max_requests:

@@ -9,6 +9,13 @@ Each destination's slots are a sorted set of holders scored by their expiry
 (Redis server time, so machines' clocks need not agree). Acquire, renew and
 release are Lua scripts, atomic in Redis. A holder that dies stops renewing and
 its slot frees itself when its expiry passes.
+
+The ramp (CONTRACT §7: a partner that has just recovered is not flooded): when a
+circuit closes, `start_ramp` notes the moment in Redis. From then on the
+destination may have `ramp_allowance` requests in flight: 1, doubling every
+`RAMP_STEP_MS` (1, 2, 4, 8, …), until that reaches its full concurrency (every
+slot holding a full claim), when the ramp ends. Flushes claim at most that many
+requests a time, and take at most one slot per full claim's worth of it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import redis
 from django.conf import settings
 from redis.commands.core import Script
 
-from delivery.coordination import scheduling_client, slots_key
+from delivery.coordination import ramp_key, scheduling_client, slots_key
 from destinations.models import Destination
 
 # Keys are dropped when no holder renews them for this long past their expiry.
@@ -56,6 +63,26 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
 return 1
 """
 
+# KEYS[1]: the destination's ramp key. ARGV: how long the ramp lasts (ms).
+_START_RAMP = """
+local now = redis.call('TIME')
+redis.call('SET', KEYS[1], now[1] * 1000 + math.floor(now[2] / 1000), 'PX', tonumber(ARGV[1]))
+return 1
+"""
+
+# KEYS[1]: the destination's ramp key. Returns the ms since the ramp started, or -1 when none is on.
+_RAMP_ELAPSED = """
+local started = redis.call('GET', KEYS[1])
+if not started then
+  return -1
+end
+local now = redis.call('TIME')
+return now[1] * 1000 + math.floor(now[2] / 1000) - tonumber(started)
+"""
+
+# Each step of the ramp doubles the requests a destination may have in flight.
+RAMP_STEP_MS = 2_000
+
 _RELEASE = """
 return redis.call('ZREM', KEYS[1], ARGV[1])
 """
@@ -76,13 +103,33 @@ def slot_expiry_ms(destination: Destination) -> int:
     return round_ms * (destination.max_retries + 1) + SLOT_MARGIN_MS
 
 
-def acquire_slot(*, destination_id: int, expiry_ms: int) -> str | None:
-    """Take a slot of the destination for `expiry_ms`; return the holder token, or None if all are taken."""
+def start_ramp(*, destination_id: int, full_requests: int) -> None:
+    """Start the destination's ramp now (its circuit just closed); it ends at `full_requests` in flight."""
+    steps = max(full_requests, 1).bit_length()
+    _script(_START_RAMP)(keys=[ramp_key(destination_id)], args=[(steps + 1) * RAMP_STEP_MS])
+
+
+def ramp_allowance(*, destination_id: int) -> int | None:
+    """How many requests the destination may have in flight during its ramp; None when no ramp is on."""
+    elapsed_ms = int(_script(_RAMP_ELAPSED)(keys=[ramp_key(destination_id)]))
+    if elapsed_ms < 0:
+        return None
+    return allowance_after(elapsed_ms)
+
+
+def allowance_after(elapsed_ms: int) -> int:
+    """The ramp's requests in flight `elapsed_ms` after it started: 1, doubling every `RAMP_STEP_MS`."""
+    return int(2 ** min(max(elapsed_ms, 0) // RAMP_STEP_MS, 30))
+
+
+def acquire_slot(*, destination_id: int, expiry_ms: int, slot_count: int | None = None) -> str | None:
+    """Take a slot of the destination for `expiry_ms`; return the holder token, or None if all are taken.
+
+    `slot_count`: how many slots the destination has now (a ramp's); default, its full concurrency.
+    """
     holder = uuid.uuid4().hex
-    taken = _script(_ACQUIRE)(
-        keys=[slots_key(destination_id)],
-        args=[holder, expiry_ms, settings.AAMDEST_DESTINATION_CONCURRENCY, KEY_IDLE_MS],
-    )
+    count = settings.AAMDEST_DESTINATION_CONCURRENCY if slot_count is None else slot_count
+    taken = _script(_ACQUIRE)(keys=[slots_key(destination_id)], args=[holder, expiry_ms, count, KEY_IDLE_MS])
     return holder if taken else None
 
 
@@ -97,14 +144,16 @@ def release_slot(*, destination_id: int, holder: str) -> None:
 
 
 @contextmanager
-def holding_slot(*, destination_id: int, expiry_ms: int) -> Iterator[Callable[[], bool] | None]:
+def holding_slot(
+    *, destination_id: int, expiry_ms: int, slot_count: int | None = None
+) -> Iterator[Callable[[], bool] | None]:
     """Hold one of the destination's slots for the block and release it after.
 
     Yields a function that renews the slot and returns False when the slot was
     lost (it expired, and may be held by another flush now: the block must then
     stop sending), or None when every slot is held (the block then must not send).
     """
-    holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms)
+    holder = acquire_slot(destination_id=destination_id, expiry_ms=expiry_ms, slot_count=slot_count)
     if holder is None:
         yield None
         return

@@ -15,6 +15,12 @@ Warm shutdown (`delivery.shutdown`): an attempt already posted finishes and is
 recorded; a delivery that would wait for its retry is handed back instead
 (`delivery.leases.hand_back_owned`, and a `send_delivery_task` queued for it), so
 that another worker sends it within seconds rather than after its lease.
+
+Failing partners (CONTRACT §7): each round is counted by the circuit breaker in its
+transaction (`delivery.sending.circuit.count_round`; a probe's round by `end_probe`),
+and a Retry-After holds the destination (`delivery.sending.backoff`). A retry waits
+at least until the hold ends; a retry, redelivery or taken-back delivery of a
+destination whose circuit is open is parked, like a paused one's, until it closes.
 """
 
 from __future__ import annotations
@@ -23,19 +29,17 @@ import datetime as dt
 import logging
 import uuid
 
-import redis
-from celery import current_app
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
-from delivery.coordination import scheduling_client, sending_guard_key
-from delivery.leases import RETRY_WAIT_SLICE_MS, hand_back_owned, lease_until, park_owned, renew_owned
-from delivery.models import Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
+from delivery.leases import RETRY_WAIT_SLICE_MS, lease_until, park_owned, renew_owned
+from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.progress import note_progress
+from delivery.sending import backoff, circuit, outage
 from delivery.sending.attempts import Sending, make_attempts, record_attempts
 from delivery.sending.documents import ACTIVE, SegmentStatus, UserObject, build_document
 from delivery.sending.ending import end_deliveries
+from delivery.sending.handing_back import hand_back
 from delivery.sending.http import HttpResult
 from delivery.sending.retry import should_retry
 from delivery.shutdown import is_stopping, wait_unless_stopping
@@ -47,8 +51,6 @@ AUTH_FIELDS = [
     "oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_scope", "oauth_client_auth",
 ]
 SAMPLE_SEGMENT_ID = "1"
-# Queued by name for a delivery handed back at shutdown: this stage does not import the tasks above it.
-SEND_TASK = "delivery.tasks.send_delivery_task"
 
 logger = logging.getLogger("aamdest.delivery")
 
@@ -57,15 +59,34 @@ class RedeliveryConflict(Exception):
     """The original delivery is still pending: redeliver it once it has ended (HTTP 409)."""
 
 
-def send_deliveries(*, destination: Destination, deliveries: list[Delivery]) -> None:
+def send_deliveries(*, destination: Destination, deliveries: list[Delivery], resume: bool = False) -> None:
     """Send `deliveries`, just claimed or created by the caller, until each is delivered or failed.
 
     Their leases were just set, so the first round does not renew them; each retry does.
+    `resume`: stored deliveries that may have attempts already (a batch whose retry was
+    parked), numbered on from their last.
     """
-    sendings = [Sending(delivery=d, attempt_number=1, lease=d.lease_until) for d in deliveries]
+    last = _last_attempt_numbers([d.pk for d in deliveries]) if resume else {}
+    sendings = [Sending(delivery=d, attempt_number=last.get(d.pk, 0) + 1, lease=d.lease_until)
+                for d in deliveries]
     _send_rounds(
         destination=destination, sendings=sendings, max_retries=destination.max_retries, renew_first=False
     )
+
+
+def send_probe(*, probe: circuit.Probe, delivery: Delivery) -> None:
+    """Send a just-claimed delivery as the circuit's probe: one attempt, closing or re-opening it."""
+    sending = Sending(delivery=delivery, attempt_number=1, lease=delivery.lease_until)
+    _send_rounds(destination=probe.destination, sendings=[sending], max_retries=0, renew_first=False,
+                 probe=probe)
+
+
+def _last_attempt_numbers(delivery_ids: list[int]) -> dict[int, int]:
+    numbers = Attempt.objects.filter(delivery_id__in=delivery_ids).values_list("delivery_id", "number")
+    last: dict[int, int] = {}
+    for delivery_id, number in numbers:
+        last[delivery_id] = max(number, last.get(delivery_id, 0))
+    return last
 
 
 def send_delivery(*, delivery_id: int) -> None:
@@ -89,8 +110,8 @@ def send_delivery(*, delivery_id: int) -> None:
         if _renew_leases(destination=destination, sendings=[sending]):
             end_deliveries(destination=destination, ended=[(sending, DeliveryStatus.DELIVERED)])
         return
-    if not destination.enabled:
-        _park(sendings=[sending])  # paused: nothing is sent until it is resumed
+    if not destination.enabled or circuit.is_blocked(destination, now=timezone.now()):
+        _park(sendings=[sending])  # paused, open or held: nothing is sent until that ends
         return
     max_retries = max(destination.max_retries, sending.attempt_number - 1)
     # Renewing first is taking over: a second task for the same delivery then finds it taken.
@@ -98,7 +119,8 @@ def send_delivery(*, delivery_id: int) -> None:
 
 
 def _send_rounds(
-    *, destination: Destination, sendings: list[Sending], max_retries: int, renew_first: bool
+    *, destination: Destination, sendings: list[Sending], max_retries: int, renew_first: bool,
+    probe: circuit.Probe | None = None,
 ) -> None:
     """Attempt rounds until each delivery has ended or was taken over by another worker.
 
@@ -113,6 +135,8 @@ def _send_rounds(
         with transaction.atomic():
             record_attempts(destination=destination, sendings=sendings, results=results)
             end_deliveries(destination=destination, ended=ended)
+            outage.count_round(destination=destination, sendings=sendings, results=results, ended=ended,
+                               probe=probe)
         note_progress()
         sendings = _prepare_retries(destination=destination, sendings=retries)
 
@@ -133,10 +157,24 @@ def _sort_outcomes(
 
 
 def _prepare_retries(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
-    """Wait `retry_delay_ms`, re-read the keys in force, renew the leases; return the retries still owned."""
+    """Wait `retry_delay_ms` (or a longer hold), re-read the keys, renew the leases; return the retries.
+
+    A retry whose circuit is open, or that was paused while waiting, is parked: it waits
+    for the close or the resume (CONTRACT §2, §7). A hold answered meanwhile is waited out too.
+    """
     if not sendings:
         return []
-    sendings = _wait_for_retry(destination=destination, sendings=sendings)
+    wait_ms = destination.retry_delay_ms
+    while sendings:
+        circuit.refresh_circuit(destination)
+        if circuit.is_open(destination):
+            _park(sendings=sendings)  # the circuit opened: the retry waits for it to close
+            return []
+        wait_ms = max(wait_ms, backoff.hold_remaining_ms(destination=destination, now=timezone.now()))
+        if wait_ms <= 0:
+            break
+        sendings = _wait_for_retry(destination=destination, sendings=sendings, wait_ms=wait_ms)
+        wait_ms = 0  # waited; only a hold answered meanwhile makes it wait again
     destination.refresh_from_db(fields=[*AUTH_FIELDS, "enabled"])
     if not destination.enabled:
         _park(sendings=sendings)  # paused while waiting: the retry waits for the resume
@@ -146,14 +184,14 @@ def _prepare_retries(*, destination: Destination, sendings: list[Sending]) -> li
     return _renew_leases(destination=destination, sendings=sendings) if sendings else []
 
 
-def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
-    """Sleep `retry_delay_ms` in slices, renewing the leases between them; return those still owned.
+def _wait_for_retry(*, destination: Destination, sendings: list[Sending], wait_ms: int) -> list[Sending]:
+    """Sleep `wait_ms` in slices, renewing the leases between them; return those still owned.
 
     A lease covers one slice (see `lease_until`), so a worker that dies while
     waiting loses its deliveries to the reaper within 60 s whatever the delay.
     A worker shutting down stops waiting and hands them back (`hand_back`).
     """
-    remaining_ms = destination.retry_delay_ms
+    remaining_ms = wait_ms
     while sendings and (remaining_ms > 0 or is_stopping()):
         slice_ms = min(remaining_ms, RETRY_WAIT_SLICE_MS)
         if wait_unless_stopping(slice_ms / 1000):
@@ -164,36 +202,6 @@ def _wait_for_retry(*, destination: Destination, sendings: list[Sending]) -> lis
         if remaining_ms > 0:
             sendings = _renew_leases(destination=destination, sendings=sendings)
     return sendings
-
-
-def hand_back(*, sendings: list[Sending]) -> list[int]:
-    """Give up the deliveries this worker still owns to another worker now; return their ids.
-
-    Their lease lapses now, their sending guards go (a delivery this worker owns has
-    no guard but this task's, as when the reaper takes one back), and a
-    `send_delivery_task` is queued for each; should that be lost, the reaper of the
-    next tick sends it.
-    """
-    handed = hand_back_owned({s.delivery.pk: s.lease for s in sendings}, now=timezone.now())
-    if handed:
-        logger.warning("deliveries %s: this worker is shutting down; handed back to another", handed)
-        try:
-            scheduling_client().delete(*(sending_guard_key(delivery_id) for delivery_id in handed))
-        except redis.RedisError as error:
-            logger.warning("could not drop the sending guards of %s (they expire): %s", handed, error)
-        queue_sends(handed)
-    return handed
-
-
-def queue_sends(delivery_ids: list[int]) -> None:
-    """Queue a `send_delivery_task` per delivery, for another worker. Logs a broker error, never raises."""
-    if current_app.conf.task_always_eager:
-        return  # no other worker: beat's tick (or the test) sends them
-    try:
-        for delivery_id in delivery_ids:
-            current_app.tasks[SEND_TASK].delay(delivery_id)
-    except (KombuError, redis.RedisError, OSError) as error:
-        logger.warning("could not queue deliveries %s (the tick's reaper will): %s", delivery_ids, error)
 
 
 def _renew_leases(*, destination: Destination, sendings: list[Sending]) -> list[Sending]:
@@ -238,12 +246,13 @@ def create_redelivery(*, delivery: Delivery) -> Delivery:
     return redelivery
 
 
-def send_test_document(*, destination: Destination) -> Delivery:
+def send_test_document(*, destination: Destination, probe: circuit.Probe | None = None) -> Delivery:
     """Send one sample document to `destination` now, once, and return the ended delivery (kind `test`).
 
     The sample device is made up; it lists the destination's active mapped
     segments (or a sample one) as "1". Signed or authenticated like real traffic;
-    not retried, so that the caller gets its answer within one deadline.
+    not retried, so that the caller gets its answer within one deadline. Not counted by the
+    circuit breaker, unless it is the circuit's `probe` (nothing else was pending).
     """
     now = timezone.now()
     delivery = Delivery.objects.create(
@@ -260,7 +269,7 @@ def send_test_document(*, destination: Destination) -> Delivery:
         lease_until=lease_until(destination=destination, now=now),
     )
     sending = Sending(delivery=delivery, attempt_number=1, lease=delivery.lease_until)
-    _send_rounds(destination=destination, sendings=[sending], max_retries=0, renew_first=False)
+    _send_rounds(destination=destination, sendings=[sending], max_retries=0, renew_first=False, probe=probe)
     delivery.refresh_from_db()
     return delivery
 

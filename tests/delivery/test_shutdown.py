@@ -13,7 +13,7 @@ from delivery.coordination import scheduling_client, sending_guard_key
 from delivery.leases import lease_until, reap_expired_deliveries
 from delivery.models import Delivery, DeliveryStatus
 from delivery.realtime import flush
-from delivery.sending import rounds
+from delivery.sending import handing_back, rounds
 from delivery.sending.attempts import Sending
 from tests.delivery.pending_work import SPORTS, pending_devices
 from tests.delivery.sending.claims import attempts_of, claim
@@ -32,9 +32,9 @@ def stopping() -> Iterator[None]:
 
 @pytest.fixture
 def queued(monkeypatch) -> list[int]:
-    """The deliveries queued for another worker (`rounds.queue_sends`), instead of queueing."""
+    """The deliveries queued for another worker (`handing_back.queue_sends`), instead of queueing."""
     sends: list[int] = []
-    monkeypatch.setattr(rounds, "queue_sends", sends.extend)
+    monkeypatch.setattr(handing_back, "queue_sends", sends.extend)
     monkeypatch.setattr(flush, "queue_sends", sends.extend)
     return sends
 
@@ -147,7 +147,8 @@ def test_handing_back_drops_the_sending_guard_so_the_queued_task_sends_at_once(d
     scheduling_client().set(sending_guard_key(owned.pk), "this-task")
 
     # When it is handed back
-    handed = rounds.hand_back(sendings=[Sending(delivery=owned, attempt_number=2, lease=owned.lease_until)])
+    sending = Sending(delivery=owned, attempt_number=2, lease=owned.lease_until)
+    handed = handing_back.hand_back(sendings=[sending])
 
     # Then the task queued for another worker will not find the guard held
     assert handed == queued == [owned.pk]

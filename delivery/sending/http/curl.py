@@ -113,6 +113,7 @@ def _configure(transfer: Transfer) -> None:
     if request.method != "GET" or request.body:
         handle.setopt(pycurl.POSTFIELDS, request.body)
     handle.setopt(pycurl.WRITEFUNCTION, transfer.receive)
+    handle.setopt(pycurl.HEADERFUNCTION, transfer.receive_header)
 
 
 def _allowed_protocols() -> int:

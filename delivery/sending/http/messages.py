@@ -13,6 +13,8 @@ from destinations.network import Target
 
 BODY_CAP_BYTES = 1024 * 1024
 EXCERPT_CHARS = 1000
+# Headers kept of an answer: past this, a partner's flood of headers is read and dropped.
+HEADERS_CAP_BYTES = 64 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -46,6 +48,9 @@ class HttpResult:
     response_excerpt: str
     started_at: dt.datetime
     body: bytes = field(repr=False)
+    # The final answer's headers, names in lower case (the last of a repeated header wins);
+    # {} when no answer came. Read for Retry-After (`delivery.sending.backoff`).
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def is_success(self) -> bool:
@@ -72,6 +77,8 @@ class Transfer:
         self.size = 0
         self.result: HttpResult | None = None
         self.is_clean = True
+        self.headers: dict[str, str] = {}
+        self.headers_size = 0
 
     def remaining_ms(self) -> int:
         return self.request.timeout_ms - self.elapsed_ms()
@@ -84,6 +91,16 @@ class Transfer:
         if self.size < BODY_CAP_BYTES:
             self.chunks.append(data[: BODY_CAP_BYTES - self.size])
         self.size += len(data)
+
+    def receive_header(self, line: bytes) -> None:
+        # A status line starts a new answer (after a 100 Continue, say): only the last one's headers count.
+        if line.startswith(b"HTTP/"):
+            self.headers.clear()
+            return
+        self.headers_size += len(line)
+        name, colon, value = line.decode("latin-1").partition(":")
+        if colon and self.headers_size <= HEADERS_CAP_BYTES:
+            self.headers[name.strip().lower()] = value.strip()
 
     def outcome(self) -> HttpResult:
         assert self.result is not None, "every transfer ends with a result"
@@ -99,4 +116,5 @@ class Transfer:
             response_excerpt=body.decode("utf-8", errors="replace")[:EXCERPT_CHARS],
             started_at=self.started_at,
             body=body,
+            headers=dict(self.headers),
         )

@@ -271,6 +271,7 @@ CELERY_TASK_ROUTES = {
     "delivery.tasks.erase_devices": {"queue": "maintenance"},
     "delivery.tasks.prune_deliveries": {"queue": "maintenance"},
     "delivery.tasks.apply_segment_ttl_change": {"queue": "maintenance"},
+    "delivery.tasks.resync_destination": {"queue": "maintenance"},
 }
 
 AAMDEST_ENCRYPTION_KEYS = env_fernet_keys("AAMDEST_ENCRYPTION_KEYS", debug=DEBUG, secret_key=SECRET_KEY)

@@ -25,6 +25,10 @@ from destinations.network import validate_url
 from destinations.rotation_admin import finish_key_rotation, start_key_rotation
 
 SECRET_FIELDS = ("signing_key", "oauth_client_secret")
+# The circuit breaker's shared state (CONTRACT §7): shown, never edited.
+CIRCUIT_STATE_FIELDS = (
+    "circuit_state", "circuit_opened_at", "circuit_next_probe_at", "consecutive_failures", "hold_until",
+)
 # The settings find_configuration_errors reads.
 _RULE_FIELDS = (
     "auth_mode", "url", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret",
@@ -148,6 +152,7 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
         "last_delivery_at",
         "created_at",
         "updated_at",
+        *CIRCUIT_STATE_FIELDS,
     ]
     fieldsets = [
         (None, {"fields": ["name", "url", "client_id", "user_dpid", "aam_destination_id", "enabled"]}),
@@ -165,6 +170,8 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
                 ]
             },
         ),
+        # CONTRACT §7: the settings, then the state (read-only: only aamdest itself moves it).
+        ("Circuit breaker", {"fields": ["circuit_breaker", "circuit_failure_threshold", *CIRCUIT_STATE_FIELDS]}),
         (
             "Authentication",
             {

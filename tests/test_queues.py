@@ -10,7 +10,7 @@ REALTIME = {"delivery.tasks.flush_destination", "delivery.tasks.send_delivery_ta
 BATCH = {"delivery.tasks.start_due_batches", "delivery.tasks.send_batch_now", "delivery.tasks.send_due_batch",
          "delivery.tasks.send_stored_batch"}
 MAINTENANCE = {"delivery.tasks.sweep", "delivery.tasks.erase_devices", "delivery.tasks.prune_deliveries",
-               "delivery.tasks.apply_segment_ttl_change"}
+               "delivery.tasks.apply_segment_ttl_change", "delivery.tasks.resync_destination"}
 
 
 def queue_of(task_name: str) -> str:

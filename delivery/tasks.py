@@ -114,7 +114,9 @@ RESYNC_RETRY_DELAY_S = 10
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=RESYNC_MAX_RETRIES)
-def resync_destination(self: Task, destination_id: int, since: str | None, started_at: str, after: str = "") -> None:
+def resync_destination(
+    self: Task, destination_id: int, since: str | None, started_at: str, after: str = ""
+) -> None:
     """Mark the resync's devices pending, in chunks, waking the destination after each (CONTRACT §7).
 
     On the `maintenance` queue. `since` and `started_at` are ISO times (`started_at`: the

@@ -171,7 +171,10 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
             },
         ),
         # CONTRACT §7: the settings, then the state (read-only: only aamdest itself moves it).
-        ("Circuit breaker", {"fields": ["circuit_breaker", "circuit_failure_threshold", *CIRCUIT_STATE_FIELDS]}),
+        (
+            "Circuit breaker",
+            {"fields": ["circuit_breaker", "circuit_failure_threshold", *CIRCUIT_STATE_FIELDS]},
+        ),
         (
             "Authentication",
             {

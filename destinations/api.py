@@ -188,7 +188,9 @@ class DestinationViewSet(RecordingViewSet):
         request=ResyncSerializer,
         responses={
             202: ResyncResultSerializer,
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description='{"since": [...]}: not a time, or in the future.'),
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT, description='{"since": [...]}: not a time, or in the future.'
+            ),
             409: OpenApiResponse(DetailSerializer, description="The destination is not real-time."),
             503: OpenApiResponse(DetailSerializer, description="The task broker is unavailable."),
         },

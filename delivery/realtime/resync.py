@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from delivery.models import DeliveryDevice, DeliveryKind, DeliveryStatus, DestinationDevice, Device, Membership
+from delivery.models import (
+    DeliveryDevice,
+    DeliveryKind,
+    DeliveryStatus,
+    DestinationDevice,
+    Device,
+    Membership,
+)
 from destinations.models import Destination, Mapping
 
 CHUNK_SIZE = 5_000
@@ -93,7 +100,8 @@ def _next_device_ids(
         chosen = _mapped_devices(destination=destination, now=now)
     else:
         chosen = _failed_devices(destination=destination, since=since)
-    return list(chosen.filter(aam_uuid__gt=after).order_by("aam_uuid").values_list("aam_uuid", flat=True)[:limit])
+    ordered = chosen.filter(aam_uuid__gt=after).order_by("aam_uuid")
+    return list(ordered.values_list("aam_uuid", flat=True)[:limit])
 
 
 def _mapped_devices(*, destination: Destination, now: dt.datetime) -> QuerySet[Device]:

@@ -28,6 +28,7 @@ def form_data(destination: Destination, **overrides) -> dict:
             "timeout_ms",
             "max_retries",
             "retry_delay_ms",
+            "circuit_failure_threshold",
             "auth_mode",
             "signing_algorithm",
             "signing_header",
@@ -37,7 +38,8 @@ def form_data(destination: Destination, **overrides) -> dict:
             "oauth_client_auth",
         )
     }
-    data.update(enabled="on", realtime="on", batch_interval_hours="", signing_key="", oauth_client_secret="")
+    data.update(enabled="on", realtime="on", circuit_breaker="on", batch_interval_hours="", signing_key="",
+                oauth_client_secret="")
     data.update(
         {
             "mappings-TOTAL_FORMS": "0",

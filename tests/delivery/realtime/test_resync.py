@@ -34,7 +34,9 @@ def pending_ids(destination) -> list[str]:
 
 def delivered(destination) -> None:
     """Clear every pending mark as if each device had just been sent (a claim sets `last_sent_at`)."""
-    DestinationDevice.objects.filter(destination=destination).update(pending_since=None, last_sent_at=timezone.now())
+    DestinationDevice.objects.filter(destination=destination).update(
+        pending_since=None, last_sent_at=timezone.now()
+    )
 
 
 def resync(destination, *, since=None, chunk_size=2, progress=None) -> ResyncProgress:
@@ -70,7 +72,9 @@ def test_an_expired_membership_or_an_inactive_mapping_chooses_no_device(destinat
     assert pending_ids(destination) == []
 
 
-def test_a_pending_mark_keeps_its_place_and_a_device_in_flight_waits_for_its_request(destination, partner, clock):
+def test_a_pending_mark_keeps_its_place_and_a_device_in_flight_waits_for_its_request(
+    destination, partner, clock
+):
     # Given one device pending since long ago and one held by a request in flight
     apply(qualify("flying", SPORTS, at=T0))
     [in_flight] = claim_due_requests(destination=destination, now=timezone.now(), max_requests=10)
@@ -105,7 +109,8 @@ def test_the_normal_path_sends_each_device_its_current_full_state(destination, p
     # Then each device's every active mapped segment is sent as "1"
     users = [user for document in documents(partner, start) for user in statuses(document)]
     assert sorted(users) == [
-        ("a", "", [(str(NEWS), "1", "Mon Mar 02 09:00:30 UTC 2026"), (str(SPORTS), "1", "Mon Mar 02 09:00:00 UTC 2026")]),
+        ("a", "", [(str(NEWS), "1", "Mon Mar 02 09:00:30 UTC 2026"),
+                   (str(SPORTS), "1", "Mon Mar 02 09:00:00 UTC 2026")]),
         ("b", "", [(str(NEWS), "1", "Mon Mar 02 09:00:00 UTC 2026")]),
     ]
     assert pending_ids(destination) == []
@@ -186,7 +191,9 @@ def test_the_task_wakes_the_destination_after_each_chunk_and_retries_from_where_
     assert woken == [{destination.pk}, {destination.pk}]
 
 
-def test_the_task_retries_from_the_last_committed_chunk_after_a_database_error(destination, clock, monkeypatch):
+def test_the_task_retries_from_the_last_committed_chunk_after_a_database_error(
+    destination, clock, monkeypatch
+):
     def stop_after_one_chunk(*, progress, **kwargs):
         progress.after, progress.devices = "b", 2
         raise DatabaseError("connection lost")

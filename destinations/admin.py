@@ -199,7 +199,8 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
         ),
         ("Status", {"fields": ["last_delivery_status", "last_delivery_at", "created_at", "updated_at"]}),
     ]
-    actions = ["send_test_document", "send_batch", "pause", "resume", start_key_rotation, finish_key_rotation]
+    actions = ["send_test_document", "send_batch", "pause", "resume", "resync", start_key_rotation,
+               finish_key_rotation]
 
     @admin.action(description="Send test document", permissions=["change"])
     def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
@@ -238,6 +239,18 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
         self.message_user(
             request, f"Resumed {count} destination(s); pending work goes out now.", messages.SUCCESS
         )
+
+    @admin.action(description="Resync every mapped device (current full state)", permissions=["change"])
+    def resync(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        for destination in queryset:
+            try:
+                devices = services.resync(destination=destination, since=None, actor=request.user,
+                                          source=ChangeSource.ADMIN)
+            except (services.ResyncRefused, services.ResyncNotQueued) as error:
+                self.message_user(request, f"{destination}: {error}", messages.ERROR)
+                continue
+            done = f"{destination}: resync of {devices} devices queued."
+            self.message_user(request, done, messages.SUCCESS)
 
 
 def _for_each(

@@ -48,9 +48,9 @@ __all__ = [
     "BROKER_UNAVAILABLE",
     "BatchNotQueued",
     "EnabledChange",
-    "RotationConflict",
     "ResyncNotQueued",
     "ResyncRefused",
+    "RotationConflict",
     "RotationRefused",
     "TestOutcome",
     "apply_segment_ttl_change",
@@ -61,6 +61,7 @@ __all__ = [
     "send_test",
     "start_batch_now",
     "start_key_rotation",
+    "with_backlog",
 ]
 
 logger = logging.getLogger(__name__)

@@ -247,3 +247,21 @@ def test_devices_are_read_in_keyset_order_whatever_the_mapped_segments(mapped, p
 
     assert (progress.devices, progress.chunks) == (7, 3)
     assert pending_ids(destination) == uuids
+
+
+def test_a_resync_asked_through_the_api_reaches_the_partner_through_the_queued_tasks(
+    destination, partner, operator_client, eager_tasks, empty_redis
+):
+    # Given two devices sent a minute ago (tasks run in place, as a worker would run them)
+    apply(qualify("a", SPORTS, at=timezone.now()), qualify("b", NEWS, at=timezone.now()))
+    send_realtime(destination)
+    start = len(partner.requests)
+
+    # When an operator asks for a resync
+    response = operator_client.post(f"/api/v1/destinations/{destination.pk}/resync/", {}, format="json")
+
+    # Then the maintenance task marks them and the flush it wakes sends both again
+    assert (response.status_code, response.json()) == (202, {"devices": 2})
+    sent = [user["AAM_UUID"] for document in documents(partner, start) for user in document["Users"]]
+    assert sorted(sent) == ["a", "b"]
+    assert pending_ids(destination) == []

@@ -266,7 +266,7 @@ _TASKS_BY_QUEUE = {
     "realtime": ("flush_destination", "send_delivery_task", "tick", "probe_circuit"),
     "batch": ("start_due_batches", "send_batch_now", "send_due_batch", "send_stored_batch"),
     "maintenance": ("sweep", "erase_devices", "prune_deliveries", "apply_segment_ttl_change",
-                    "run_alerts", "check_backlogs"),
+                    "run_alerts", "check_backlogs", "resync_destination"),
 }
 CELERY_TASK_ROUTES = {
     f"delivery.tasks.{task}": {"queue": queue} for queue, tasks in _TASKS_BY_QUEUE.items() for task in tasks

@@ -21,10 +21,12 @@ passes. The real-time path, step by step: `delivery.realtime.flush`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from delivery.alerts import job as alert_jobs
@@ -42,10 +44,11 @@ from delivery.lifecycle.sweeping import sweep as run_sweep
 from delivery.realtime.claiming import find_due_destination_ids
 from delivery.realtime.flush import run_flush, send_one_delivery, take_back_expired
 from delivery.realtime.probing import run_probe, wake_after_close
+from delivery.realtime.resync import ResyncProgress, mark_for_resync
 from delivery.realtime.scheduling import schedule_flushes
 from delivery.sending.circuit import find_due_probe_ids, release_turned_off
 from delivery.shutdown import Stopping
-from destinations.models import Segment
+from destinations.models import Destination, Segment
 
 logger = logging.getLogger("aamdest.delivery")
 
@@ -125,6 +128,41 @@ def apply_segment_ttl_change(segment_id: int) -> None:
     segment = Segment.objects.filter(pk=segment_id).first()
     if segment is not None:
         expiry.apply_segment_ttl(segment=segment)
+
+
+# A resync interrupted by a database error goes on from its last committed chunk, this often.
+RESYNC_MAX_RETRIES = 5
+RESYNC_RETRY_DELAY_S = 10
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=RESYNC_MAX_RETRIES)
+def resync_destination(
+    self: Task, destination_id: int, since: str | None, started_at: str, after: str = ""
+) -> None:
+    """Mark the resync's devices pending, in chunks, waking the destination after each (CONTRACT §7).
+
+    On the `maintenance` queue. `since` and `started_at` are ISO times (`started_at`: the
+    resync's "now", so that a retry chooses the same devices); `after` is where a retry goes
+    on. A destination deleted meanwhile has nothing to resync.
+    """
+    destination = Destination.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return
+    progress = ResyncProgress(after=after)
+    try:
+        mark_for_resync(
+            destination=destination,
+            since=dt.datetime.fromisoformat(since) if since else None,
+            now=dt.datetime.fromisoformat(started_at),
+            progress=progress,
+            on_chunk=lambda: schedule_flushes({destination_id}),
+        )
+    except DatabaseError as error:
+        logger.warning("resync of destination %s stopped after %s devices (%s); retrying",
+                       destination_id, progress.devices, error)
+        raise self.retry(args=(destination_id, since, started_at, progress.after),
+                         countdown=RESYNC_RETRY_DELAY_S, exc=error) from error
+    logger.info("resync of destination %s: %s devices marked pending", destination_id, progress.devices)
 
 
 @shared_task(ignore_result=True)

@@ -25,6 +25,10 @@ from destinations.network import validate_url
 from destinations.rotation_admin import finish_key_rotation, start_key_rotation
 
 SECRET_FIELDS = ("signing_key", "oauth_client_secret")
+# The circuit breaker's shared state (CONTRACT §7): shown, never edited.
+CIRCUIT_STATE_FIELDS = (
+    "circuit_state", "circuit_opened_at", "circuit_next_probe_at", "consecutive_failures", "hold_until",
+)
 # The settings find_configuration_errors reads.
 _RULE_FIELDS = (
     "auth_mode", "url", "signing_key", "oauth_token_url", "oauth_client_id", "oauth_client_secret",
@@ -148,6 +152,7 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
         "last_delivery_at",
         "created_at",
         "updated_at",
+        *CIRCUIT_STATE_FIELDS,
     ]
     fieldsets = [
         (None, {"fields": ["name", "url", "client_id", "user_dpid", "aam_destination_id", "enabled"]}),
@@ -166,6 +171,11 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
                     "circuit_failure_threshold",
                 ]
             },
+        ),
+        # CONTRACT §7: the settings, then the state (read-only: only aamdest itself moves it).
+        (
+            "Circuit breaker",
+            {"fields": ["circuit_breaker", "circuit_failure_threshold", *CIRCUIT_STATE_FIELDS]},
         ),
         (
             "Authentication",
@@ -191,7 +201,8 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
         ),
         ("Status", {"fields": ["last_delivery_status", "last_delivery_at", "created_at", "updated_at"]}),
     ]
-    actions = ["send_test_document", "send_batch", "pause", "resume", start_key_rotation, finish_key_rotation]
+    actions = ["send_test_document", "send_batch", "pause", "resume", "resync", start_key_rotation,
+               finish_key_rotation]
 
     @admin.action(description="Send test document", permissions=["change"])
     def send_test_document(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
@@ -230,6 +241,18 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
         self.message_user(
             request, f"Resumed {count} destination(s); pending work goes out now.", messages.SUCCESS
         )
+
+    @admin.action(description="Resync every mapped device (current full state)", permissions=["change"])
+    def resync(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        for destination in queryset:
+            try:
+                devices = services.resync(destination=destination, since=None, actor=request.user,
+                                          source=ChangeSource.ADMIN)
+            except (services.ResyncRefused, services.ResyncNotQueued) as error:
+                self.message_user(request, f"{destination}: {error}", messages.ERROR)
+                continue
+            done = f"{destination}: resync of {devices} devices queued."
+            self.message_user(request, done, messages.SUCCESS)
 
 
 def _for_each(

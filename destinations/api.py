@@ -26,6 +26,8 @@ from destinations.serializers import (
     DestinationSerializer,
     DetailSerializer,
     MappingSerializer,
+    ResyncResultSerializer,
+    ResyncSerializer,
     RotateSigningKeySerializer,
     SegmentSerializer,
     SegmentUpdateSerializer,
@@ -94,8 +96,12 @@ class DestinationViewSet(RecordingViewSet):
         "send_test": _CHANGE_DESTINATION,
         "send_batch": _CHANGE_DESTINATION,
         "close_circuit": _CHANGE_DESTINATION,
+        "resync": _CHANGE_DESTINATION,
     }
     _conflicts = {"destinations_destination_name_key": ("name", "destination with this name already exists.")}
+
+    def get_queryset(self) -> Any:
+        return services.with_backlog(Destination.objects.all())
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
@@ -198,6 +204,39 @@ class DestinationViewSet(RecordingViewSet):
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         destination.refresh_from_db()
         return Response(self.get_serializer(destination).data)
+
+    @extend_schema(
+        request=ResyncSerializer,
+        responses={
+            202: ResyncResultSerializer,
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT, description='{"since": [...]}: not a time, or in the future.'
+            ),
+            409: OpenApiResponse(DetailSerializer, description="The destination is not real-time."),
+            503: OpenApiResponse(DetailSerializer, description="The task broker is unavailable."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="resync")
+    def resync(self, request: Request, pk: Any = None) -> Response:
+        """Queue a fresh full-state real-time send of every device with an active mapping here.
+
+        With `since`: only the devices of this destination's deliveries that failed since then.
+        A paused destination accepts it; the devices go out on the resume.
+        """
+        destination = self.get_object()
+        payload = ResyncSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            devices = services.resync(destination=destination, since=payload.validated_data.get("since"),
+                                      actor=request.user, source=ChangeSource.API)
+        except services.ResyncRefused as error:
+            if error.field is not None:
+                raise serializers.ValidationError({error.field: [str(error)]}) from None
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        except services.ResyncNotQueued as error:
+            return Response({"detail": str(error)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"devices": devices}, status=status.HTTP_202_ACCEPTED)
+
 
 class MappingFilter(filters.FilterSet):
     # A number, not a model choice: an unknown destination filters to an empty page, not a 400.

@@ -96,18 +96,18 @@ def record_change(
     action: str,
     instance: models.Model,
     before: Snapshot | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> ConfigChange | None:
     """Record `action` by `actor` on `instance` through `source` (a ChangeSource); return the row.
 
     `before` is `snapshot(instance)` taken before the change; leave it None for
     a creation. For a deletion, call this before deleting (the row still has its
     primary key); `before` defaults to the instance as it stands. An update that
-    changed nothing returns None and records nothing.
+    changed nothing returns None and records nothing. An action that changes no
+    configuration (a resync) gives what it did as `changes` instead, recorded as is.
     """
-    if action == ChangeAction.DELETE:
-        changes = describe_changes(before=before or snapshot(instance), after=None)
-    else:
-        changes = describe_changes(before=before, after=snapshot(instance))
+    if changes is None:
+        changes = _described(action=action, instance=instance, before=before)
     if action == ChangeAction.UPDATE and not changes:
         return None
     # The actor column points at the user model: an anonymous user (or None) is recorded as "unknown".
@@ -156,6 +156,12 @@ def record_circuit_change(
         destination_id=destination.pk,
         changes={"circuit_state": {"old": old_state, "new": destination.circuit_state}, "detail": detail},
     )
+
+
+def _described(*, action: str, instance: models.Model, before: Snapshot | None) -> dict[str, Any]:
+    if action == ChangeAction.DELETE:
+        return describe_changes(before=before or snapshot(instance), after=None)
+    return describe_changes(before=before, after=snapshot(instance))
 
 
 def recent_changes(*, destination: Destination, limit: int = 10) -> QuerySet[ConfigChange]:

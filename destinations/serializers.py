@@ -26,6 +26,8 @@ HTTPS_URL_PATTERN = (
     r"(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
 )
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+# The circuit breaker's state (CONTRACT §7), read-only: only aamdest moves it.
+CIRCUIT_FIELDS = ["circuit_state", "circuit_opened_at", "circuit_next_probe_at", "consecutive_failures"]
 
 
 @extend_schema_field({"type": "string", "maxLength": 2000, "pattern": HTTPS_URL_PATTERN})
@@ -70,6 +72,15 @@ class DestinationSerializer(serializers.ModelSerializer):
         help_text="The header carrying the HMAC signature; X-Signature by default.",
     )
     has_oauth_client_secret = serializers.BooleanField(read_only=True)
+    # The backlog (CONTRACT §7), annotated by the viewset's queryset (`services.with_backlog`);
+    # a destination just created has none.
+    pending_devices = serializers.IntegerField(
+        read_only=True, default=0, help_text="Devices waiting for a real-time request."
+    )
+    oldest_pending_at = serializers.DateTimeField(
+        read_only=True, default=None, allow_null=True,
+        help_text="Since when the oldest pending device waits; null when none does.",
+    )
 
     class Meta:
         model = Destination
@@ -79,10 +90,13 @@ class DestinationSerializer(serializers.ModelSerializer):
             "has_signing_key",
             "has_oauth_client_secret",
             "key_rotation_started_at",
+            *CIRCUIT_FIELDS,
+            "pending_devices",
+            "oldest_pending_at",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["key_rotation_started_at", "created_at", "updated_at"]
+        read_only_fields = ["key_rotation_started_at", *CIRCUIT_FIELDS, "created_at", "updated_at"]
         extra_kwargs = {
             "user_dpid": {"min_value": 1, "max_value": _BIGINT_MAX},
             "aam_destination_id": {"min_value": 1, "max_value": _BIGINT_MAX},
@@ -118,6 +132,20 @@ class TestResultSerializer(serializers.Serializer):
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class ResyncSerializer(serializers.Serializer):
+    """The body of `POST destinations/{id}/resync/`."""
+
+    since = serializers.DateTimeField(
+        required=False, allow_null=True,
+        help_text="ISO 8601 (UTC without a zone). Only the devices of the deliveries that failed since "
+                  "then; absent: every device with an active mapping.",
+    )
+
+
+class ResyncResultSerializer(serializers.Serializer):
+    devices = serializers.IntegerField(help_text="The devices queued for a fresh full-state send.")
 
 
 class MappingSerializer(serializers.ModelSerializer):

@@ -14,6 +14,8 @@ an action follows the same rules and leaves the same audit entry through all thr
   queued once the change commits.
 - `close_circuit`: closes an open circuit by hand (`delivery.services.close_circuit`); raises
   `CircuitAlreadyClosed` (the API's 409) when it is closed.
+- `resync`: `delivery.services.resync` (CONTRACT §7), recorded as `resync` with its scope;
+  raises `ResyncRefused` (the API's 400 naming the field, or 409) or `ResyncNotQueued` (503).
 
 Every audit entry goes through `destinations.audit.record_change`, naming who acted and
 through which door (`ChangeSource`: api, admin, console), in the change's transaction.
@@ -25,16 +27,19 @@ own and `delivery` depends on `destinations`, never the other way round.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from kombu.exceptions import OperationalError
 
 from delivery import dialect, tasks
 from delivery import services as delivery_services
-from delivery.models import Delivery, DeliveryStatus
+from delivery.models import Delivery, DeliveryStatus, DestinationDevice
 from delivery.sending import rounds
 from destinations import signing
 from destinations.audit import record_change, snapshot
@@ -46,6 +51,8 @@ __all__ = [
     "BatchNotQueued",
     "CircuitAlreadyClosed",
     "EnabledChange",
+    "ResyncNotQueued",
+    "ResyncRefused",
     "RotationConflict",
     "RotationRefused",
     "TestOutcome",
@@ -54,9 +61,11 @@ __all__ = [
     "finish_key_rotation",
     "pause_destination",
     "resume_destination",
+    "resync",
     "send_test",
     "start_batch_now",
     "start_key_rotation",
+    "with_backlog",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,10 @@ Actor = AbstractBaseUser | AnonymousUser | None
 BROKER_UNAVAILABLE = "The task broker is unavailable; try again shortly."
 
 CircuitAlreadyClosed = delivery_services.CircuitAlreadyClosed
+
+
+ResyncRefused = delivery_services.ResyncRefused
+ResyncNotQueued = delivery_services.ResyncNotQueued
 
 
 class DestinationPaused(Exception):
@@ -224,3 +237,27 @@ def close_circuit(*, destination: Destination, actor: Actor, source: str) -> Des
     Raises CircuitAlreadyClosed when it is closed. Its backlog then drains, ramping up.
     """
     return delivery_services.close_circuit(destination=destination, actor=actor, source=source)
+
+
+def resync(*, destination: Destination, since: dt.datetime | None, actor: Actor, source: str) -> int:
+    """Queue a fresh full-state real-time send of the destination's devices; return how many.
+
+    Every device with an active mapping, or with `since` only those of its deliveries that
+    failed since then (`delivery.services.resync`). A paused destination accepts it: the
+    devices go out on the resume.
+    """
+    return delivery_services.resync(destination=destination, since=since, actor=actor, source=source)
+
+
+def with_backlog(destinations: QuerySet[Destination]) -> QuerySet[Destination]:
+    """`destinations` with `pending_devices` and `oldest_pending_at` annotated (CONTRACT §7).
+
+    Two subqueries per row, through the partial index of pending destination devices, so that a
+    page of destinations costs one query whatever its length.
+    """
+    pending = DestinationDevice.objects.filter(destination=OuterRef("pk"), pending_since__isnull=False)
+    count = pending.order_by().values("destination").annotate(n=Count("id")).values("n")
+    oldest = pending.order_by("pending_since").values("pending_since")[:1]
+    return destinations.annotate(
+        pending_devices=Coalesce(Subquery(count), Value(0)), oldest_pending_at=Subquery(oldest)
+    )

@@ -12,7 +12,7 @@ BATCH = {"delivery.tasks.start_due_batches", "delivery.tasks.send_batch_now", "d
          "delivery.tasks.send_stored_batch"}
 MAINTENANCE = {"delivery.tasks.sweep", "delivery.tasks.erase_devices", "delivery.tasks.prune_deliveries",
                "delivery.tasks.apply_segment_ttl_change", "delivery.tasks.run_alerts",
-               "delivery.tasks.check_backlogs"}
+               "delivery.tasks.check_backlogs", "delivery.tasks.resync_destination"}
 
 
 def queue_of(task_name: str) -> str:

@@ -1,4 +1,4 @@
-"""The console's buttons: send a test document, pause, resume, send the batch now, redeliver, close circuit.
+"""The console's buttons: test document, pause, resume, send the batch now, redeliver, close circuit, resync.
 
 Each button calls its operator action's service (`destinations.services`, `delivery.services`),
 the same one the API and the admin call, and turns its outcome or error into a message.
@@ -113,6 +113,26 @@ def redeliver_failed(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(
         request, f"{len(report.queued)} failed deliveries since {since:%Y-%m-%d %H:%M} UTC queued{note}."
     )
+    return redirect("console:destination", pk=pk)
+
+
+@actor(CHANGE_DESTINATION)
+def resync(request: HttpRequest, pk: int) -> HttpResponse:
+    destination = get_object_or_404(Destination, pk=pk)
+    raw = request.POST.get("since", "").strip()
+    since = _parse_utc(raw) if raw else None
+    if raw and since is None:
+        messages.error(request, "Give the time to resync from as YYYY-MM-DD HH:MM (UTC), or leave it empty.")
+        return redirect("console:destination", pk=pk)
+    try:
+        devices = destination_services.resync(destination=destination, since=since, actor=request.user,
+                                              source=ChangeSource.CONSOLE)
+    except (destination_services.ResyncRefused, destination_services.ResyncNotQueued) as error:
+        messages.error(request, str(error))
+        return redirect("console:destination", pk=pk)
+    scope = f"failed deliveries since {since:%Y-%m-%d %H:%M} UTC" if since else "active mappings"
+    paused = "" if destination.enabled else "; the destination is paused: they go out on the resume"
+    messages.success(request, f"Resync queued: {devices} devices of {scope}{paused}.")
     return redirect("console:destination", pk=pk)
 
 

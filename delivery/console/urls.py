@@ -16,6 +16,7 @@ urlpatterns = [
     path("destinations/<int:pk>/send-batch/", actions.send_batch, name="send-batch"),
     path("destinations/<int:pk>/close-circuit/", actions.close_circuit, name="close-circuit"),
     path("destinations/<int:pk>/redeliver-failed/", actions.redeliver_failed, name="redeliver-failed"),
+    path("destinations/<int:pk>/resync/", actions.resync, name="resync"),
     path("deliveries/<int:pk>/", pages.delivery_page, name="delivery"),
     path("deliveries/<int:pk>/redeliver/", actions.redeliver, name="redeliver"),
 ]

@@ -6,7 +6,8 @@ grow with the delivery log, so a custom collector reads, at scrape time:
   their latency histogram (counted once the `Attempt` rows commit), deliveries ended by outcome
   (once their end commits), events ingested, OAuth token fetches;
 - small gauges from the database, each bounded by what is in flight rather than by the log:
-  destinations, pending deliveries, pending devices (partial indexes keep them so);
+  destinations, their circuits (`aamdest_circuit_open`: 1 while open or probing), pending
+  deliveries, pending devices (partial indexes keep them so);
 - the alerts raised, counted from their rows (`delivery.alert_models`: few, never purged, so the
   count survives a Redis flush), and their sends by channel and status.
 
@@ -43,7 +44,7 @@ from delivery.models import Delivery, DeliveryStatus
 from delivery.observability import stats
 from delivery.observability.heartbeat import last_beat_tick
 from delivery.observability.worker_heartbeat import read_heartbeats
-from destinations.models import Destination
+from destinations.models import CircuitState, Destination
 
 LABELS = ["destination_id", "destination"]
 
@@ -68,6 +69,7 @@ class DeliveryLogCollector:
         up.add_metric([], 1 if totals and other else 0)
         yield up
         yield from self._destinations(destinations)
+        yield from self._circuits(destinations)
         yield from self._deliveries(destinations, totals)
         yield from self._backlog(destinations)
         if totals is not None:
@@ -89,6 +91,16 @@ class DeliveryLogCollector:
         for destination_id, is_enabled in Destination.objects.values_list("id", "enabled"):
             enabled.add_metric(self._labels(destinations, destination_id), 1 if is_enabled else 0)
         yield enabled
+
+    def _circuits(self, destinations: dict[int, str]) -> Iterator[Metric]:
+        is_open = GaugeMetricFamily(
+            "aamdest_circuit_open", "1 while the destination's circuit is open or probing (CONTRACT §7).",
+            labels=LABELS,
+        )
+        for destination_id, state in Destination.objects.values_list("id", "circuit_state"):
+            is_open.add_metric(self._labels(destinations, destination_id),
+                               0 if state == CircuitState.CLOSED else 1)
+        yield is_open
 
     def _deliveries(self, destinations: dict[int, str], totals: counters.DeliveryTotals | None
                     ) -> Iterator[Metric]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from django.db import transaction
-from django.db.models import Min, OuterRef, Subquery
+from django.db.models import OuterRef, Subquery
 
 from delivery.leases import lease_until
 from delivery.models import (
@@ -244,24 +244,28 @@ def find_due_destination_ids(*, now: dt.datetime) -> set[int]:
     """Return the enabled real-time destinations whose oldest claimable device has waited `max_wait_ms`.
 
     The beat tick's safety net: it wakes destinations whose wait expired and
-    paused destinations that were resumed with work accumulated. Destinations whose
-    circuit is open or held are left out: their probe or the hold's end wakes them.
+    paused destinations that were resumed with work accumulated. One probe of the
+    claimable index per destination (its oldest row), never an aggregate over the
+    backlog: the tick runs every second, and a resync of a million devices must not
+    make each tick read a million rows (434 ms → 0.2 ms with 120,000 pending).
+    Destinations whose circuit is open or held are left out: their probe or the hold's end
+    wakes them.
     """
-    sendable = DestinationDevice.objects.filter(
-        destination__in=Destination.objects.filter(circuit.sendable())
-    )
     oldest = (
-        sendable.filter(
-            pending_since__isnull=False,
-            in_flight_delivery__isnull=True,
-            destination__enabled=True,
-            destination__realtime=True,
+        DestinationDevice.objects.filter(
+            destination=OuterRef("pk"), pending_since__isnull=False, in_flight_delivery__isnull=True
         )
-        .values("destination_id", "destination__max_wait_ms")
-        .annotate(oldest=Min("pending_since"))
+        .order_by("pending_since")
+        .values("pending_since")[:1]
+    )
+    rows = (
+        Destination.objects.filter(circuit.sendable(), enabled=True, realtime=True)
+        .annotate(oldest=Subquery(oldest))
+        .filter(oldest__isnull=False)
+        .values_list("pk", "max_wait_ms", "oldest")
     )
     return {
-        row["destination_id"]
-        for row in oldest
-        if row["oldest"] + dt.timedelta(milliseconds=row["destination__max_wait_ms"]) <= now
+        destination_id
+        for destination_id, max_wait_ms, since in rows
+        if since + dt.timedelta(milliseconds=max_wait_ms) <= now
     }

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from aamdest.celery import app as celery_app
 from delivery.models import Delivery, DeliveryStatus, DestinationDevice, Device, Membership, PartnerId
+from destinations.models import CircuitState
 from tests.delivery.log_rows import OK, TIMEOUT, Try, log_delivery, status
 from tests.factories import DestinationFactory, MappingFactory, SegmentFactory
 
@@ -74,6 +75,7 @@ def seed(*, url: str) -> Delivery:
     now = timezone.now()
     acme = DestinationFactory(name="Acme DSP", url=url, timeout_ms=3000)
     DestinationFactory(name="Globex Ads", enabled=False)
+    seed_open_circuit(now=now)
     MappingFactory(destination=acme, segment=SegmentFactory(id=14356, name="Runners"))
     for hour in range(24):
         created_at = now - dt.timedelta(hours=hour, minutes=5)
@@ -95,6 +97,31 @@ def seed(*, url: str) -> Delivery:
                         tries=[status(503, excerpt="Service Unavailable"), status(503)], aam_uuids=[AAM_UUID])
 
 
+def seed_open_circuit(*, now: dt.datetime) -> None:
+    """A partner down for 12 minutes: its circuit open (CONTRACT §7), a probe due, devices piling up."""
+    initech = DestinationFactory(
+        name="Initech Media", circuit_state=CircuitState.OPEN,
+        circuit_opened_at=now - dt.timedelta(minutes=12),
+        circuit_next_probe_at=now + dt.timedelta(minutes=4), consecutive_failures=10,
+    )
+    for minute in range(12, 0, -1):
+        log_delivery(initech, created_at=now - dt.timedelta(minutes=minute + 1),
+                     outcome=DeliveryStatus.FAILED, tries=[status(503), status(503)])
+    for index in range(40):
+        device = Device.objects.create(aam_uuid=f"initech-{index:03d}", last_seen=now)
+        DestinationDevice.objects.create(destination=initech, device=device,
+                                         pending_since=now - dt.timedelta(minutes=12, seconds=-index * 15))
+
+
+def assert_open_circuit_shown(page) -> None:
+    """The partner that is down shows its open circuit, its next probe and its backlog."""
+    down = page.locator("article.card", has_text="Initech Media")
+    assert down.locator("[data-circuit=open]").is_visible()
+    assert "circuit open since" in down.inner_text()
+    assert "next probe in" in down.inner_text()
+    assert "oldest waits 12 min" in down.inner_text()
+
+
 def log_in(page) -> None:
     user = User.objects.create_user("ops", password=PASSWORD, is_staff=True)
     user.groups.add(Group.objects.get_or_create(name="operator")[0])
@@ -113,9 +140,10 @@ def test_an_operator_reads_the_dashboard_finds_a_device_and_opens_its_failed_del
     # When the operator logs in, the dashboard shows both partners with their charts
     log_in(page)
     assert page.locator("h1").first.inner_text().startswith("Dashboard")
-    assert page.locator("article.card").count() == 2
+    assert page.locator("article.card").count() == 3
     assert page.locator(f"#destination-{failed.destination_id} svg.chart").count() == 4
     assert "paused" in page.locator("article.card", has_text="Globex Ads").inner_text()
+    assert_open_circuit_shown(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
@@ -123,6 +151,7 @@ def test_an_operator_reads_the_dashboard_finds_a_device_and_opens_its_failed_del
     page.click("h2 >> text=Acme DSP")
     assert page.locator("button", has_text="Send a test document").is_visible()
     assert page.locator("button", has_text="Pause").is_visible()
+    assert page.locator("button", has_text="Resync").is_visible()
     page.screenshot(path=str(ARTIFACTS / "destination.png"), full_page=True)
 
     # And finding the device by its partner ID opens its profile and deliveries

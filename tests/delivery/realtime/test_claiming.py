@@ -279,3 +279,19 @@ def test_the_tick_finds_destinations_whose_oldest_device_has_waited_max_wait_ms(
     paused.enabled = True
     paused.save()
     assert find_due_destination_ids(now=now) == {destination.pk, paused.pk}
+
+
+def test_the_tick_looks_past_devices_in_flight_and_reads_one_row_per_destination(
+    destination, now, django_assert_num_queries
+):
+    # Given a long-waiting device held by a request in flight, and a claimable one not yet due
+    pending_device(destination, "held", pending_since=now - dt.timedelta(days=1), active=(SEGMENT,))
+    [in_flight] = claim_due_requests(destination=destination, now=now, max_requests=1)
+    DestinationDevice.objects.filter(device_id="held").update(pending_since=now - dt.timedelta(days=1))
+    pending_device(destination, "fresh", pending_since=now, active=(SEGMENT,))
+    assert DestinationDevice.objects.get(device_id="held").in_flight_delivery_id == in_flight.pk
+
+    # Then the destination is not due (the held device waits for its request), in one query
+    with django_assert_num_queries(1):
+        assert find_due_destination_ids(now=now) == set()
+    assert find_due_destination_ids(now=now + dt.timedelta(milliseconds=1000)) == {destination.pk}

@@ -1,7 +1,8 @@
 """End to end, the circuit breaker (CONTRACT §7): a real worker and beat, a partner switched down then up.
 
 Bounded: the outage lasts ~25 s (the first probe comes 30 s after the opening and finds the
-partner back), the drain a few seconds more; the Retry-After test a few seconds. Each runs
+partner back), the drain a few seconds more, then one more alert run (5 s) to see no alert
+repeat; the Retry-After test a few seconds. Each runs
 on the Redis broker only: the brokers are covered by the other end-to-end tests, the
 breaker's state is in PostgreSQL whatever the broker.
 """
@@ -16,8 +17,12 @@ from collections.abc import Iterator
 import pytest
 from django.utils import timezone
 
+from delivery.alert_models import Alert
+from delivery.alerts.channels import SIGNATURE_ALGORITHM, SIGNATURE_HEADER
 from delivery.models import Delivery, DeliveryStatus
 from destinations.models import ChangeAction, CircuitState, ConfigChange, Destination
+from partner.verification import Signing
+from tests.delivery.alerts.conftest import SIGNING_KEY
 from tests.delivery.pending_work import map_segments
 from tests.e2e.steps import SEGMENT, ingest, qualify, wait_until
 from tests.factories import DestinationFactory
@@ -80,6 +85,30 @@ def fast(local_network) -> Iterator[Partner]:
     partner.stop()
 
 
+@pytest.fixture
+def alert_receiver(worker_env: dict[str, str], local_network) -> Iterator[Partner]:
+    """The workers' alert webhook: a third local partner, signed with SIGNING_KEY (set before they start)."""
+    receiver = start_partner(local_network)
+    worker_env.update(AAMDEST_ALERT_WEBHOOK_URL=receiver.url, AAMDEST_ALERT_SIGNING_KEY=SIGNING_KEY)
+    yield receiver
+    receiver.stop()
+
+
+def assert_alerted_once_each_way(receiver: Partner, destination: Destination) -> None:
+    """One signed `circuit_opened` then one `circuit_closed` POST naming `destination`, and no more
+    after another alert run (beat queues `run_alerts` every 5 s)."""
+    receiver.wait_for_requests(2, timeout_s=15)
+    time.sleep(6)
+    with receiver.lock:
+        received = list(receiver.requests)
+    bodies = [json.loads(request.body) for request in received]
+    assert [body["event"] for body in bodies] == ["circuit_opened", "circuit_closed"]
+    assert all(body["destination"] == {"id": destination.pk, "name": destination.name} for body in bodies)
+    signing = Signing(keys=(SIGNING_KEY,), algorithm=SIGNATURE_ALGORITHM, header=SIGNATURE_HEADER)
+    assert all(signing.is_signed(headers=request.headers, body=request.body) for request in received)
+    assert Alert.objects.filter(destination=destination).count() == 2
+
+
 def is_in_state(destination: Destination, state: str) -> bool:
     return Destination.objects.get(pk=destination.pk).circuit_state == state
 
@@ -104,12 +133,13 @@ def live_through_the_outage(operator_client, *, failing: Destination, fast: Part
 
 
 def test_an_outage_opens_the_circuit_a_probe_closes_it_and_nothing_is_lost(
-    celery_stack, operator_client, partner, fast
+    alert_receiver, celery_stack, operator_client, partner, fast
 ):
     # Given a failing partner (down) and a fast one beside it, both mapped to SEGMENT
     switch = Switch(partner)
-    failing = DestinationFactory(url=partner.url, max_wait_ms=200, max_retries=1, retry_delay_ms=100,
-                                 max_users_per_request=5, circuit_failure_threshold=THRESHOLD)
+    failing = DestinationFactory(name="failing", url=partner.url, max_wait_ms=200, max_retries=1,
+                                 retry_delay_ms=100, max_users_per_request=5,
+                                 circuit_failure_threshold=THRESHOLD)
     map_segments(failing, SEGMENT)
     map_segments(DestinationFactory(url=fast.url, max_wait_ms=200), SEGMENT)
 
@@ -125,8 +155,9 @@ def test_an_outage_opens_the_circuit_a_probe_closes_it_and_nothing_is_lost(
     assert all(states[a] == ["1"] for a in [*FIRST[5:], *LATER])
     # During the outage aamdest made THRESHOLD attempts (and no probe: the first came after it)
     assert attempts_while_down == THRESHOLD
-    # One opening and one closing in the change log (the alerts are made from them)
+    # One opening and one closing in the change log, and the alert webhook got one of each
     assert circuit_actions(failing) == ["circuit_opened", "circuit_closed"]
+    assert_alerted_once_each_way(alert_receiver, failing)
     failed = Delivery.objects.filter(destination=failing, status=DeliveryStatus.FAILED).count()
     assert failed == 2  # the two requests whose attempts opened it; their devices went out again
     # The last answers' rounds end too: nothing stays pending

@@ -129,6 +129,11 @@ def _mark(destination_device: _DestinationDeviceRow, change: Change, *, now: dt.
     return True
 
 
+def has_realtime_destinations(segment_ids: set[int], *, now: dt.datetime) -> bool:
+    """Whether a real-time destination maps one of `segment_ids` on `now`'s UTC date."""
+    return bool(_realtime_destinations(segment_ids, today=now.astimezone(dt.UTC).date()))
+
+
 def _realtime_destinations(segment_ids: set[int], *, today: dt.date) -> defaultdict[int, list[int]]:
     """segment_id → the realtime destinations with a mapping of it active on `today`."""
     rows = (

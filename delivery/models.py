@@ -52,8 +52,6 @@ class PartnerId(models.Model):
 class Membership(models.Model):
     """A device's standing in one segment: active ("1") or left ("0")."""
 
-    # No index of its own: `one_membership_per_segment` (device, segment) serves every lookup by device,
-    # and each index less is one write less per membership written (issue 13).
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="memberships", db_index=False)
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
     is_active = models.BooleanField()

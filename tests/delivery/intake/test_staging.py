@@ -1,4 +1,4 @@
-"""delivery.intake.staging: an Adobe file merged set-based obeys the rules `apply_events` obeys, case for case."""
+"""delivery.intake.staging: an Adobe file merged set-based obeys `apply_events`'s rules, case for case."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def test_a_line_that_is_not_simple_is_still_staged_exactly(tmp_path: Path):
     path = tmp_path / "adobe.txt"
     path.write_text("dév\\ice 9223372036854775807,12,12 13\n")
 
-    result = import_events(path, defaults=Defaults(datetime=AT, now=AT), skip_invalid=False, on_error=pytest.fail)
+    result = import_events(path, defaults=Defaults(datetime=AT, now=AT), skip_invalid=False,
+                           on_error=pytest.fail)
 
     assert (result.events, result.changes) == (3, 2)
     assert sorted(Membership.objects.values_list("device_id", "segment_id", "is_active")) == [

@@ -32,7 +32,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import AckLog  # noqa: E402 - the scripts folder
 from cpu import total_cpu_seconds  # noqa: E402
+from mix_workloads import Event, mix_events, mix_setup, synthetic  # noqa: E402
 from stack import (  # noqa: E402
     ROOT,
     Children,
@@ -61,7 +61,6 @@ DATABASE_URL = "postgres://postgres@127.0.0.1:5432/aamdest_bench_mix"
 BROKER_URL = "redis://127.0.0.1:6379/10"
 WORKERS = 2
 STARTUP_TIMEOUT_S = 90
-Event = dict[str, object]
 
 
 def say(line: str) -> None:
@@ -108,78 +107,6 @@ def start_stack(children: Children, *, database_url: str, broker_url: str, users
                        "beat": [beat.process.pid], "receiver": [receiver.process.pid]})
 
 
-# --- the workloads ------------------------------------------------------------------
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def synthetic(events: int, *, segment: int) -> tuple[list[Event], set[str]]:
-    at = now_iso()
-    body = [{"type": "qualification", "aam_uuid": f"synthetic-{n:08d}", "segment_id": segment, "datetime": at}
-            for n in range(events)]
-    return body, {str(event["aam_uuid"]) for event in body}
-
-
-def mix_setup(
-    devices: int, *, segments: list[int], rng: random.Random
-) -> tuple[list[Event], dict[str, set[int]]]:
-    """Half the devices get a partner ID; each is qualified into one to three segments."""
-    at, events, memberships = now_iso(), [], {}
-    for n in range(devices):
-        aam_uuid = f"mix-{n:08d}"
-        if n % 2 == 0:
-            events.append({"type": "id_sync", "aam_uuid": aam_uuid, "dpid": 20914, "dpuuid": f"gaid-{n}"})
-        memberships[aam_uuid] = set(rng.sample(segments, rng.randint(1, 3)))
-        events += [{"type": "qualification", "aam_uuid": aam_uuid, "segment_id": segment, "datetime": at}
-                   for segment in sorted(memberships[aam_uuid])]
-    return events, memberships
-
-
-def mix_events(
-    events: int, *, memberships: dict[str, set[int]], segments: list[int], rng: random.Random
-) -> tuple[list[Event], set[str]]:
-    """Re-qualifications, qualifications and disqualifications in turn; the devices that owe a send."""
-    at, body, owed = now_iso(), [], set()
-    active = [(aam_uuid, segment) for aam_uuid, joined in memberships.items() for segment in sorted(joined)]
-    rng.shuffle(active)
-    leaving, staying = active[: events // 3 + 1], active[events // 3 + 1:]
-    fresh = (f"mix-new-{n:08d}" for n in range(events))
-    known = list(memberships)[:1000]
-    for n in range(events):
-        if n % 3 == 0:  # re-qualified within 3 days of its send: nothing to send
-            aam_uuid, segment = staying[n % len(staying)]
-            body.append({"type": "qualification", "aam_uuid": aam_uuid, "segment_id": segment,
-                         "datetime": at})
-            continue
-        if n % 3 == 1:
-            aam_uuid, segment = _new_membership(memberships, known=known, segments=segments, fresh=fresh,
-                                                rng=rng)
-            kind = "qualification"
-        else:
-            aam_uuid, segment = leaving.pop()
-            kind = "disqualification"
-        body.append({"type": kind, "aam_uuid": aam_uuid, "segment_id": segment, "datetime": at})
-        owed.add(aam_uuid)
-    return body, owed
-
-
-def _new_membership(
-    memberships: dict[str, set[int]], *, known: list[str], segments: list[int], fresh: Iterator[str],
-    rng: random.Random,
-) -> tuple[str, int]:
-    """Half the time a known device into a segment it is not in, else a new device."""
-    aam_uuid = rng.choice(known) if rng.random() < 0.5 else next(fresh)
-    missing = sorted(set(segments) - memberships.setdefault(aam_uuid, set()))
-    if not missing:
-        aam_uuid = next(fresh)
-        missing = segments
-    segment = rng.choice(missing)
-    memberships.setdefault(aam_uuid, set()).add(segment)
-    return aam_uuid, segment
-
-
 # --- the measurement ------------------------------------------------------------------
 
 
@@ -221,20 +148,28 @@ def postgres_backends(database_url: str) -> list[int]:
     return [pid for (pid,) in rows]
 
 
-def cpu_by_process(stack: Stack, backends: list[int]) -> dict[str, float]:
+def cpu_by_process(stack: Stack, backends: dict[int, float]) -> dict[str, float]:
     return {**{kind: total_cpu_seconds(pids) for kind, pids in stack.pids.items()},
-            "postgres": total_cpu_seconds(backends)}
+            "postgres": sum(backends.values())}
+
+
+def backend_cpu(database_url: str) -> dict[int, float]:
+    """Each PostgreSQL backend of the database: its CPU seconds so far (connections live 60 s and more)."""
+    return {pid: total_cpu_seconds([pid]) for pid in postgres_backends(database_url)}
 
 
 def measure(stack: Stack, events: list[Event], owed: set[str], *, arguments: argparse.Namespace) -> dict:
     offset = stack.ack_log.stat().st_size if stack.ack_log.exists() else 0
-    backends = postgres_backends(arguments.database_url)  # the stack's connections, opened by the set-up
+    backends = backend_cpu(arguments.database_url)
     before, started = cpu_by_process(stack, backends), time.perf_counter()
     ingest_s = post_all(stack, events, batch=arguments.batch, clients=arguments.clients)
     ack_log = AckLog(stack.ack_log, offset=offset)
     wait_for(ack_log, owed, deadline=time.monotonic() + arguments.give_up_s)
     elapsed_s = time.perf_counter() - started
-    after = cpu_by_process(stack, backends)
+    # A backend opened during the measurement counts whole; one closed during it is missed.
+    ended = backend_cpu(arguments.database_url)
+    after = cpu_by_process(stack, {pid: cpu - backends.get(pid, 0.0) for pid, cpu in ended.items()})
+    before["postgres"] = 0.0
     delivered = len(owed & ack_log.first_ack.keys())
     cpu_ms = {kind: round(1000 * (after[kind] - before[kind]) / len(events), 3) for kind in after}
     return {
@@ -246,7 +181,7 @@ def measure(stack: Stack, events: list[Event], owed: set[str], *, arguments: arg
         "duplicates": ack_log.acks - len(ack_log.first_ack) if arguments.workload == "synthetic" else None,
         "seconds": round(elapsed_s, 1),
         "cpu_ms_per_event": {**cpu_ms, "total": round(sum(cpu_ms.values()), 3)},
-        "postgres_backends": len(backends), "load_average": [round(value, 2) for value in os.getloadavg()],
+        "postgres_backends": len(ended), "load_average": [round(value, 2) for value in os.getloadavg()],
     }
 
 

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 STATE = ROOT / "var" / "bench-summary"
 STEPS = ("ingest", "synthetic", "mix", "batch", "latency")
-_BATCH_LINE = re.compile(r"(?P<name>first batch|next batch)[^:]*: .*?cut (?P<cut>[\d.]+) s "
+_BATCH_LINE = re.compile(r"(?P<name>first batch|next batch)[^:]*: (?P<devices>[\d,]+) devices"
+                         r".*?cut (?P<cut>[\d.]+) s "
                          r"\+ send (?P<send>[\d.]+) s = (?P<total>[\d.]+) s.*?peak RSS (?P<rss>[\d.]+) MiB")
 Row = tuple[str, str, str, str]  # (what, measured, target, load)
 
@@ -75,8 +76,9 @@ def workload(name: str, *, users_per_request: int, arguments: argparse.Namespace
 def batch(arguments: argparse.Namespace) -> dict[str, Any]:
     done = run([str(SCRIPTS / "bench_batch.py"), f"--database-url={arguments.database}_batch",
                 *(["--devices=100000"] if arguments.quick else [])])
-    found = {match["name"]: {"cut_s": float(match["cut"]), "send_s": float(match["send"]),
-                             "total_s": float(match["total"]), "peak_rss_mib": float(match["rss"])}
+    found = {match["name"]: {"devices": int(match["devices"].replace(",", "")), "cut_s": float(match["cut"]),
+                             "send_s": float(match["send"]), "total_s": float(match["total"]),
+                             "peak_rss_mib": float(match["rss"])}
              for match in _BATCH_LINE.finditer(done.stdout)}
     return {**found, "load_average": load()} if found else {}
 
@@ -121,10 +123,12 @@ def table(results: dict[str, Any]) -> list[Row]:
         " (needs scripts/bench.py --rate; see --rate-json)"), "≤ 1 s",
         str(latency.get("load_average", "n/a"))))
     batch_ = results.get("batch", {})
-    for name, label in (("first batch", "batch, 1M first batch"), ("next batch", "batch, 1M exits")):
+    for name, label in (("first batch", "first batch"), ("next batch", "exits")):
         step = batch_.get(name)
-        rows.append((label, "n/a" if step is None else f"{step['total_s']} s (cut {step['cut_s']} + send "
-                     f"{step['send_s']}), peak RSS {step['peak_rss_mib']} MiB", "≤ 30 s, < 300 MB",
+        devices = f"{step['devices']:,}" if step else "1,000,000"
+        rows.append((f"batch, {devices} {label}", "n/a" if step is None else f"{step['total_s']} s (cut "
+                     f"{step['cut_s']} + send {step['send_s']}), peak RSS {step['peak_rss_mib']} MiB",
+                     "≤ 30 s, < 300 MB",
                      str(batch_.get("load_average", "n/a"))))
     mix = results.get("mix-10", {})
     cpu = ", ".join(f"{kind} {ms}" for kind, ms in mix.get("cpu_ms_per_event", {}).items())

@@ -174,7 +174,7 @@ class StagedChunk:
         self._copy = self._copy_context.__enter__()
 
     def add(self, aam_uuid: bytes, added: bytes, removed: bytes, *, events: int) -> None:
-        """Stage one valid line: its AAM UUID (no tab, newline nor backslash) and its comma-separated IDs."""
+        """Stage one valid line: its AAM UUID (escaped for COPY's text format) and its comma-separated IDs."""
         self._buffer += b"%s\t%s\t%s\n" % (aam_uuid, added, removed)
         self.events += events
         if len(self._buffer) >= _COPY_FLUSH_BYTES:

@@ -53,7 +53,7 @@ class PartnerId(models.Model):
 class Membership(models.Model):
     """A device's standing in one segment: active ("1") or left ("0")."""
 
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="memberships")
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="memberships", db_index=False)
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
     is_active = models.BooleanField()
     # When the membership was last verified: the latest event's datetime, or when it ended.

@@ -13,12 +13,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import orjson
+from django.db import connection
+
 from delivery import dialect
 from delivery.intake.merging import Change, ChangeKind
 from delivery.models import DestinationDevice
 from destinations.models import Mapping
 
 DestinationDeviceKey = tuple[int, str]  # (destination_id, aam_uuid)
+_TABLE = DestinationDevice._meta.db_table
 
 # Adobe's refresh rule: re-qualifying an active segment sends only if the
 # device was last sent to the destination this long ago or more.
@@ -129,6 +133,11 @@ def _mark(destination_device: _DestinationDeviceRow, change: Change, *, now: dt.
     return True
 
 
+def has_realtime_destinations(segment_ids: set[int], *, now: dt.datetime) -> bool:
+    """Whether a real-time destination maps one of `segment_ids` on `now`'s UTC date."""
+    return bool(_realtime_destinations(segment_ids, today=now.astimezone(dt.UTC).date()))
+
+
 def _realtime_destinations(segment_ids: set[int], *, today: dt.date) -> defaultdict[int, list[int]]:
     """segment_id → the realtime destinations with a mapping of it active on `today`."""
     rows = (
@@ -144,6 +153,8 @@ def _realtime_destinations(segment_ids: set[int], *, today: dt.date) -> defaultd
 
 
 def _lock_destination_devices(aam_uuids: set[str]) -> dict[DestinationDeviceKey, _DestinationDeviceRow]:
+    if dialect.is_postgresql():
+        return _lock_destination_devices_postgresql(aam_uuids)
     rows = (
         DestinationDevice.objects.select_for_update()
         .filter(device_id__in=aam_uuids)
@@ -151,6 +162,25 @@ def _lock_destination_devices(aam_uuids: set[str]) -> dict[DestinationDeviceKey,
         .values_list("destination_id", "device_id", "pending_since", "left_segment_ids", "last_sent_at")
     )
     return {(row[0], row[1]): _DestinationDeviceRow(row[2], list(row[3]), row[4]) for row in rows}
+
+
+def _lock_destination_devices_postgresql(
+    aam_uuids: set[str],
+) -> dict[DestinationDeviceKey, _DestinationDeviceRow]:
+    # As the portable query, with the devices as one array parameter (see `storage.lock_memberships`).
+    sql = f"""
+        SELECT destination_id, device_id, pending_since, left_segment_ids, last_sent_at FROM {_TABLE}
+        WHERE device_id = ANY(%s) ORDER BY destination_id, device_id FOR UPDATE
+    """  # noqa: S608 - the table name comes from the model, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sorted(aam_uuids)])
+        rows = cursor.fetchall()
+    return {(row[0], row[1]): _DestinationDeviceRow(row[2], list(_json(row[3])), row[4]) for row in rows}
+
+
+def _json(value: str | bytes | list[int]) -> list[int]:
+    """A jsonb list as Django's psycopg setup returns it: text, or already decoded."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _write_destination_devices(

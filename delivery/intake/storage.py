@@ -30,6 +30,7 @@ from delivery.models import Device, DeviceErasure, ErasureReason, Membership, Me
 from destinations.models import Segment
 
 DEVICE_TABLE = Device._meta.db_table
+MEMBERSHIP_TABLE = Membership._meta.db_table
 
 
 class _DeviceRow(TypedDict):
@@ -131,6 +132,8 @@ def lock_memberships(events: list[Event]) -> dict[Key, MembershipState]:
     opting_out = {event.aam_uuid for event in events if event.type is EventType.OPT_OUT}
     if not devices and not opting_out:
         return {}
+    if dialect.is_postgresql():
+        return _lock_memberships_postgresql(devices, segments, opting_out)
     rows = (
         Membership.objects.select_for_update()
         .filter(Q(device_id__in=devices, segment_id__in=segments) | Q(device_id__in=opting_out))
@@ -138,6 +141,22 @@ def lock_memberships(events: list[Event]) -> dict[Key, MembershipState]:
         .values_list("device_id", "segment_id", "is_active", "datetime", "qualified_at", "expires_at")
     )
     return {(row[0], row[1]): MembershipState(*row[2:]) for row in rows}
+
+
+def _lock_memberships_postgresql(
+    devices: set[str], segments: set[int], opting_out: set[str]
+) -> dict[Key, MembershipState]:
+    # The same rows as the portable query, with each set as one array parameter: Django would
+    # prepare and quote every value of an IN list one by one (a fifth of a request's CPU).
+    sql = f"""
+        SELECT device_id, segment_id, is_active, datetime, qualified_at, expires_at FROM {MEMBERSHIP_TABLE}
+        WHERE (device_id = ANY(%s) AND segment_id = ANY(%s)) OR device_id = ANY(%s)
+        ORDER BY device_id, segment_id FOR UPDATE
+    """  # noqa: S608 - the table name comes from the model, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sorted(devices), sorted(segments),
+                             sorted(opting_out)])
+        return {(row[0], row[1]): MembershipState(*row[2:]) for row in cursor.fetchall()}
 
 
 def write_memberships(states: dict[Key, MembershipState]) -> None:

@@ -33,7 +33,7 @@ def create_pattern_indexes(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('delivery', '0004_claimable_index'),
+        ('delivery', '0005_alerts'),
     ]
 
     operations = [

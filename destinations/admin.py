@@ -167,8 +167,6 @@ class DestinationAdmin(CredentialStateMixin, DestinationHistoryMixin, RecordChan
                     "timeout_ms",
                     "max_retries",
                     "retry_delay_ms",
-                    "circuit_breaker",
-                    "circuit_failure_threshold",
                 ]
             },
         ),

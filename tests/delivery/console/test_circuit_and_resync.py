@@ -111,3 +111,17 @@ def test_viewers_may_not_resync(viewer, resync_task):
 
     assert response.status_code == 403
     assert resync_task.calls == []
+
+
+def test_an_open_circuit_is_not_shown_as_sending(viewer):
+    # Given one destination whose circuit is open and one whose circuit is closed
+    failing = opened_destination(name="failing")
+    healthy = DestinationFactory(name="healthy")
+
+    # When the viewer reads each destination's page
+    pages = {d.name: viewer.get(f"/dashboard/destinations/{d.pk}/").content.decode() for d in (failing, healthy)}
+
+    # Then only the closed one says it is sending; the open one says why it is not
+    assert '<span class="badge ok">sending</span>' in pages["healthy"]
+    assert '<span class="badge ok">sending</span>' not in pages["failing"]
+    assert 'data-circuit="open"' in pages["failing"]

@@ -119,7 +119,9 @@ def test_an_open_circuit_is_not_shown_as_sending(viewer):
     healthy = DestinationFactory(name="healthy")
 
     # When the viewer reads each destination's page
-    pages = {d.name: viewer.get(f"/dashboard/destinations/{d.pk}/").content.decode() for d in (failing, healthy)}
+    pages = {
+        d.name: viewer.get(f"/dashboard/destinations/{d.pk}/").content.decode() for d in (failing, healthy)
+    }
 
     # Then only the closed one says it is sending; the open one says why it is not
     assert '<span class="badge ok">sending</span>' in pages["healthy"]

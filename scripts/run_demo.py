@@ -6,7 +6,8 @@ process), checks Redis (CELERY_BROKER_URL, default redis://127.0.0.1:6379/0),
 then starts, as child processes with prefixed output:
 
     receiver  manage.py receiver: the HTTPS partner, verifying the demo's HMAC key
-    web       manage.py runserver --noreload (admin, API, dashboard)
+    web       gunicorn -c aamdest/gunicorn.conf.py, as in production (admin, API, dashboard;
+              static files from whitenoise), on 127.0.0.1 only
     worker    celery -A aamdest worker
     beat      celery -A aamdest beat
     events    this script with --stream-events: sample events through the API every 1.5 s
@@ -111,7 +112,7 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
                    timeout_s=STARTUP_TIMEOUT_S, options=[signing])
     seeded = migrate_and_seed(children, env=env, signing_key=signing_key,
                               receiver_url=f"https://127.0.0.1:{ports.receiver}/aam")
-    children.start("web", [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{ports.web}"], env=env)
+    children.start("web", web_command(), env={**env, **web_environment(ports.web)})
     children.start("worker", worker_command(database_url=database_url), env=env)
     children.start("beat", [python, "-m", "celery", "-A", "aamdest", "beat", "-l", "info",
                             "--schedule", str(STATE / "celerybeat-schedule")], env=env)
@@ -120,6 +121,16 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
                   "AAMDEST_DEMO_TOKEN": seeded["api_token"]}
     children.start("events", [python, str(Path(__file__).resolve()), "--stream-events"], env=stream_env)
     return seeded
+
+
+def web_command() -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "aamdest" / "gunicorn.conf.py")]
+
+
+def web_environment(port: int) -> dict[str, str]:
+    """gunicorn on loopback, two processes, and a graceful timeout within the demo's stop timeout."""
+    return {"AAMDEST_WEB_BIND": f"127.0.0.1:{port}", "AAMDEST_WEB_WORKERS": "2",
+            "AAMDEST_WEB_GRACEFUL_TIMEOUT_S": "10"}
 
 
 def worker_command(*, database_url: str) -> list[str]:

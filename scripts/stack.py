@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15
 COLORS = ("36", "33", "32", "35", "34", "31")
 # Celery's lines for every task received or succeeded, and for the beat tick
-# that runs every second, would drown the deliveries; failures still show.
-HIDDEN_LINE = re.compile(r"delivery-tick|Task delivery\.tasks\.\w+\[[0-9a-f-]+\] (received|succeeded)")
+# that runs every second, and gunicorn's access line for each accepted POST of the demo's event
+# stream (which prints its own), would drown the deliveries; failures still show.
+HIDDEN_LINE = re.compile(r"delivery-tick|Task delivery\.tasks\.\w+\[[0-9a-f-]+\] (received|succeeded)"
+                         r'|"POST /api/v1/events/ HTTP/1\.1" 202 ')
 
 
 # --- output ------------------------------------------------------------------

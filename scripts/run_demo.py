@@ -44,6 +44,7 @@ from stack import (  # noqa: E402 - the scripts folder
     note,
     start_receiver,
     wait_for_http,
+    web_server,
 )
 
 STATE = ROOT / "var" / "demo"
@@ -112,7 +113,9 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
                    timeout_s=STARTUP_TIMEOUT_S, options=[signing])
     seeded = migrate_and_seed(children, env=env, signing_key=signing_key,
                               receiver_url=f"https://127.0.0.1:{ports.receiver}/aam")
-    children.start("web", web_command(), env={**env, **web_environment(ports.web)})
+    web, web_env = web_server("gunicorn", port=ports.web)
+    # A graceful timeout within the demo's stop timeout.
+    children.start("web", web, env={**env, **web_env, "AAMDEST_WEB_GRACEFUL_TIMEOUT_S": "10"})
     children.start("worker", worker_command(database_url=database_url), env=env)
     children.start("beat", [python, "-m", "celery", "-A", "aamdest", "beat", "-l", "info",
                             "--schedule", str(STATE / "celerybeat-schedule")], env=env)
@@ -121,16 +124,6 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
                   "AAMDEST_DEMO_TOKEN": seeded["api_token"]}
     children.start("events", [python, str(Path(__file__).resolve()), "--stream-events"], env=stream_env)
     return seeded
-
-
-def web_command() -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "aamdest" / "gunicorn.conf.py")]
-
-
-def web_environment(port: int) -> dict[str, str]:
-    """gunicorn on loopback, two processes, and a graceful timeout within the demo's stop timeout."""
-    return {"AAMDEST_WEB_BIND": f"127.0.0.1:{port}", "AAMDEST_WEB_WORKERS": "2",
-            "AAMDEST_WEB_GRACEFUL_TIMEOUT_S": "10"}
 
 
 def worker_command(*, database_url: str) -> list[str]:

@@ -168,7 +168,6 @@ def _signal_group(child: Child, signum: int) -> None:
         os.killpg(child.process.pid, signum)
 
 
-
 # --- the partner, migrate and seed ----------------------------------------------
 
 
@@ -197,6 +196,18 @@ def migrate_and_seed(
         python, "manage.py", "seed_demo", "--json", f"--signing-key={signing_key}",
         "--receiver-url", receiver_url], env=env, is_echoed=False)
     return json.loads(next(line for line in seed.lines if line.startswith("{")))
+
+
+# --- the web server --------------------------------------------------------------------
+
+
+def web_server(kind: str, *, port: int, workers: int = 2) -> tuple[list[str], dict[str, str]]:
+    """The command and extra environment of a web process on 127.0.0.1:`port`: gunicorn or runserver."""
+    if kind == "runserver":
+        return [sys.executable, "manage.py", "runserver", "--noreload", "--skip-checks",
+                f"127.0.0.1:{port}"], {}
+    return ([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "aamdest" / "gunicorn.conf.py")],
+            {"AAMDEST_WEB_BIND": f"127.0.0.1:{port}", "AAMDEST_WEB_WORKERS": str(workers)})
 
 
 # --- environment, database, broker, ports -------------------------------------------
@@ -278,6 +289,10 @@ def wait_for_http(url: str, *, timeout_s: float) -> None:
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def interrupt(signum: int, frame: Any) -> None:

@@ -31,16 +31,13 @@ class Node:
     name: str
     process: subprocess.Popen
     log_path: Path
-    seen_pids: set[int] = field(default_factory=set)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def pids(self) -> list[int]:
         """The Procfile processes' pids (each leads its own process group)."""
-        found = [int(match[2]) for match in STARTED.finditer(self.log())]
-        self.seen_pids.update(found)
-        return found
+        return [int(match[2]) for match in STARTED.finditer(self.log())]
 
     def wait_for_log(self, text: str, *, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -67,13 +64,14 @@ class Node:
         return True
 
     def kill(self) -> None:
-        """SIGKILL the node's process groups and honcho's own."""
-        self.pids()
-        for pid in [*self.seen_pids, self.process.pid]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
+        """SIGKILL the node's processes; then honcho, after it had a moment to stop any not yet logged."""
+        self.signal(signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.terminate()  # honcho passes it on to its processes
+            if not self.wait_exit(timeout_s=10):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
 
 
 @dataclass

@@ -12,9 +12,8 @@ seed_demo's destination, 10 users a request) for `--duration` seconds, twice:
 2. beside the batch: `send_batch_now` is queued (the batch node cuts and sends it),
    and pacing starts `--batch-lead-s` later.
 
-Each event's latency runs from its scheduled send time (so a slow web server counts
-against it) to the partner's acknowledgement of its device. It prints p50/p90/p99/max
-per phase with the load average, and when the batch was acknowledged.
+Latency: from an event's scheduled send time (a slow web server counts against it) to
+the partner's acknowledgement of its device; p50/p90/p99/max per phase, with the load.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import ROOT, Children, bench_environment, interrupt, load_average  # noqa: E402 - scripts folder
 
-BATCH_SEGMENTS = (20001, 20002, 20003, 20004)
-DPID = 20914
+BATCH_SEGMENTS, DPID = (20001, 20002, 20003, 20004), 20914
 
 
 def say(line: str) -> None:
@@ -76,6 +74,7 @@ def seed_batch(*, devices: int) -> dict[str, int]:
     batch = Destination.objects.create(
         name="bench-batch", url=demo_url, client_id="74323", user_dpid=DPID, aam_destination_id=424,
         realtime=False, batch_interval_hours=None, max_users_per_request=10_000,
+        timeout_ms=30_000,  # a 10,000-user document takes seconds to verify on a loaded machine
     )
     for segment_id in BATCH_SEGMENTS:
         Segment.objects.create(id=segment_id, name=f"batch segment {segment_id}")
@@ -153,7 +152,7 @@ class Acks:
     def __init__(self, path: Path, *, offset: int) -> None:
         self.path, self.offset = path, offset
         self.first_ack: dict[str, float] = {}
-        self.batch_acks, self.batch_last_ack = 0, 0.0
+        self.batch_first_ack = 0.0  # the batch's cut is over by then
 
     def read_new(self) -> None:
         with self.path.open("rb") as log:
@@ -164,8 +163,7 @@ class Acks:
         for line in complete.decode().splitlines():
             at, aam_uuid = line.split()
             if aam_uuid[0].isdigit():  # the batch's devices are numbers, the paced ones prefixed
-                self.batch_acks += 1
-                self.batch_last_ack = float(at)
+                self.batch_first_ack = self.batch_first_ack or float(at)
             else:
                 self.first_ack.setdefault(aam_uuid, float(at))
 
@@ -221,9 +219,27 @@ def measure(children: Children, arguments: argparse.Namespace) -> int:
         batch["phase_start"] = time.time()
         run_phase(stack, acks, phases[1], arguments)
         batch["phase_end"] = max(phases[1].scheduled_at.values())
-        acks.wait(lambda read: read.batch_acks >= arguments.batch_devices,
-                  deadline=time.monotonic() + arguments.give_up_s)
+        batch.update(wait_for_batch(arguments))
     return report(phases, acks, arguments=arguments, batch=batch)
+
+
+def wait_for_batch(arguments: argparse.Namespace) -> dict[str, float]:
+    """Wait until the batch is cut and none of its requests is pending; what its requests became."""
+    import psycopg
+
+    deadline = time.monotonic() + arguments.give_up_s
+    with psycopg.connect(arguments.database_url, autocommit=True) as db:
+        while True:
+            requests_, pending, failed, users = db.execute(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'pending'), "
+                "count(*) FILTER (WHERE status = 'failed'), coalesce(sum(user_count), 0) "
+                "FROM delivery_delivery WHERE kind = 'batch'").fetchone()
+            state = {"requests": requests_, "failed": failed, "users": users}
+            if users >= arguments.batch_devices and not pending:
+                return {**state, "ended": time.time()}
+            if time.monotonic() > deadline:
+                return state
+            time.sleep(1)
 
 
 def report(phases: list[Phase], acks: Acks, *, arguments: argparse.Namespace, batch: dict[str, float]) -> int:
@@ -243,12 +259,13 @@ def report(phases: list[Phase], acks: Acks, *, arguments: argparse.Namespace, ba
                      f"{max(found, default=0):6.2f}s {missing:>6,} {phase.behind_s:9.2f}s  {phase.load}")
         lines += [f"  error: {error}" for error in phase.errors[:3]]
     if batch:
-        done = acks.batch_acks >= arguments.batch_devices
-        last = f", the last {acks.batch_last_ack - batch['queued']:.0f} s after it was queued"
-        lines.append(f"batch: {acks.batch_acks:,} of {arguments.batch_devices:,} users acknowledged"
-                     + (last if done else " when the bench gave up")
+        done = "ended" in batch
+        lines.append(f"batch: {batch['users']:,.0f} user objects in {batch['requests']:,.0f} requests "
+                     f"({batch['failed']:,.0f} failed); first acknowledged "
+                     f"{acks.batch_first_ack - batch['queued']:.0f} s after it was queued, "
+                     + (f"all ended after {batch['ended'] - batch['queued']:.0f} s" if done else "not ended")
                      + f"; the second phase paced from {batch['phase_start'] - batch['queued']:.0f} s to "
-                       f"{batch['phase_end'] - batch['queued']:.0f} s after it")
+                       f"{batch['phase_end'] - batch['queued']:.0f} s")
         failed = failed or not done
     print("\n".join(lines), flush=True)
     return 1 if failed else 0

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -220,13 +221,12 @@ def measure(children: Children, arguments: argparse.Namespace) -> int:
         run_phase(stack, acks, phases[1], arguments)
         batch["phase_end"] = max(phases[1].scheduled_at.values())
         batch.update(wait_for_batch(arguments))
+        acks.read_new()  # the batch's first acknowledgement
     return report(phases, acks, arguments=arguments, batch=batch)
 
 
 def wait_for_batch(arguments: argparse.Namespace) -> dict[str, float]:
     """Wait until the batch is cut and none of its requests is pending; what its requests became."""
-    import psycopg
-
     deadline = time.monotonic() + arguments.give_up_s
     with psycopg.connect(arguments.database_url, autocommit=True) as db:
         while True:
@@ -262,7 +262,7 @@ def report(phases: list[Phase], acks: Acks, *, arguments: argparse.Namespace, ba
         done = "ended" in batch
         lines.append(f"batch: {batch['users']:,.0f} user objects in {batch['requests']:,.0f} requests "
                      f"({batch['failed']:,.0f} failed); first acknowledged "
-                     f"{acks.batch_first_ack - batch['queued']:.0f} s after it was queued, "
+                     f"{acks.batch_first_ack - batch['queued']:.0f} s after it was queued (its cut), "
                      + (f"all ended after {batch['ended'] - batch['queued']:.0f} s" if done else "not ended")
                      + f"; the second phase paced from {batch['phase_start'] - batch['queued']:.0f} s to "
                        f"{batch['phase_end'] - batch['queued']:.0f} s")

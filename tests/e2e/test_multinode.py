@@ -34,6 +34,7 @@ from rest_framework.authtoken.models import Token
 
 from aamdest.celery import app
 from delivery.coordination import scheduling_client
+from delivery.realtime.flush import CLAIM_MAX_REQUESTS
 from partner.certificates import CertificateFiles
 from tests.delivery.pending_work import map_segments
 from tests.e2e.conftest import database_url
@@ -47,13 +48,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 WAVES = 24
 DEVICES_PER_WAVE = 150
+USERS_PER_REQUEST = 10
+# A SIGKILLed worker's requests that the partner acknowledged but the worker had not recorded are sent
+# again (at least once): up to one claim's requests (CLAIM_MAX_REQUESTS) of USERS_PER_REQUEST users. So
+# 1 % of the devices bounds the duplicates only from 100 such claims' worth of devices (25,000) per kill,
+# more than this test can deliver in its time; below that, one claim's worth is the bound.
+DUPLICATES_BOUND = max(0.01 * WAVES * DEVICES_PER_WAVE, CLAIM_MAX_REQUESTS * USERS_PER_REQUEST)
 WAVE_PERIOD_S = 0.5
 SIGTERM_AT, SIGKILL_AT, RESTART_AT = 6, 10, 15  # waves
 # How long a SIGTERMed worker may take to finish what it holds before it is killed, as an
 # orchestrator's grace period would (it also bounds the test on a slow machine).
 GRACE_S = 45
 START_TIMEOUT_S = 120
-DELIVERY_BOUND_S = 120
+DELIVERY_BOUND_S = 150
 
 
 @pytest.fixture
@@ -166,23 +173,28 @@ def post_waves(web_urls: list[str], token: str, faults: Faults) -> None:
         time.sleep(max(0.0, started + WAVE_PERIOD_S - time.monotonic()))
 
 
+_parsed: dict[int, tuple[int, dict[str, list[str]]]] = {}  # per partner: requests read, statuses
+
+
 def statuses_seen(partner: Partner) -> dict[str, list[str]]:
     """Per device, the Status of its segment in each document the partner accepted, in arrival order."""
+    read, seen = _parsed.get(id(partner), (0, {}))
     with partner.lock:
-        bodies = [received.body for received in partner.requests]
-    seen: dict[str, list[str]] = {}
+        bodies = [received.body for received in partner.requests[read:]]
     for body in bodies:
         for user in json.loads(body)["Users"]:
             [segment] = [s for s in user["Segments"] if s["Segment_ID"] == str(SEGMENT)]
             seen.setdefault(user["AAM_UUID"], []).append(segment["Status"])
+    _parsed[id(partner)] = (read + len(bodies), seen)
     return seen
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)  # about 100 s on a quiet machine; 2 shared cores at load 20 take longer
 def test_web_and_worker_nodes_through_the_procfile_survive_sigterm_and_sigkill(
     fleet: Fleet, operator_client, partner: Partner
 ):
-    destination = DestinationFactory(url=partner.url, max_wait_ms=200, timeout_ms=2000, retry_delay_ms=100)
+    destination = DestinationFactory(url=partner.url, max_wait_ms=200, timeout_ms=2000, retry_delay_ms=100,
+                                     max_users_per_request=USERS_PER_REQUEST)
     map_segments(destination, SEGMENT)
     token = Token.objects.get(user=operator_client.user).key
     web_urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
@@ -191,20 +203,24 @@ def test_web_and_worker_nodes_through_the_procfile_survive_sigterm_and_sigkill(
     core = fleet.start("core", "batch", "beat")
     realtime = {name: fleet.start(name, "realtime", AAMDEST_NODE_NAME=name)
                 for name in ("realtime-1", "realtime-2")}
+    started = time.monotonic()
     wait_until_up(web_urls, [worker_name(name) for name in (*realtime, "batch")])
+    print(f"nodes up after {time.monotonic() - started:.0f} s")
     faults = Faults(fleet, realtime)
 
     post_waves(web_urls, token, faults)
+    print(f"waves posted, realtime nodes restarted after {time.monotonic() - started:.0f} s")
     expected = expected_states()
     wait_until(lambda: all(statuses_seen(partner).get(aam_uuid, ["-"])[-1] == state
                            for aam_uuid, state in expected.items()), timeout_s=DELIVERY_BOUND_S, interval_s=1)
+    print(f"every device delivered after {time.monotonic() - started:.0f} s")
     time.sleep(2)  # a stray late send would arrive by now
 
     seen = statuses_seen(partner)
     assert set(seen) == set(expected)
     assert [aam_uuid for aam_uuid, states in seen.items() if is_out_of_order(states)] == []
     duplicated = [aam_uuid for aam_uuid, states in seen.items() if len(states) > len(collapsed(states))]
-    assert len(duplicated) <= 0.01 * len(expected), (len(duplicated), duplicated[:20])
+    assert len(duplicated) <= DUPLICATES_BOUND, (len(duplicated), duplicated[:20])
     assert all(count > 0 for count in faults.work_before.values()), faults.work_before
     health = requests.get(f"{web_urls[0]}/healthz", timeout=5).json()
     assert core.process.poll() is None and health["beat_last_tick_age_s"] < 10, health

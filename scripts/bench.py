@@ -1,25 +1,16 @@
 """`make bench`: end-to-end throughput and latency of one destination, on this machine.
 
-It starts a stack of its own: PostgreSQL database `aamdest_bench` (dropped and
-recreated), Redis DB 9 (flushed), the web server, 2 Celery worker processes
-(threads), beat, and the reference partner (`manage.py receiver` over HTTPS with
-kept-alive connections, verifying HMAC-SHA256, writing "<time> <AAM_UUID>" per
-acknowledged user with `--ack-log`). One destination (seed_demo's, 10 users
-per request). The events are qualifications of distinct devices in one mapped
-segment, so each event is one user object to deliver.
-
-Before measuring it warms up: `--warmup` events of other devices, delivered
-and not counted, then ANALYZE, as autovacuum does within a minute on a live
-database (a newborn one has no planner statistics, and its plans are a
-cold start's, not the steady state's).
-
-It POSTs `--events` events to /api/v1/events/ in batches of `--batch` from
-`--clients` concurrent clients, then waits until the partner acknowledged
-every device, and prints: events/s ingested, users/s delivered end to end,
-p50/p99 latency from the start of an event's POST to the partner's
-acknowledgement, and each worker's peak RSS (VmHWM of the process and its
-children). Exit status 1 when users are lost (not acknowledged within
-`--give-up-s`, 300 by default) or ingestion fails; everything started is stopped.
+Its own stack: PostgreSQL database `aamdest_bench` (dropped, recreated), Redis DB 9
+(flushed), the web server (`--web`: gunicorn, or runserver), 2 Celery worker processes,
+beat, and `manage.py receiver` (HTTPS, HMAC-SHA256, "<time> <AAM_UUID>" per acknowledged
+user in its `--ack-log`). One destination (seed_demo's, 10 users per request); each
+event qualifies a distinct device in one mapped segment. After a warm-up (`--warmup`
+events delivered, not counted, then ANALYZE) it POSTs `--events` events in batches of
+`--batch` from `--clients` clients, waits for every acknowledgement, and prints events/s
+ingested (and the load average), users/s delivered, p50/p99 latency from an event's
+POST to its acknowledgement, and each worker's peak RSS. Exit status 1 when users are
+lost (not acknowledged within `--give-up-s`) or ingestion fails; everything started is
+stopped. `--rate N`: the paced latency mode instead (scripts/bench_rate.py).
 """
 
 from __future__ import annotations
@@ -39,6 +30,7 @@ import psycopg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rate import add_rate_arguments, run_rate  # noqa: E402 - the scripts folder
 from memory import peak_rss_kib  # noqa: E402 - the scripts folder
 from stack import (  # noqa: E402 - the scripts folder
     ROOT,
@@ -46,11 +38,13 @@ from stack import (  # noqa: E402 - the scripts folder
     bench_environment,
     free_port,
     interrupt,
+    load_average,
     migrate_and_seed,
     reset_broker,
     reset_database,
     start_receiver,
     wait_for_http,
+    web_server,
 )
 
 STATE = ROOT / "var" / "bench"
@@ -76,7 +70,8 @@ class Stack:
     workers: list[int]  # the worker processes' pids
 
 
-def start_stack(children: Children, *, database_url: str, broker_url: str) -> Stack:
+def start_stack(children: Children, *, database_url: str, broker_url: str, web: str = "gunicorn",
+                queues: tuple[str | None, ...] = (None,) * WORKERS) -> Stack:  # a worker per -Q (None: all)
     python, web_port, receiver_port = sys.executable, free_port(), free_port()
     env = bench_environment(database_url=database_url, broker_url=broker_url)
     ack_log, signing_key = STATE / "acks.log", secrets.token_urlsafe(24)
@@ -86,13 +81,13 @@ def start_stack(children: Children, *, database_url: str, broker_url: str) -> St
                    is_echoed=False)
     seeded = migrate_and_seed(children, env=env, signing_key=signing_key, migrate_options=["-v", "0"],
                               receiver_url=f"https://127.0.0.1:{receiver_port}/aam")
-    children.start("web", [python, "manage.py", "runserver", "--noreload", "--skip-checks",
-                           f"127.0.0.1:{web_port}"], env=env, is_echoed=False)
+    web_argv, web_env = web_server(web, port=web_port)
+    children.start("web", web_argv, env={**env, **web_env}, is_echoed=False)
     workers = [
         children.start(f"worker{n}", [python, "-m", "celery", "-A", "aamdest", "worker", "--pool", "threads",
-                                      "--concurrency", "8", "-l", "warning", "-n", f"bench{n}@%h"],
-                       env=env, is_echoed=False)
-        for n in range(1, WORKERS + 1)
+                                      "--concurrency", "8", "-l", "warning", "-n", f"bench{n}@%h",
+                                      *(["-Q", queue] if queue else [])], env=env, is_echoed=False)
+        for n, queue in enumerate(queues, 1)
     ]
     children.start("beat", [python, "-m", "celery", "-A", "aamdest", "beat", "-l", "warning",
                             "--schedule", str(STATE / "celerybeat-schedule")], env=env, is_echoed=False)
@@ -246,6 +241,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--give-up-s", type=float, default=300, help="Measurement bound, in seconds.")
     parser.add_argument("--database-url", default=DATABASE_URL, help="Dropped and recreated!")
     parser.add_argument("--broker-url", default=BROKER_URL, help="Flushed!")
+    parser.add_argument("--web", choices=("gunicorn", "runserver"), default="gunicorn")
+    add_rate_arguments(parser)
     arguments = parser.parse_args()
     if not (arguments.events > 0 and 0 < arguments.batch <= 10_000 and arguments.clients > 0
             and arguments.warmup >= 0):
@@ -253,20 +250,24 @@ def parse_arguments() -> argparse.Namespace:
     return arguments
 
 
-
 def main() -> int:
     arguments = parse_arguments()
+    return run_rate(arguments) if arguments.rate else run_bench(arguments)
+
+
+def run_bench(arguments: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     STATE.mkdir(parents=True, exist_ok=True)
     reset_broker(arguments.broker_url)
     reset_database(arguments.database_url)
     children = Children(announce=say)
     try:
-        stack = start_stack(children, database_url=arguments.database_url, broker_url=arguments.broker_url)
+        stack = start_stack(children, database_url=arguments.database_url, broker_url=arguments.broker_url,
+                            web=arguments.web)
         say(f"stack up; warming up with {arguments.warmup:,} events")
         offset = warm_up(stack=stack, events=arguments.warmup, database_url=arguments.database_url,
                          deadline=time.monotonic() + arguments.give_up_s)
-        say(f"ingesting {arguments.events:,} events")
+        say(f"ingesting {arguments.events:,} events through {arguments.web}; load average {load_average()}")
         deadline = time.monotonic() + arguments.give_up_s
         ingestion = ingest(
             stack=stack, events=arguments.events, batch=arguments.batch, clients=arguments.clients

@@ -6,7 +6,8 @@ process), checks Redis (CELERY_BROKER_URL, default redis://127.0.0.1:6379/0),
 then starts, as child processes with prefixed output:
 
     receiver  manage.py receiver: the HTTPS partner, verifying the demo's HMAC key
-    web       manage.py runserver --noreload (admin, API, dashboard)
+    web       gunicorn -c aamdest/gunicorn.conf.py, as in production (admin, API, dashboard;
+              static files from whitenoise), on 127.0.0.1 only
     worker    celery -A aamdest worker
     beat      celery -A aamdest beat
     events    this script with --stream-events: sample events through the API every 1.5 s
@@ -43,6 +44,7 @@ from stack import (  # noqa: E402 - the scripts folder
     note,
     start_receiver,
     wait_for_http,
+    web_server,
 )
 
 STATE = ROOT / "var" / "demo"
@@ -111,7 +113,9 @@ def start_stack(children: Children, *, ports: Ports, database_url: str, broker_u
                    timeout_s=STARTUP_TIMEOUT_S, options=[signing])
     seeded = migrate_and_seed(children, env=env, signing_key=signing_key,
                               receiver_url=f"https://127.0.0.1:{ports.receiver}/aam")
-    children.start("web", [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{ports.web}"], env=env)
+    web, web_env = web_server("gunicorn", port=ports.web)
+    # A graceful timeout within the demo's stop timeout.
+    children.start("web", web, env={**env, **web_env, "AAMDEST_WEB_GRACEFUL_TIMEOUT_S": "10"})
     children.start("worker", worker_command(database_url=database_url), env=env)
     children.start("beat", [python, "-m", "celery", "-A", "aamdest", "beat", "-l", "info",
                             "--schedule", str(STATE / "celerybeat-schedule")], env=env)

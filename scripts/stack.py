@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15
 COLORS = ("36", "33", "32", "35", "34", "31")
 # Celery's lines for every task received or succeeded, and for the beat tick
-# that runs every second (and the alert jobs every few), would drown the deliveries; failures still show.
-HIDDEN_LINE = re.compile(
-    r"delivery-tick|delivery-alert|Task delivery\.tasks\.\w+\[[0-9a-f-]+\] (received|succeeded)"
-)
+# that runs every second (and the alert jobs every few), and gunicorn's access line for each accepted
+# POST of the demo's event stream (which prints its own), would drown the deliveries; failures still show.
+HIDDEN_LINE = re.compile(r"delivery-tick|delivery-alert|Task delivery\.tasks\.\w+\[[0-9a-f-]+\] "
+                         r'(received|succeeded)|"POST /api/v1/events/ HTTP/1\.1" 202 ')
 
 
 # --- output ------------------------------------------------------------------
@@ -168,7 +168,6 @@ def _signal_group(child: Child, signum: int) -> None:
         os.killpg(child.process.pid, signum)
 
 
-
 # --- the partner, migrate and seed ----------------------------------------------
 
 
@@ -197,6 +196,18 @@ def migrate_and_seed(
         python, "manage.py", "seed_demo", "--json", f"--signing-key={signing_key}",
         "--receiver-url", receiver_url], env=env, is_echoed=False)
     return json.loads(next(line for line in seed.lines if line.startswith("{")))
+
+
+# --- the web server --------------------------------------------------------------------
+
+
+def web_server(kind: str, *, port: int, workers: int = 2) -> tuple[list[str], dict[str, str]]:
+    """The command and extra environment of a web process on 127.0.0.1:`port`: gunicorn or runserver."""
+    if kind == "runserver":
+        return [sys.executable, "manage.py", "runserver", "--noreload", "--skip-checks",
+                f"127.0.0.1:{port}"], {}
+    return ([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "aamdest" / "gunicorn.conf.py")],
+            {"AAMDEST_WEB_BIND": f"127.0.0.1:{port}", "AAMDEST_WEB_WORKERS": str(workers)})
 
 
 # --- environment, database, broker, ports -------------------------------------------
@@ -278,6 +289,10 @@ def wait_for_http(url: str, *, timeout_s: float) -> None:
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def interrupt(signum: int, frame: Any) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,9 +76,10 @@ class Output:
 @pytest.mark.timeout(DELIVERY_BOUND_S + 60)
 def test_make_run_delivers_sample_events_to_the_receiver_then_stops_every_process(tmp_path):
     broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    web_port = free_port()
     environment = {
         **os.environ, "DATABASE_URL": demo_database_url(tmp_path), "CELERY_BROKER_URL": broker_url,
-        "AAMDEST_DEMO_PORT": str(free_port()), "AAMDEST_DEMO_RECEIVER_PORT": str(free_port()),
+        "AAMDEST_DEMO_PORT": str(web_port), "AAMDEST_DEMO_RECEIVER_PORT": str(free_port()),
         "AAMDEST_DEMO_PASSWORD": "demo-test-password",
     }
     process = subprocess.Popen(
@@ -87,6 +89,7 @@ def test_make_run_delivers_sample_events_to_the_receiver_then_stops_every_proces
     output = Output(process)
     try:
         accepted = output.wait_for(r"receiver \| accepted delivery", timeout_s=DELIVERY_BOUND_S)
+        static = {path: fetch(f"http://127.0.0.1:{web_port}{path}") for path in STATIC_FILES}
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         output.thread.join(timeout=5)
@@ -101,9 +104,23 @@ def test_make_run_delivers_sample_events_to_the_receiver_then_stops_every_proces
     assert re.search(r"AAM_Destination_Id 423 User_count [1-9]", accepted)
     assert "login admin / demo-test-password" in text
     assert set(output.child_pids()) >= {"receiver", "web", "worker", "beat", "events"}
+    # The web process is gunicorn with the project's configuration, on loopback, serving its static files.
+    assert re.search(rf"web \| .*Listening at: http://127\.0\.0\.1:{web_port} ", text), text[-3000:]
+    assert re.search(r"web \| .*Using worker: gthread", text)
+    assert "runserver" not in text
+    assert static == dict.fromkeys(STATIC_FILES, (200, "text/css")), static
     assert process.returncode == 0, text[-3000:]
     assert "stopped everything" in text
     assert still_running == []
+
+
+STATIC_FILES = ("/static/console/console.css", "/static/admin/css/base.css")
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """The status and content type of a GET."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers.get_content_type()
 
 
 def _stop_leftovers(process: subprocess.Popen, output: Output) -> None:

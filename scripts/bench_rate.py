@@ -1,16 +1,11 @@
 """`scripts/bench.py --rate N`: real-time latency at a steady rate, alone and beside a big batch (issue 12).
 
-bench.py's stack (`--web`, gunicorn by default; beat; the receiver and its ack log),
-with the worker nodes of docs/DEPLOY.md: one `-Q realtime`, one `-Q batch,maintenance`.
-It also seeds a batch-only destination (same receiver, same HMAC key) with
-`--batch-devices` [1,000,000] active memberships in four segments of its own,
-generated in SQL as scripts/bench_batch.py does; warms up as bench.py does; then
-paces `--rate` events/s (`--per-post` events a POST, each qualifying a new device of
-seed_demo's destination, 10 users a request) for `--duration` seconds, twice:
-
-1. no batch running;
-2. beside the batch: `send_batch_now` is queued (the batch node cuts and sends it),
-   and pacing starts `--batch-lead-s` later.
+bench.py's stack (`--web`; beat; the receiver and its ack log) with the worker nodes of
+docs/DEPLOY.md: one `-Q realtime`, one `-Q batch,maintenance`. It seeds a batch-only
+destination with `--batch-devices` [1,000,000] memberships (in SQL, as bench_batch.py),
+warms up, then paces `--rate` events/s (`--per-post` a POST, each qualifying a new device,
+10 users a request) for `--duration` s: (1) no batch running; (2) beside the batch, queued
+(`send_batch_now`) `--batch-lead-s` before. `--json PATH` writes the figures (make bench).
 
 Latency: from an event's scheduled send time (a slow web server counts against it) to
 the partner's acknowledgement of its device; p50/p90/p99/max per phase, with the load.
@@ -49,6 +44,7 @@ def add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-devices", type=int, default=1_000_000,
                         help="--rate: memberships in the batch cut beside the second phase; 0: none.")
     parser.add_argument("--batch-lead-s", type=float, default=5, help="--rate: batch start to second phase.")
+    parser.add_argument("--json", type=Path, help="--rate: the figures, as JSON.")
 
 
 # --- in a child process (Django set up): seed and start the batch ------------------------------
@@ -250,11 +246,13 @@ def report(phases: list[Phase], acks: Acks, *, arguments: argparse.Namespace, ba
              "8 threads), one batch node (-Q batch,maintenance)",
              f"{'phase':<32} {'events':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} {'lost':>6} "
              f"{'POSTs late':>10}  load (1, 5, 15 min)"]
-    failed = False
+    failed, figures = False, []
     for phase in phases:
         found, missing = acks.latencies(phase, per_post=arguments.per_post)
         failed = failed or bool(missing or phase.errors) or not found
         cells = [f"{percentile(found, q):6.2f}s" for q in (0.5, 0.9, 0.99)] if found else ["-"] * 3
+        figures.append({"phase": phase.name, "rate": arguments.rate, "lost": missing, "load": phase.load} | {
+            f"p{q}": round(percentile(found, q / 100), 3) if found else None for q in (50, 90, 99)})
         lines.append(f"{phase.name:<32} {len(found) + missing:>8,} {' '.join(cells)} "
                      f"{max(found, default=0):6.2f}s {missing:>6,} {phase.behind_s:9.2f}s  {phase.load}")
         lines += [f"  error: {error}" for error in phase.errors[:3]]
@@ -268,6 +266,8 @@ def report(phases: list[Phase], acks: Acks, *, arguments: argparse.Namespace, ba
                        f"{batch['phase_end'] - batch['queued']:.0f} s")
         failed = failed or not done
     print("\n".join(lines), flush=True)
+    if arguments.json:
+        arguments.json.write_text(json.dumps(figures[0] | {"phases": figures}))
     return 1 if failed else 0
 
 

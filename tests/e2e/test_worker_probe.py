@@ -60,8 +60,11 @@ def test_a_working_worker_is_healthy_and_one_whose_every_thread_is_stuck_is_hung
 
     # When every pool thread blocks (as on a lock nobody releases)
     scheduling_client().delete(BLOCKED_KEY)
-    for _ in range(THREADS):
-        app.send_task("tests.e2e.blocking_tasks.block", args=(120,), queue="probe-test")
+    try:
+        for _ in range(THREADS):
+            app.send_task("tests.e2e.blocking_tasks.block", args=(120,), queue="probe-test")
+    finally:
+        app.amqp.queues.pop("probe-test", None)  # send_task declared it on the app the other tests read
     wait_until(lambda: int(scheduling_client().get(BLOCKED_KEY) or 0) == THREADS, timeout_s=10)
     blocked_at = time.monotonic()
 

@@ -1,4 +1,7 @@
-"""End to end: beat and two real workers send each circuit transition's alert to a local receiver (§7)."""
+"""End to end: beat and two real workers send each circuit transition's alert to a local receiver (§7).
+
+On RabbitMQ only: tests/e2e/test_circuit_breaker.py checks the alerts of a real outage on Redis.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from tests.delivery.alerts.conftest import SIGNING_KEY, transition
 from tests.factories import DestinationFactory
 from tests.local_partner import Partner
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True),
+              pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)]
 
 
 @pytest.fixture

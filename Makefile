@@ -8,7 +8,8 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 # The end-to-end tests run once more with RabbitMQ as the broker (Redis still coordinates).
 TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 # `make run` falls back to SQLite, so `make test` runs the delivery and destinations tests there too, after the whole
-# suite on PostgreSQL (pytest-django tests in this file + ".test"). SQLITE_TESTS= skips that run.
+# suite on PostgreSQL (pytest-django tests in this file + ".test"), only those that use the database
+# (tests/conftest.py); SQLITE_TESTS= skips that run.
 SQLITE_TEST_DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3-test
 SQLITE_TESTS ?= tests/delivery tests/destinations
 SQLITE_PYTEST_ARGS ?= -q -m "not postgresql_only and not e2e"
@@ -31,7 +32,7 @@ test: $(STAMP)
 		$(BIN)/python -m pytest $(PYTEST_ARGS) || status=1; \
 	if [ -n "$(SQLITE_TESTS)" ]; then \
 		echo "== again on SQLite, make run's fallback: $(SQLITE_TESTS)"; \
-		DATABASE_URL=$(SQLITE_TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) DJANGO_DEBUG=1 \
+		DATABASE_URL=$(SQLITE_TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) DJANGO_DEBUG=1 AAMDEST_DATABASE_TESTS_ONLY=1 \
 			$(BIN)/python -m pytest $(SQLITE_PYTEST_ARGS) $(SQLITE_TESTS) || status=1; \
 	fi; \
 	exit $$status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,23 @@ def staff_client_with_perms(db):
         return _client_for(User.objects.get(pk=user.pk))
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With AAMDEST_DATABASE_TESTS_ONLY=1 (make test's SQLite run), keep only the tests that use the database.
+
+    That run checks `make run`'s fallback database; a test that never touches one already
+    ran on PostgreSQL and would only repeat itself.
+    """
+    if os.environ.get("AAMDEST_DATABASE_TESTS_ONLY") != "1":
+        return
+    database_fixtures = {"db", "transactional_db"}  # asked for directly or through another fixture
+    kept, dropped = [], []
+    for item in items:
+        uses_database = item.get_closest_marker("django_db") is not None or bool(
+            database_fixtures & set(getattr(item, "fixturenames", ()))
+        )
+        (kept if uses_database else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -31,8 +31,6 @@ CONFIGURABLE_FIELDS = (
     "timeout_ms",
     "max_retries",
     "retry_delay_ms",
-    "circuit_breaker",
-    "circuit_failure_threshold",
     "auth_mode",
     "signing_algorithm",
     "signing_header",

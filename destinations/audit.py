@@ -110,11 +110,16 @@ def record_change(
         changes = _described(action=action, instance=instance, before=before)
     if action == ChangeAction.UPDATE and not changes:
         return None
-    # The actor column points at the user model: an anonymous user (or None) is recorded as "unknown".
+    # The actor column points at the user model: an anonymous user (or None) is recorded as "unknown",
+    # aamdest's own actions (source `system`) as aamdest.
     user = actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
+    if user is not None:
+        actor_name = user.get_username()
+    else:
+        actor_name = SYSTEM_ACTOR if source == ChangeSource.SYSTEM else "unknown"
     return ConfigChange.objects.create(
         actor=user,
-        actor_name=user.get_username() if user is not None else "unknown",
+        actor_name=actor_name,
         source=source,
         action=action,
         # None only on a model class Django has not prepared yet, never on an instance.
@@ -140,22 +145,11 @@ def record_circuit_change(
     Call in the transaction that changed the state, once per transition. Without an
     actor (source `system`) the row names aamdest itself; `detail` says why.
     """
-    user = actor if isinstance(actor, get_user_model()) and actor.is_authenticated else None
-    if user is not None:
-        actor_name = user.get_username()
-    else:
-        actor_name = SYSTEM_ACTOR if source == ChangeSource.SYSTEM else "unknown"
-    return ConfigChange.objects.create(
-        actor=user,
-        actor_name=actor_name,
-        source=source,
-        action=action,
-        object_type="destination",
-        object_id=str(destination.pk),
-        object_repr=str(destination)[:300],
-        destination_id=destination.pk,
+    row = record_change(
+        actor=actor, source=source, action=action, instance=destination,
         changes={"circuit_state": {"old": old_state, "new": destination.circuit_state}, "detail": detail},
     )
+    return cast(ConfigChange, row)  # None only for an update that changed nothing
 
 
 def _described(*, action: str, instance: models.Model, before: Snapshot | None) -> dict[str, Any]:

@@ -63,13 +63,15 @@ class DeliveryLogCollector:
     """Reads the running totals in Redis and the in-flight gauges from the database at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        destinations = dict(Destination.objects.values_list("id", "name"))
+        # One read of the destinations serves every per-destination family.
+        rows = list(Destination.objects.values_list("id", "name", "enabled", "circuit_state"))
+        destinations = {destination_id: name for destination_id, name, _, _ in rows}
         totals, other = counters.read_delivery_totals(), counters.read_counters()
         up = GaugeMetricFamily("aamdest_metrics_redis_up", "1 when the Redis counters could be read.")
         up.add_metric([], 1 if totals and other else 0)
         yield up
-        yield from self._destinations(destinations)
-        yield from self._circuits(destinations)
+        yield from self._destinations(destinations, rows)
+        yield from self._circuits(destinations, rows)
         yield from self._deliveries(destinations, totals)
         yield from self._backlog(destinations)
         if totals is not None:
@@ -84,20 +86,22 @@ class DeliveryLogCollector:
     def _labels(destinations: dict[int, str], destination_id: int) -> list[str]:
         return [str(destination_id), destinations.get(destination_id, "")]
 
-    def _destinations(self, destinations: dict[int, str]) -> Iterator[Metric]:
+    def _destinations(self, destinations: dict[int, str], rows: list[tuple[int, str, bool, str]]
+                      ) -> Iterator[Metric]:
         enabled = GaugeMetricFamily(
             "aamdest_destination_enabled", "1 when the destination sends, 0 when paused.", labels=LABELS
         )
-        for destination_id, is_enabled in Destination.objects.values_list("id", "enabled"):
+        for destination_id, _, is_enabled, _ in rows:
             enabled.add_metric(self._labels(destinations, destination_id), 1 if is_enabled else 0)
         yield enabled
 
-    def _circuits(self, destinations: dict[int, str]) -> Iterator[Metric]:
+    def _circuits(self, destinations: dict[int, str], rows: list[tuple[int, str, bool, str]]
+                  ) -> Iterator[Metric]:
         is_open = GaugeMetricFamily(
             "aamdest_circuit_open", "1 while the destination's circuit is open or probing (CONTRACT §7).",
             labels=LABELS,
         )
-        for destination_id, state in Destination.objects.values_list("id", "circuit_state"):
+        for destination_id, _, _, state in rows:
             is_open.add_metric(self._labels(destinations, destination_id),
                                0 if state == CircuitState.CLOSED else 1)
         yield is_open

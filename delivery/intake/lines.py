@@ -130,15 +130,24 @@ def _segment_ids(column: str, name: str) -> list[int]:
 
 
 
+def _simple_line(line: bytes) -> StagedLine | None:
+    """(AAM UUID, added, removed, segment count) of a line certainly valid as it is; None: parse it."""
+    match = _SIMPLE_ADOBE_LINE.fullmatch(line)
+    if match is None:
+        return None
+    added, removed = match[2], match[3] or b""
+    added_ids = set(added.split(b",")) if added else set()
+    removed_ids = set(removed.split(b",")) if removed else set()
+    if added_ids & removed_ids:
+        return None
+    return match[1], added, removed, len(added_ids) + len(removed_ids)
+
+
 def staged_line(line: bytes, *, defaults: Defaults) -> StagedLine:
     """The columns `StagedChunk.add` takes for a valid Adobe line; raise `InvalidField` otherwise."""
-    match = _SIMPLE_ADOBE_LINE.fullmatch(line)
-    if match is not None:
-        added, removed = match[2], match[3] or b""
-        added_ids = set(added.split(b",")) if added else set()
-        removed_ids = set(removed.split(b",")) if removed else set()
-        if not added_ids & removed_ids:
-            return match[1], added, removed, len(added_ids) + len(removed_ids)
+    simple = _simple_line(line)
+    if simple is not None:
+        return simple
     events = parse_line(line, file_format=FileFormat.ADOBE, defaults=defaults)
     if not events:
         return b"", b"", b"", 0
@@ -150,7 +159,4 @@ def staged_line(line: bytes, *, defaults: Defaults) -> StagedLine:
 
 
 def is_simple_adobe_line(line: bytes) -> bool:
-    match = _SIMPLE_ADOBE_LINE.fullmatch(line)
-    if match is None or not match[2] or not match[3]:
-        return match is not None
-    return not set(match[2].split(b",")) & set(match[3].split(b","))
+    return _simple_line(line) is not None

@@ -39,7 +39,6 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from celery import current_app
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -53,6 +52,7 @@ from delivery.models import BatchCoverage, BatchExit, Delivery, DeliveryKind, De
 from delivery.realtime.slots import holding_slot, slot_expiry_ms
 from delivery.sending import circuit
 from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
+from delivery.sending.handing_back import queue_for_another_worker
 from delivery.sending.rounds import send_deliveries
 from delivery.shutdown import Stopping, is_stopping
 from destinations.models import Destination, Mapping
@@ -250,8 +250,8 @@ def drain_stored_batch(*, destination_id: int) -> None:
         if renew is None:
             return  # real-time flushes hold every slot: beat's next check sends them
         send_batch_deliveries(destination=destination, keep_slot=renew)
-    if is_stopping() and not current_app.conf.task_always_eager:
-        current_app.tasks[DRAIN_TASK].delay(destination_id)  # this worker stops: another sends the rest
+    if is_stopping():
+        queue_for_another_worker(DRAIN_TASK, [destination_id])  # this worker stops: another sends the rest
 
 
 def send_batch_deliveries(*, destination: Destination, keep_slot: Callable[[], bool] | None = None) -> int:

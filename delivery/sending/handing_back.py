@@ -45,10 +45,19 @@ def hand_back(*, sendings: list[Sending]) -> list[int]:
 
 def queue_sends(delivery_ids: list[int]) -> None:
     """Queue a `send_delivery_task` per delivery, for another worker. Logs a broker error, never raises."""
+    queue_for_another_worker(SEND_TASK, delivery_ids)
+
+
+def queue_for_another_worker(task_name: str, ids: list[int]) -> None:
+    """Queue `task_name` once per id (a delivery, a destination) for another worker; log a broker error.
+
+    Never raises: what this worker hands back is found again by beat's tick (the reaper,
+    the batch check) should the broker not take it.
+    """
     if current_app.conf.task_always_eager:
-        return  # no other worker: beat's tick (or the test) sends them
+        return  # no other worker: beat's tick (or the test) takes them
     try:
-        for delivery_id in delivery_ids:
-            current_app.tasks[SEND_TASK].delay(delivery_id)
+        for an_id in ids:
+            current_app.tasks[task_name].delay(an_id)
     except (KombuError, redis.RedisError, OSError) as error:
-        logger.warning("could not queue deliveries %s (the tick's reaper will): %s", delivery_ids, error)
+        logger.warning("could not queue %s for %s (beat's tick will take them): %s", task_name, ids, error)

@@ -39,7 +39,7 @@ from delivery.models import Delivery, DeliveryStatus
 from delivery.realtime.probing import wake_after_close
 from delivery.realtime.resync import count_resync_devices
 from delivery.sending import circuit
-from delivery.sending.rounds import RedeliveryConflict, create_redelivery
+from delivery.sending.redelivering import RedeliveryConflict, create_redelivery
 from destinations.audit import record_change
 from destinations.models import ChangeAction, Destination
 

@@ -40,6 +40,7 @@ from delivery.sending import circuit
 from delivery.sending.attempts import Sending
 from delivery.sending.http import HttpResult
 from delivery.sending.redaction import redact_credentials, storable_text
+from delivery.sending.redelivering import create_redelivery
 from destinations.models import Destination, Mapping
 
 
@@ -103,7 +104,7 @@ def resend_later(*, destination: Destination, delivery_ids: list[int]) -> None:
         if destination.realtime and delivery.kind != DeliveryKind.BATCH:
             _mark_pending_again(destination=destination, delivery=delivery)
         elif not delivery.redeliveries.exists():
-            _park_redelivery(delivery)
+            create_redelivery(delivery=delivery, leased=False)
 
 
 def _mark_pending_again(*, destination: Destination, delivery: Delivery) -> None:
@@ -152,15 +153,3 @@ def _still_left(*, destination: Destination, told: dict[str, set[str]]) -> dict[
         aam_uuid: {sid for sid in segment_ids if (aam_uuid, sid) not in active}
         for aam_uuid, segment_ids in wanted.items()
     }
-
-
-def _park_redelivery(delivery: Delivery) -> None:
-    """A redelivery of `delivery`'s document, unleased: `take_parked` sends it once the circuit closes."""
-    redelivery = Delivery.objects.create(
-        destination_id=delivery.destination_id, kind=DeliveryKind.REDELIVERY,
-        document_id=delivery.document_id, body=bytes(delivery.body), user_count=delivery.user_count,
-        redelivery_of=delivery, lease_until=None,
-    )
-    aam_uuids = DeliveryDevice.objects.filter(delivery=delivery).values_list("aam_uuid", flat=True)
-    DeliveryDevice.objects.bulk_create(DeliveryDevice(delivery=redelivery, aam_uuid=a) for a in aam_uuids)
-

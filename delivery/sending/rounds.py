@@ -33,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from delivery.leases import RETRY_WAIT_SLICE_MS, lease_until, park_owned, renew_owned
-from delivery.models import Attempt, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
+from delivery.models import Attempt, Delivery, DeliveryKind, DeliveryStatus
 from delivery.progress import note_progress
 from delivery.sending import backoff, circuit, outage
 from delivery.sending.attempts import Sending, make_attempts, record_attempts
@@ -53,10 +53,6 @@ AUTH_FIELDS = [
 SAMPLE_SEGMENT_ID = "1"
 
 logger = logging.getLogger("aamdest.delivery")
-
-
-class RedeliveryConflict(Exception):
-    """The original delivery is still pending: redeliver it once it has ended (HTTP 409)."""
 
 
 def send_deliveries(*, destination: Destination, deliveries: list[Delivery], resume: bool = False) -> None:
@@ -219,31 +215,6 @@ def _park(*, sendings: list[Sending]) -> None:
     parked = park_owned({sending.delivery.pk: sending.lease for sending in sendings})
     if parked:
         logger.info("deliveries %s wait for their destination to be resumed", parked)
-
-
-def create_redelivery(*, delivery: Delivery) -> Delivery:
-    """Create a pending redelivery of `delivery`: the same bytes and document ID, kind `redelivery`.
-
-    Raises RedeliveryConflict while `delivery` is pending. The caller enqueues
-    `delivery.tasks.send_delivery_task` on commit; should that be lost, the lease
-    set here lets the reaper send it.
-    """
-    with transaction.atomic():
-        original = Delivery.objects.select_for_update().select_related("destination").get(pk=delivery.pk)
-        if original.status == DeliveryStatus.PENDING:
-            raise RedeliveryConflict(f"delivery {original.pk} is still pending; redeliver it once it ended")
-        redelivery = Delivery.objects.create(
-            destination=original.destination,
-            kind=DeliveryKind.REDELIVERY,
-            document_id=original.document_id,
-            body=bytes(original.body),
-            user_count=original.user_count,
-            redelivery_of=original,
-            lease_until=lease_until(destination=original.destination, now=timezone.now()),
-        )
-        aam_uuids = original.devices.values_list("aam_uuid", flat=True)
-        DeliveryDevice.objects.bulk_create(DeliveryDevice(delivery=redelivery, aam_uuid=a) for a in aam_uuids)
-    return redelivery
 
 
 def send_test_document(*, destination: Destination, probe: circuit.Probe | None = None) -> Delivery:

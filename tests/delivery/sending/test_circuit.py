@@ -13,7 +13,7 @@ from delivery.leases import lease_until
 from delivery.models import Delivery, DeliveryStatus, DestinationDevice, Membership
 from delivery.realtime.flush import send_one_delivery
 from delivery.realtime.probing import run_probe
-from delivery.sending import circuit, rounds
+from delivery.sending import circuit, redelivering, rounds
 from destinations.models import ChangeSource, CircuitState
 from tests.delivery.pending_work import SPORTS, pending_device
 from tests.delivery.sending.circuit_work import (
@@ -102,7 +102,7 @@ def test_while_open_nothing_is_sent_and_the_backlog_accumulates(partner, queued)
     assert flush(destination) == 0
     tasks.tick()
     failed = Delivery.objects.filter(destination=destination, status=DeliveryStatus.FAILED).first()
-    redelivery = rounds.create_redelivery(delivery=failed)
+    redelivery = redelivering.create_redelivery(delivery=failed)
     send_one_delivery(delivery_id=redelivery.pk)
     run_queued(queued)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from delivery.models import DeliveryKind, DeliveryStatus
-from delivery.sending.rounds import RedeliveryConflict, create_redelivery, send_deliveries, send_delivery
+from delivery.sending.redelivering import RedeliveryConflict, create_redelivery
+from delivery.sending.rounds import send_deliveries, send_delivery
 from tests.delivery.sending.claims import claim
 from tests.local_partner import Reply
 

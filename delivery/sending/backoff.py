@@ -73,9 +73,11 @@ def extend_hold(*, destination: Destination, until: dt.datetime) -> bool:
 
 
 def hold_remaining_ms(*, destination: Destination, now: dt.datetime) -> int:
-    """How long `destination` is still held, in milliseconds (0: not held). Reads the row."""
-    hold = Destination.objects.filter(pk=destination.pk).values_list("hold_until", flat=True).first()
-    destination.hold_until = hold
+    """How long `destination` is still held, in milliseconds (0: not held), by the `hold_until` it holds.
+
+    Callers read it fresh first (`delivery.sending.circuit.refresh_circuit` reads it with the circuit).
+    """
+    hold = destination.hold_until
     if hold is None or hold <= now:
         return 0
     return int((hold - now) / dt.timedelta(milliseconds=1))

@@ -167,9 +167,14 @@ def child_main(argv: list[str]) -> int:
 # --- the orchestration ----------------------------------------------------------------
 
 
-def child(step: list[str], *, env: dict[str, str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", *step], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True)
+def child(step: list[str], *, env: dict[str, str], profile: Path | None = None) -> dict:
+    """Run one step in a fresh process; `profile`: under `py-spy record`, its raw samples written there."""
+    argv = [sys.executable, __file__, "--child", *step]
+    if profile is not None:
+        # --idle: wall time, the waits on PostgreSQL included
+        argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--nonblocking",
+                "--format", "raw", "--output", str(profile), "--", *argv]
+    done = subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -191,6 +196,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--users-per-request", type=int, default=10_000)
     parser.add_argument("--database-url", default=DATABASE_URL)
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="Profile each batch with py-spy (folded stacks: DIR/first.txt, DIR/exits.txt).")
     return parser.parse_args()
 
 
@@ -219,10 +226,15 @@ def main() -> int:
                         str(arguments.users_per_request)], env=env)
         say(f"generated in {time.monotonic() - started:.1f} s")
         destination_id = str(seeded["destination_id"])
-        first = report("first batch (every active membership)", child(["batch", destination_id], env=env),
+        profiles = arguments.py_spy
+        if profiles is not None:
+            profiles.mkdir(parents=True, exist_ok=True)
+        first = report("first batch (every active membership)",
+                       child(["batch", destination_id], env=env, profile=profiles and profiles / "first.txt"),
                        devices=arguments.devices)
         child(["leave-all"], env=env)
-        changes = report("next batch (every device leaves)", child(["batch", destination_id], env=env),
+        exits = child(["batch", destination_id], env=env, profile=profiles and profiles / "exits.txt")
+        changes = report("next batch (every device leaves)", exits,
                          devices=arguments.devices)
         return 0 if first and changes else 1
     except (RuntimeError, subprocess.CalledProcessError) as exc:

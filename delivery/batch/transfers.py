@@ -44,14 +44,14 @@ from django.db.models import Max
 from django.utils import timezone
 
 from delivery import dialect
-from delivery.batch.reading import BatchDevice, read_batch_devices
+from delivery.batch.reading import read_batch_users
 from delivery.batch.writing import BatchWriter
 from delivery.leases import take_unleased
 from delivery.lifecycle.erasure import batch_cut_lock_key
 from delivery.models import BatchCoverage, BatchExit, Delivery, DeliveryKind, DeliveryStatus, MembershipChange
 from delivery.realtime.slots import holding_slot, slot_expiry_ms
 from delivery.sending import circuit
-from delivery.sending.documents import ACTIVE, INACTIVE, SegmentStatus, UserObject
+from delivery.sending.documents import INACTIVE, SegmentStatus, UserObject, user_entry
 from delivery.sending.handing_back import queue_for_another_worker
 from delivery.sending.rounds import send_deliveries
 from delivery.shutdown import Stopping, is_stopping
@@ -140,12 +140,12 @@ def cut_batch(*, destination_id: int, now: dt.datetime, only_if_due: bool) -> Ba
         full, changed = _split_by_coverage(mappings=mappings, previous_batch_at=destination.last_batch_at)
         values = {mapping.segment_id: mapping.value for mapping in mappings}
         writer = BatchWriter(destination=destination)
-        devices = read_batch_devices(after=after, until=until, changed_segments=changed, full_segments=full,
-                                     dpid=destination.user_dpid, now=now)
+        devices = read_batch_users(after=after, until=until, changed_segments=changed, full_segments=full,
+                                   dpid=destination.user_dpid, now=now, values=values)
         for device in devices:
             if is_stopping():
                 raise Stopping(f"the cut of destination {destination_id}'s batch is abandoned")
-            writer.add(users_of(device, values=values))
+            writer.add(device.aam_uuid, device.entries)
         _add_exits(destination=destination, writer=writer, segments=set(changed), values=values)
         writer.finish()
         _record_coverage(mappings=mappings, batched_at=now)
@@ -196,20 +196,6 @@ def _record_coverage(*, mappings: list[Mapping], batched_at: dt.datetime) -> Non
     )
 
 
-def users_of(device: BatchDevice, *, values: dict[int, str]) -> list[UserObject]:
-    """The device's user objects: its "1"s then its "0"s, once per partner ID ("" when none)."""
-    segments = [
-        SegmentStatus(values[entry.segment_id], ACTIVE if entry.is_active else INACTIVE, entry.datetime)
-        for is_active in (True, False)
-        for entry in device.entries
-        if entry.is_active is is_active
-    ]
-    return [
-        UserObject(aam_uuid=device.aam_uuid, partner_uuid=partner, regions=device.regions, segments=segments)
-        for partner in device.partner_uuids or [""]
-    ]
-
-
 def _add_exits(
     *, destination: Destination, writer: BatchWriter, segments: set[int], values: dict[int, str]
 ) -> None:
@@ -223,8 +209,9 @@ def _add_exits(
             carried_nothing.append(exit_.pk)
             continue
         writer.add(
-            [UserObject(aam_uuid=exit_.aam_uuid, partner_uuid=partner, regions=exit_.regions,
-                        segments=statuses)
+            exit_.aam_uuid,
+            [user_entry(UserObject(aam_uuid=exit_.aam_uuid, partner_uuid=partner, regions=exit_.regions,
+                                   segments=statuses))
              for partner in exit_.partner_uuids or [""]],
             exit_id=exit_.pk,
         )

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from delivery import dialect
 from delivery.models import BatchExit, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
-from delivery.sending.documents import UserObject, build_document
+from delivery.sending.documents import UserEntry, build_document_of_entries
 from destinations.models import Destination
 
 FLUSH_DOCUMENTS = 100
@@ -41,13 +41,14 @@ class BatchWriter:
         self.deliveries = 0  # documents stored
         self.users = 0  # user objects stored
         self.devices = 0  # devices (or erased devices' exits) added
-        self._users: list[UserObject] = []
+        self._users: list[UserEntry] = []
+        self._uuids: dict[str, None] = {}  # the devices of the document being packed, in order
         self._exit_ids: list[int] = []
         self._ready: list[_Document] = []
         self._ready_bytes = 0
 
-    def add(self, users: list[UserObject], *, exit_id: int | None = None) -> None:
-        """Add one device's user objects; `exit_id`: the `BatchExit` they come from."""
+    def add(self, aam_uuid: str, users: list[UserEntry], *, exit_id: int | None = None) -> None:
+        """Add one device's user objects (`user_entry` dicts); `exit_id`: the `BatchExit` they come from."""
         if not users:
             return
         self.devices += 1
@@ -57,6 +58,7 @@ class BatchWriter:
             if len(self._users) == self.limit:
                 self._close_document()
             self._users.append(user)
+            self._uuids[aam_uuid] = None
         if exit_id is not None:
             self._exit_ids.append(exit_id)
         if len(self._users) == self.limit:
@@ -70,28 +72,28 @@ class BatchWriter:
 
     def _close_document(self) -> None:
         destination = self.destination
-        body = build_document(
+        body = build_document_of_entries(
             user_dpid=destination.user_dpid,
             client_id=destination.client_id,
             aam_destination_id=destination.aam_destination_id,
-            users=self._users,
+            entries=self._users,
             process_time=timezone.now(),
         )
-        uuids = list(dict.fromkeys(user.aam_uuid for user in self._users))
-        self._ready.append(_Document(body, len(self._users), uuids, self._exit_ids))
+        self._ready.append(_Document(body, len(self._users), list(self._uuids), self._exit_ids))
         self._ready_bytes += len(body)
-        self._users, self._exit_ids = [], []
+        self._users, self._uuids, self._exit_ids = [], {}, []
         if len(self._ready) >= FLUSH_DOCUMENTS or self._ready_bytes >= FLUSH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if not self._ready:
             return
-        deliveries = Delivery.objects.bulk_create(
+        deliveries = [
             Delivery(destination=self.destination, kind=DeliveryKind.BATCH, status=DeliveryStatus.PENDING,
                      body=document.body, user_count=document.user_count)
             for document in self._ready
-        )
+        ]
+        dialect.insert_bound(deliveries)
         stored = list(zip(deliveries, self._ready, strict=True))
         _store_devices([(delivery.pk, uuid) for delivery, document in stored for uuid in document.aam_uuids])
         for delivery, document in stored:

@@ -40,6 +40,10 @@ class UserObject:
     segments: Sequence[SegmentStatus]
 
 
+# One entry of `Users` as it is serialised: AAM_UUID, DataPartner_UUID, AAM_Regions, Segments (in that order).
+UserEntry = dict[str, object]
+
+
 def format_aam_time(moment: dt.datetime) -> str:
     """Return `moment` as `EEE MMM dd HH:mm:ss UTC yyyy` in UTC; a naive moment is taken as UTC."""
     if moment.tzinfo is None:
@@ -65,19 +69,35 @@ def build_document(
     process_time: dt.datetime,
 ) -> bytes:
     """Return the UTF-8 JSON bytes of one document holding `users`, keys in the contract's order."""
+    return build_document_of_entries(user_dpid=user_dpid, client_id=client_id,
+                                     aam_destination_id=aam_destination_id,
+                                     entries=[user_entry(user) for user in users], process_time=process_time)
+
+
+def build_document_of_entries(
+    *,
+    user_dpid: int | str,
+    client_id: int | str,
+    aam_destination_id: int | str,
+    entries: Sequence[UserEntry],
+    process_time: dt.datetime,
+) -> bytes:
+    """`build_document` of `Users` entries already in their JSON shape (`user_entry`; the batch reads
+    them so from PostgreSQL, `delivery.batch.reading`)."""
     document = {
         "ProcessTime": format_aam_time(process_time),
         "User_DPID": str(user_dpid),
         "Client_ID": str(client_id),
         "AAM_Destination_Id": str(aam_destination_id),
-        "User_count": str(len(users)),
-        "Users": [_user_entry(user) for user in users],
+        "User_count": str(len(entries)),
+        "Users": entries,
     }
     # orjson keeps insertion order, which is the order partners expect.
     return orjson.dumps(document)
 
 
-def _user_entry(user: UserObject) -> dict[str, object]:
+
+def user_entry(user: UserObject) -> UserEntry:
     return {
         "AAM_UUID": user.aam_uuid,
         "DataPartner_UUID": user.partner_uuid,

@@ -22,8 +22,7 @@ from django.utils import timezone
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from delivery.batch.reading import BatchDevice, BatchEntry
-from delivery.batch.transfers import users_of
+from delivery.batch.reading import BatchDevice, BatchEntry, users_of
 from delivery.sending.documents import build_document
 from tests.properties.profiles import scaled
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from delivery.batch.reading import read_portable, read_postgresql
+from delivery.batch.reading import read_portable_users, read_postgresql
 from delivery.batch.transfers import read_safe_cutoff
 from delivery.lifecycle.expiry import expire_memberships
 from delivery.models import MembershipChange
@@ -59,7 +59,7 @@ def test_a_later_batch_sends_no_one_whose_ttl_ended_before_its_cut_and_its_zero_
 
 
 @pytest.mark.parametrize("reader", [
-    pytest.param(read_postgresql, marks=pytest.mark.postgresql_only), read_portable,
+    pytest.param(read_postgresql, marks=pytest.mark.postgresql_only), read_portable_users,
 ])
 def test_both_readers_leave_out_a_latest_one_whose_ttl_ended_by_the_cut(reader, clock):
     # Given changes after a cut-off: a device with an expired and a live qualification, one with an expired
@@ -69,8 +69,9 @@ def test_both_readers_leave_out_a_latest_one_whose_ttl_ended_by_the_cut(reader, 
 
     # When the batch is read at T0
     devices = list(reader(after=after, until=read_safe_cutoff(), changed_segments=[SPORTS, NEWS],
-                          full_segments=[], dpid=DPID, now=T0, chunk_size=1))
+                          full_segments=[], dpid=DPID, now=T0, values={SPORTS: "s", NEWS: "n"}, chunk_size=1))
 
     # Then only the live qualification is carried
-    carried = [(device.aam_uuid, [(e.segment_id, e.is_active) for e in device.entries]) for device in devices]
-    assert carried == [("both", [(NEWS, True)])]
+    carried = [(device.aam_uuid, [(segment["Segment_ID"], segment["Status"]) for user in device.entries
+                                  for segment in user["Segments"]]) for device in devices]
+    assert carried == [("both", [("n", "1")])]

@@ -187,9 +187,9 @@ class Delivery(models.Model):
 
 
 class DeliveryDevice(models.Model):
-    """A device carried by a delivery's document: the `?aam_uuid=` filter reads it."""
+    """A device carried by a delivery's document (the `?aam_uuid=` filter); no database FK: migration 0007."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="devices")
+    delivery = models.ForeignKey(Delivery, models.CASCADE, related_name="devices", db_constraint=False)
     aam_uuid = models.CharField(max_length=100, db_index=True)
 
     class Meta:

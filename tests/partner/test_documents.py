@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from partner.documents import DocumentError, parse_document
@@ -95,3 +96,12 @@ def test_it_reads_a_valid_document_back_as_it_was_sent():
 def test_it_names_the_first_problem_of_a_document_it_refuses():
     with pytest.raises(DocumentError, match=r"Users\[1\]\.AAM_Regions"):
         parse_document(BODY.replace(b'["6", "9"]', b'["9", "6"]'))
+
+
+def test_a_compact_body_is_read_the_same_and_a_repeated_key_in_it_is_still_refused():
+    # aamdest's own bodies are compact orjson: the receiver's fast path reads them
+    compact = orjson.dumps(DOCUMENT)
+
+    assert parse_document(compact) == DOCUMENT
+    with pytest.raises(DocumentError, match="repeats a key"):
+        parse_document(compact.replace(b'"Client_ID":"74323"', b'"Client_ID":"74323","Client_ID":"1"'))

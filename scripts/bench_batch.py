@@ -119,6 +119,8 @@ def leave_all() -> dict[str, int]:
 
 def run_batch(*, destination_id: int) -> dict[str, object]:
     """Cut and send one batch; measure this process."""
+    from cpu import cpu_seconds
+    from django.db import connection
     from django.db.models import Sum
     from django.utils import timezone
 
@@ -128,11 +130,17 @@ def run_batch(*, destination_id: int) -> dict[str, object]:
 
     first_id = (Delivery.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1
     rss_before = _status_kib("VmRSS")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pids = (os.getpid(), cursor.fetchone()[0])  # CPU, unlike wall time, hardly moves with the load
+    cpu = [tuple(cpu_seconds(pid) for pid in pids)]
     started = time.monotonic()
     cut = cut_batch(destination_id=destination_id, now=timezone.now(), only_if_due=False)
     cut_s = time.monotonic() - started
+    cpu.append(tuple(cpu_seconds(pid) for pid in pids))
     sent = send_batch_deliveries(destination=Destination.objects.get(pk=destination_id))
     total_s = time.monotonic() - started
+    cpu.append(tuple(cpu_seconds(pid) for pid in pids))
     batch = Delivery.objects.filter(pk__gte=first_id, kind="batch")
     delivered = batch.filter(status="delivered")
     return {
@@ -141,6 +149,8 @@ def run_batch(*, destination_id: int) -> dict[str, object]:
         "delivered_requests": delivered.count(), "failed_requests": batch.filter(status="failed").count(),
         "delivered_users": delivered.aggregate(users=Sum("user_count"))["users"] or 0,
         "rss_before_mib": round(rss_before / 1024, 1), "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1),
+        "cut_cpu_s": [round(after - before, 2) for before, after in zip(cpu[0], cpu[1], strict=True)],
+        "send_cpu_s": [round(after - before, 2) for before, after in zip(cpu[1], cpu[2], strict=True)],
     }
 
 
@@ -175,7 +185,7 @@ def child(step: list[str], *, env: dict[str, str], profile: Path | None = None) 
         argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--nonblocking",
                 "--format", "raw", "--output", str(profile), "--", *argv]
     done = subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])  # not py-spy's
 
 
 def report(name: str, result: dict, *, devices: int) -> bool:
@@ -184,11 +194,16 @@ def report(name: str, result: dict, *, devices: int) -> bool:
         f"{result['requests']} requests; "
         f"cut {result['cut_s']} s + send {result['send_s']} s = {result['total_s']} s "
         f"({users_per_s:,.0f} users/s); peak RSS {result['peak_rss_mib']} MiB "
-        f"(RSS before the batch {result['rss_before_mib']} MiB)")
+        f"(RSS before the batch {result['rss_before_mib']} MiB); CPU s (this process, its PostgreSQL "
+        f"backend): cut {result['cut_cpu_s']}, send {result['send_cpu_s']}; load {_load()}")
     is_complete = result["failed_requests"] == 0 and result["delivered_users"] == devices == result["users"]
     if not is_complete:
         say(f"{name}: INCOMPLETE: {result}")
     return is_complete
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -215,8 +230,10 @@ def main() -> int:
     children = Children(announce=say)
     try:
         port = free_port()
+        # --summary-only: a partner that does not print each accepted document, as bench.py's
         receiver = children.start("receiver", [sys.executable, "manage.py", "receiver", "--port", str(port),
-                                               "--cert-dir", str(STATE / "pki")], env=env, is_echoed=False)
+                                               "--cert-dir", str(STATE / "pki"), "--summary-only"],
+                                  env=env, is_echoed=False)
         receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
         env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
         children.run("migrate", [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env)
@@ -226,8 +243,7 @@ def main() -> int:
                         str(arguments.users_per_request)], env=env)
         say(f"generated in {time.monotonic() - started:.1f} s")
         destination_id = str(seeded["destination_id"])
-        profiles = arguments.py_spy
-        if profiles is not None:
+        if profiles := arguments.py_spy:
             profiles.mkdir(parents=True, exist_ok=True)
         first = report("first batch (every active membership)",
                        child(["batch", destination_id], env=env, profile=profiles and profiles / "first.txt"),

@@ -108,6 +108,11 @@ def read_postgresql(
         "now": now, "segments": list(values), "values": list(values.values()),
     }
     regions_of: dict[str, list[str]] = {}  # regions JSON → formatted: a few region sets cover most devices
+    with connection.cursor() as cursor:
+        # Every row is read (no fast start), and compiling the query (JIT) cost more than it saved: 1.2 s
+        # of a million devices. LOCAL: until the cut's transaction ends.
+        cursor.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+        cursor.execute("SET LOCAL jit = off")
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):
@@ -128,7 +133,9 @@ def read_postgresql(
 def _grouped_query(*, changed: bool, full: bool) -> str:
     """`read_postgresql`'s SQL: one row per device (aam_uuid, `Segments`, regions, partner IDs as JSON).
 
-    `Segments` as `users_of` orders them: the "1"s, then the "0"s, each by segment ID.
+    `Segments` as `users_of` orders them: the "1"s, then the "0"s, each by segment ID. The value
+    sent for a segment is looked up in the parameter arrays, not joined: a join hid the row count
+    from the planner, which then probed the devices one by one instead of merging.
     """
     quote = connection.ops.quote_name
     tables = {name: quote(model._meta.db_table) for name, model in
@@ -139,15 +146,14 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
     return f"""
         SELECT e.aam_uuid,
                json_agg(json_build_object(
-                            'Segment_ID', v.value, 'Status', CASE WHEN e.is_active THEN '1' ELSE '0' END,
-                            'DateTime', {AAM_TIME_SQL.format('e.datetime')})
-                        ORDER BY NOT e.is_active, e.segment_id) FILTER (WHERE NOT e.expired)::text,
+                   'Segment_ID', (%(values)s::text[])[array_position(%(segments)s::bigint[], e.segment_id)],
+                   'Status', CASE WHEN e.is_active THEN '1' ELSE '0' END,
+                   'DateTime', {AAM_TIME_SQL.format('e.datetime')})
+                 ORDER BY NOT e.is_active, e.segment_id) FILTER (WHERE NOT e.expired)::text,
                coalesce(d.regions, '[]'::jsonb)::text,
                coalesce((SELECT json_agg(p.dpuuid ORDER BY p.id) FROM {tables["partner_ids"]} p
                          WHERE p.device_id = e.aam_uuid AND p.dpid = %(dpid)s), '[]'::json)::text
         FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq, expired)
-        JOIN unnest(%(segments)s::bigint[], %(values)s::text[]) AS v(segment_id, value)
-            ON v.segment_id = e.segment_id
         LEFT JOIN {tables["devices"]} d ON d.aam_uuid = e.aam_uuid
         GROUP BY e.aam_uuid, d.regions
         HAVING bool_or(NOT e.expired)

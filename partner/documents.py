@@ -42,8 +42,37 @@ def parse_document(body: bytes) -> dict[str, Any]:
     if document["User_count"] != str(len(users)):
         raise DocumentError(f"User_count is {document['User_count']!r} but Users holds {len(users)}")
     for index, user in enumerate(users):
-        _check_user(user, where=f"Users[{index}]")
+        if not _is_plain_user(user):
+            _check_user(user, where=f"Users[{index}]")  # names the problem
     return document
+
+
+def _is_plain_user(user: Any) -> bool:
+    """Whether `_check_user` finds nothing wrong, without building its messages (10,000 users a document).
+
+    Stricter than `_check_user` (exact types): whatever this does not accept goes through it.
+    """
+    if type(user) is not dict or tuple(user) != USER_KEYS:
+        return False
+    uuid, partner, regions, segments = user.values()
+    if type(uuid) is not str or not uuid or type(partner) is not str or type(segments) is not list:
+        return False
+    if type(regions) is not list or not all(type(region) is str for region in regions):
+        return False
+    return _are_plain_regions(tuple(regions)) and all(
+        type(segment) is dict and tuple(segment) == SEGMENT_KEYS and type(segment["Segment_ID"]) is str
+        and segment["Status"] in ("0", "1") and type(segment["DateTime"]) is str
+        and not _time_problem(segment["DateTime"])
+        for segment in segments
+    )
+
+
+@functools.lru_cache(maxsize=4_096)
+def _are_plain_regions(regions: tuple[str, ...]) -> bool:
+    if not all(DIGITS.fullmatch(region) for region in regions):
+        return False
+    numbers = [int(region) for region in regions]
+    return numbers == sorted(set(numbers))
 
 
 def _parsed(body: bytes) -> dict[str, Any]:
@@ -56,7 +85,7 @@ def _parsed(body: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
         if orjson.dumps(document) == body:
-            return document  # type: ignore[no-any-return]
+            return document
     except orjson.JSONDecodeError:
         pass
     try:

@@ -104,17 +104,19 @@ def read_postgresql(
     """One query, grouped per device in the database, streamed through a server-side cursor."""
     sql = _grouped_query(changed=bool(changed_segments), full=bool(full_segments))
     params: dict[str, int | list[int] | list[str] | dt.datetime] = {
-        "after": after, "until": until, "changed": changed_segments, "full": full_segments, "now": now,
-        "segments": list(values), "values": list(values.values()),
+        "after": after, "until": until, "changed": changed_segments, "full": full_segments, "dpid": dpid,
+        "now": now, "segments": list(values), "values": list(values.values()),
     }
     regions_of: dict[str, list[str]] = {}  # regions JSON → formatted: a few region sets cover most devices
-    with connection.cursor() as cursor:  # every row is read; JIT cost 1.2 s a million devices, saving less
-        cursor.execute("SET LOCAL cursor_tuple_fraction = 1.0; SET LOCAL jit = off")
+    with connection.cursor() as cursor:
+        # Every row is read (no fast start), and compiling the query (JIT) cost more than it saved: 1.2 s
+        # of a million devices. LOCAL: until the cut's transaction ends.
+        cursor.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+        cursor.execute("SET LOCAL jit = off")
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):
-            partners = _partner_ids(devices=[row[0] for row in rows], dpid=dpid)
-            for aam_uuid, segments_json, regions_json in rows:
+            for aam_uuid, segments_json, regions_json, partners_json in rows:
                 regions = regions_of.get(regions_json)
                 if regions is None:
                     if len(regions_of) >= _REGIONS_CACHED:
@@ -124,25 +126,12 @@ def read_postgresql(
                 yield BatchUsers(aam_uuid, [
                     {"AAM_UUID": aam_uuid, "DataPartner_UUID": partner, "AAM_Regions": regions,
                      "Segments": segments}
-                    for partner in partners.get(aam_uuid, [""])
+                    for partner in orjson.loads(partners_json) or [""]
                 ])
 
 
-def _partner_ids(*, devices: list[str], dpid: int) -> dict[str, list[str]]:
-    """{aam_uuid: its partner IDs in `dpid`'s namespace, oldest first}, a chunk of devices in one index
-    scan (a subquery per device in the grouped query cost 4 s of a million devices)."""
-    quote = connection.ops.quote_name
-    found: dict[str, list[str]] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT device_id, dpuuid FROM {quote(PartnerId._meta.db_table)} "  # noqa: S608
-                       "WHERE dpid = %s AND device_id = ANY(%s) ORDER BY device_id, id", [dpid, devices])
-        for device_id, dpuuid in cursor.fetchall():
-            found.setdefault(device_id, []).append(dpuuid)
-    return found
-
-
 def _grouped_query(*, changed: bool, full: bool) -> str:
-    """`read_postgresql`'s SQL: one row per device (aam_uuid, `Segments` and regions as JSON).
+    """`read_postgresql`'s SQL: one row per device (aam_uuid, `Segments`, regions, partner IDs as JSON).
 
     `Segments` as `users_of` orders them: the "1"s, then the "0"s, each by segment ID. The value
     sent for a segment is looked up in the parameter arrays, not joined: a join hid the row count
@@ -150,7 +139,8 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
     """
     quote = connection.ops.quote_name
     tables = {name: quote(model._meta.db_table) for name, model in
-              {"changes": MembershipChange, "memberships": Membership, "devices": Device}.items()}
+              {"changes": MembershipChange, "memberships": Membership, "devices": Device,
+               "partner_ids": PartnerId}.items()}
     parts = [*([_latest_changes_sql(tables)] if changed else []), *([_members_sql(tables)] if full else [])]
     entries = " UNION ALL ".join(f"({part})" for part in parts)
     return f"""
@@ -160,7 +150,9 @@ def _grouped_query(*, changed: bool, full: bool) -> str:
                    'Status', CASE WHEN e.is_active THEN '1' ELSE '0' END,
                    'DateTime', {AAM_TIME_SQL.format('e.datetime')})
                  ORDER BY NOT e.is_active, e.segment_id) FILTER (WHERE NOT e.expired)::text,
-               coalesce(d.regions, '[]'::jsonb)::text
+               coalesce(d.regions, '[]'::jsonb)::text,
+               coalesce((SELECT json_agg(p.dpuuid ORDER BY p.id) FROM {tables["partner_ids"]} p
+                         WHERE p.device_id = e.aam_uuid AND p.dpid = %(dpid)s), '[]'::json)::text
         FROM ({entries}) AS e(aam_uuid, segment_id, is_active, datetime, seq, expired)
         LEFT JOIN {tables["devices"]} d ON d.aam_uuid = e.aam_uuid
         GROUP BY e.aam_uuid, d.regions

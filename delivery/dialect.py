@@ -166,7 +166,9 @@ def insert_bound(objects: Sequence[Model]) -> None:
     PostgreSQL: the values travel as bound parameters, a `bytea` as binary, in one pipeline. Django
     quotes every value into the statement's text instead, and PostgreSQL then parses it: a 2 MB body
     cost 48 ms that way against 12 ms bound (`scripts/bench_batch.py`). Each field's value is what
-    Django would write (`pre_save`, then `get_db_prep_save`: auto_now_add, defaults, UUIDs).
+    Django would write (`pre_save`, then `get_db_prep_save`: auto_now_add, defaults, UUIDs). For
+    models with an auto primary key and no `db_default` or generated field; psycopg's errors are not
+    wrapped in Django's.
     """
     if not objects:
         return
@@ -187,6 +189,7 @@ def insert_bound(objects: Sequence[Model]) -> None:
         cursor.executemany(statement, rows, returning=True)
         for obj in objects:
             obj.pk = cursor.fetchone()[0]  # type: ignore[index]
+            obj._state.adding, obj._state.db = False, connection.alias
             cursor.nextset()
 
 

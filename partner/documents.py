@@ -86,7 +86,7 @@ def _parsed(body: bytes) -> dict[str, Any]:
         document = orjson.loads(body)
         if orjson.dumps(document) == body:
             return document
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # orjson writes 254 levels, reads 1024
         pass
     try:
         strict: dict[str, Any] = json.loads(body.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)

@@ -6,7 +6,10 @@
   cascade (pruning, a destination deleted), so nothing can leave one behind.
 - On PostgreSQL built with lz4, `Delivery.body` is compressed with lz4 rather than pglz: storing a
   2 MB batch document took 11.5 ms with pglz and 2.7 ms with lz4 (the stored size grows from 0.07 to
-  0.11 MB). Rows written before keep their compression; both read back the same.
+  0.11 MB). Rows written before keep their compression; both read back the same. Setting it takes
+  an ACCESS EXCLUSIVE lock on `delivery_delivery` for an instant, after the writes in progress
+  (a batch cut can be one): migrate when no cut runs (docs/DEPLOY.md). A dump carries the setting:
+  restore it on a server without lz4 with `pg_restore --no-toast-compression`.
 """
 
 import django.db.models.deletion
@@ -30,6 +33,12 @@ def compress_bodies_with_the_default(apps, schema_editor):
             cursor.execute("ALTER TABLE delivery_delivery ALTER COLUMN body SET COMPRESSION DEFAULT")
 
 
+def keep_only_rows_of_existing_deliveries(apps, schema_editor):
+    """Before the constraint comes back (reversing): delete the rows it would refuse."""
+    delivery_device = apps.get_model("delivery", "DeliveryDevice")
+    delivery_device.objects.exclude(delivery__in=apps.get_model("delivery", "Delivery").objects.all()).delete()
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -43,5 +52,6 @@ class Migration(migrations.Migration):
             field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE,
                                     related_name="devices", to="delivery.delivery"),
         ),
+        migrations.RunPython(migrations.RunPython.noop, keep_only_rows_of_existing_deliveries),
         migrations.RunPython(compress_bodies_with_lz4, compress_bodies_with_the_default),
     ]

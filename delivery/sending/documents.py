@@ -96,8 +96,8 @@ def build_document_of_entries(
     return orjson.dumps(document)
 
 
-
 def user_entry(user: UserObject) -> UserEntry:
+    """`user` as its entry of `Users`: regions deduplicated ascending, times in AAM's format."""
     return {
         "AAM_UUID": user.aam_uuid,
         "DataPartner_UUID": user.partner_uuid,

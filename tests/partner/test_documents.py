@@ -105,3 +105,12 @@ def test_a_compact_body_is_read_the_same_and_a_repeated_key_in_it_is_still_refus
     assert parse_document(compact) == DOCUMENT
     with pytest.raises(DocumentError, match="repeats a key"):
         parse_document(compact.replace(b'"Client_ID":"74323"', b'"Client_ID":"74323","Client_ID":"1"'))
+
+
+def test_a_body_orjson_reads_but_cannot_write_back_gets_the_strict_reading():
+    # orjson reads 1024 levels of nesting but writes 254: the strict reading names the problem
+    nested = b"[" * 300 + b"]" * 300
+    deep = orjson.dumps(DOCUMENT).replace(b'"Segment_ID":"', b'"Segment_ID":' + nested + b',"x":"', 1)
+
+    with pytest.raises(DocumentError):
+        parse_document(deep)

@@ -69,8 +69,9 @@ def _memberships(
     if not segment_ids:
         return found
     rows = (
-        Membership.objects.filter(device_id__in=device_ids, segment_id__in=segment_ids)
+        Membership.objects.filter(device_id__any=device_ids, segment_id__any=segment_ids)
         .exclude(is_active=True, expires_at__lte=now)
+        .order_by()  # read into a dict: the default ordering would only add a sort
         .values_list("device_id", "segment_id", "is_active", "datetime")
     )
     for device_id, segment_id, is_active, moment in rows:

@@ -24,8 +24,8 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
 from delivery.leases import lease_until
-from delivery.models import Delivery, DeliveryKind, DeliveryStatus, DestinationDevice
-from delivery.realtime.holding import carry_and_hold
+from delivery.models import Delivery, DestinationDevice
+from delivery.realtime.recording import carry_and_hold, create_deliveries
 from delivery.realtime.user_objects import PendingDestinationDevice, build_user_objects
 from delivery.sending import circuit
 from delivery.sending.documents import UserObject, build_document
@@ -151,25 +151,21 @@ def _record_deliveries(
 ) -> list[Delivery]:
     if not planned:
         return []
-    lease = lease_until(destination=destination, now=now)
-    deliveries = [
-        Delivery(
-            destination=destination,
-            kind=DeliveryKind.REALTIME,
-            status=DeliveryStatus.PENDING,
-            body=build_document(
+    deliveries = create_deliveries(
+        destination=destination,
+        bodies=[
+            build_document(
                 user_dpid=destination.user_dpid,
                 client_id=destination.client_id,
                 aam_destination_id=destination.aam_destination_id,
                 users=request.users,
                 process_time=now,
-            ),
-            user_count=len(request.users),
-            lease_until=lease,
-        )
-        for request in planned
-    ]
-    Delivery.objects.bulk_create(deliveries)
+            )
+            for request in planned
+        ],
+        user_counts=[len(request.users) for request in planned],
+        lease=lease_until(destination=destination, now=now),
+    )
     carry_and_hold(
         deliveries=deliveries,
         requests=[(request.destination_devices, request.users) for request in planned],

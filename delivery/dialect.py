@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
+import psycopg
 from django.apps import apps
 from django.db import IntegrityError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -114,6 +116,20 @@ class AnyOf(Lookup):  # type: ignore[type-arg]
         lhs, params = self.process_lhs(compiler, connection)
         values = orjson.dumps(list(self.rhs)).decode()
         return f"{lhs} IN (SELECT value FROM json_each(%s))", [*params, values]  # noqa: S608 - a column
+
+
+@contextmanager
+def server_side_cursor() -> Iterator[psycopg.Cursor[Any]]:
+    """PostgreSQL only: a cursor on Django's connection (so in its transaction) binding on the server.
+
+    Django's cursors bind on the client: each parameter is quoted into the query text, which
+    Python builds and PostgreSQL parses again. For the arrays of a claim's rows, and its documents
+    (bytes, as hex), that was the costliest part of writing them; here they travel as parameters
+    (`%b`: in binary). Database errors are raised as Django's, as through its own cursors.
+    """
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 # ---- writing many rows ------------------------------------------------------------------------

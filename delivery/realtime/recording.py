@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
@@ -53,10 +52,7 @@ def create_deliveries(
 def _insert_deliveries(
     *, destination_id: int, deliveries: list[Delivery], created_at: dt.datetime
 ) -> list[int]:
-    # A server-side binding cursor on Django's connection (so in the claim's transaction): bodies
-    # go as binary parameters (%b). Django's error wrapping is kept.
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with dialect.server_side_cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {Delivery._meta.db_table}

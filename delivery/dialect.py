@@ -96,7 +96,7 @@ def _column(meta: Options[Any], name: str) -> str:
 # ---- matching a list of values ------------------------------------------------------------------
 
 
-class AnyOf(Lookup):  # type: ignore[type-arg]
+class AnyOf(Lookup):
     """`field__any=values`: the rows whose field is one of `values`, passed as one parameter.
 
     `field__in` sends a placeholder per value and prepares each value on its own: for the
@@ -108,14 +108,14 @@ class AnyOf(Lookup):  # type: ignore[type-arg]
     lookup_name = "any"
     prepare_rhs = False
 
-    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, list[Any]]:
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, Any]:
         lhs, params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s)", [*params, list(self.rhs)]
+        return f"{lhs} = ANY(%s)", (*params, list(self.rhs))
 
-    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, Any]:
         lhs, params = self.process_lhs(compiler, connection)
         values = orjson.dumps(list(self.rhs)).decode()
-        return f"{lhs} IN (SELECT value FROM json_each(%s))", [*params, values]  # noqa: S608 - a column
+        return f"{lhs} IN (SELECT value FROM json_each(%s))", (*params, values)  # noqa: S608 - a column
 
 
 @contextmanager

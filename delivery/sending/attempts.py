@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from django.db import transaction
@@ -169,7 +170,7 @@ _ATTEMPT_COLUMNS = (
 )
 
 
-def _insert_attempts(rows: list[tuple[object, ...]]) -> None:
+def _insert_attempts(rows: Sequence[tuple[object, ...]]) -> None:
     """One row per attempt: on PostgreSQL one INSERT over arrays bound on the server (no model instances)."""
     if not rows:
         return

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -58,7 +58,7 @@ def _insert_deliveries(
             INSERT INTO {Delivery._meta.db_table}
                 (destination_id, kind, status, document_id, body, user_count, created_at, lease_until)
             SELECT %s, %s, %s, r.document_id, r.body, r.user_count, %s, %s
-            FROM unnest(%s::uuid[], %b::bytea[], %s::int[]) WITH ORDINALITY
+            FROM unnest(%b::uuid[], %b::bytea[], %b::int[]) WITH ORDINALITY
                 AS r(document_id, body, user_count, n)
             ORDER BY r.n
             RETURNING id
@@ -105,17 +105,17 @@ def carry_and_hold(
 
 def _write_postgresql(*, carried: list[tuple[int, str]], holders: dict[int, int], now: dt.datetime) -> None:
     devices, destination_devices = DeliveryDevice._meta.db_table, DestinationDevice._meta.db_table
-    with connection.cursor() as cursor:
+    with dialect.server_side_cursor() as cursor:
         cursor.execute(
             f"""
             WITH carried AS (
                 INSERT INTO {devices} (delivery_id, aam_uuid)
-                SELECT * FROM unnest(%s::bigint[], %s::text[])
+                SELECT * FROM unnest(%b::bigint[], %b::text[])
             )
             UPDATE {destination_devices} AS s
             SET in_flight_delivery_id = h.delivery_id, pending_since = NULL,
                 left_segment_ids = '[]'::jsonb, last_sent_at = %s
-            FROM unnest(%s::bigint[], %s::bigint[]) AS h(id, delivery_id)
+            FROM unnest(%b::bigint[], %b::bigint[]) AS h(id, delivery_id)
             WHERE s.id = h.id
             """,  # noqa: S608 - table names from the models
             [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
@@ -78,12 +78,12 @@ def _end_postgresql(
     *, destination_id: int, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime
 ) -> dict[int, str]:
     deliveries = Delivery._meta.db_table
-    with connection.cursor() as cursor:
+    with dialect.server_side_cursor() as cursor:
         # Owned: still pending with the lease this worker last wrote (re-checked on the row's latest version).
         cursor.execute(
             f"""
             UPDATE {deliveries} AS d SET status = e.status, finished_at = %s, lease_until = NULL
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS e(id, lease, status)
+            FROM unnest(%b::bigint[], %b::timestamptz[], %b::text[]) AS e(id, lease, status)
             WHERE d.id = e.id AND d.status = %s AND d.lease_until IS NOT DISTINCT FROM e.lease
             RETURNING d.id, d.status
             """,  # noqa: S608 - table names from the models
@@ -92,7 +92,7 @@ def _end_postgresql(
                 [sending.delivery.pk for sending, _ in ended],
                 [sending.lease for sending, _ in ended],
                 [str(status) for _, status in ended],
-                DeliveryStatus.PENDING,
+                DeliveryStatus.PENDING.value,
             ],
         )
         owned = dict(cursor.fetchall())
@@ -105,12 +105,12 @@ def _free_held_postgresql(*, destination_id: int, owned: dict[int, str], now: dt
     """Free the devices the ended deliveries held (to a split device's next piece, if any)."""
     destination_devices, carried = DestinationDevice._meta.db_table, DeliveryDevice._meta.db_table
     delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
-    with connection.cursor() as cursor:
+    with dialect.server_side_cursor() as cursor:
         cursor.execute(
             f"""
             WITH held AS (
-                SELECT id, device_id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered
-                FROM {destination_devices} WHERE in_flight_delivery_id = ANY(%s::bigint[])
+                SELECT id, device_id, in_flight_delivery_id = ANY(%b::bigint[]) AS delivered
+                FROM {destination_devices} WHERE in_flight_delivery_id = ANY(%b::bigint[])
                 ORDER BY destination_id, device_id
                 FOR UPDATE
             ), {_PIECES_SQL}
@@ -123,7 +123,8 @@ def _free_held_postgresql(*, destination_id: int, owned: dict[int, str], now: dt
             FROM held, pieces
             WHERE s.id = held.id
             """,  # noqa: S608 - table names from the models
-            [delivered, list(owned), DeliveryStatus.PENDING, DeliveryKind.REALTIME, destination_id, now],
+            [delivered, list(owned), DeliveryStatus.PENDING.value, DeliveryKind.REALTIME.value,
+             destination_id, now],
         )
 
 

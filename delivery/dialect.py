@@ -1,4 +1,5 @@
-"""The database dialect: every difference between PostgreSQL and SQLite, in one place.
+"""The database dialect: every difference between PostgreSQL and SQLite, in one place (with its
+bulk writes beside it, in `delivery.bulk`).
 
 PostgreSQL runs production; SQLite is what `make run` falls back to when no PostgreSQL is
 configured (CONTRACT §6). Each function here means the same on both. PostgreSQL gets the form that
@@ -16,16 +17,18 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import orjson
 import psycopg
 from django.apps import apps
 from django.db import IntegrityError, connection
-from django.db.models import Aggregate, Count, Field, FloatField, Model, QuerySet
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Aggregate, Count, Field, FloatField, Lookup, Model, QuerySet
 from django.db.models.options import Options
-from django.utils import timezone
+from django.db.models.sql.compiler import SQLCompiler
 
 Percentiles = tuple[int, list[float | None]]  # (count of values, one percentile per fraction)
 
@@ -64,7 +67,7 @@ def _unique_constraint_names() -> dict[tuple[str, tuple[str, ...]], str]:
     names: dict[tuple[str, tuple[str, ...]], str] = {}
     for model in apps.get_models():
         table, meta = model._meta.db_table, model._meta
-        for column, field in _columns(meta).items():
+        for column, field in model_columns(meta).items():
             if field.primary_key or field.unique:
                 suffix = "pkey" if field.primary_key else f"{column}_key"
                 names[(table, (column,))] = f"{table}_{suffix}"
@@ -76,7 +79,7 @@ def _unique_constraint_names() -> dict[tuple[str, tuple[str, ...]], str]:
     return names
 
 
-def _columns(meta: Options[Any]) -> dict[str, Field[Any, Any]]:
+def model_columns(meta: Options[Any]) -> dict[str, Field[Any, Any]]:
     """Column → field, for every concrete field (concrete: the field has a column)."""
     return {field.column: field for field in meta.concrete_fields if field.column is not None}
 
@@ -90,107 +93,43 @@ def _column(meta: Options[Any], name: str) -> str:
     return column
 
 
-# ---- writing many rows ------------------------------------------------------------------------
+# ---- matching a list of values ------------------------------------------------------------------
 
 
-def bulk_write(
-    model: type[Model], rows: Sequence[Mapping[str, object]], *, unique: tuple[str, ...] = (),
-    update: tuple[str, ...] = (),
-) -> None:
-    """Insert `rows` (column → value) in their order; on a conflict over `unique`,
-    update the `update` columns, or skip the row when `update` is empty."""
-    if not rows:
-        return
-    if is_postgresql():
-        _bulk_write_postgresql(model, rows, unique=unique, update=update)
-        return
-    model._default_manager.bulk_create(
-        [model(**row) for row in rows], ignore_conflicts=bool(unique) and not update,
-        update_conflicts=bool(update), unique_fields=unique or None, update_fields=update or None,
-    )
+class AnyOf(Lookup):
+    """`field__any=values`: the rows whose field is one of `values`, passed as one parameter.
 
-
-def _bulk_write_postgresql(
-    model: type[Model], rows: Sequence[Mapping[str, object]], *, unique: tuple[str, ...],
-    update: tuple[str, ...],
-) -> None:
-    # Django's bulk_create spends most of its time building model instances and
-    # adapting values one by one; here the rows travel as one JSON parameter,
-    # several times faster for thousands of rows. Timestamps are filled in.
-    quote = connection.ops.quote_name
-    fields = _columns(model._meta)
-    columns = list(rows[0])
-    stamps = [column for column, field in fields.items() if column not in columns and _is_timestamp(field)]
-    record = ", ".join(f"{quote(column)} {fields[column].db_type(connection)}" for column in columns)
-    names = ", ".join(quote(column) for column in columns)
-    # Only quoted names from the model go into the text; every value is a parameter.
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(map(quote, columns + stamps))}) "  # noqa: S608
-        f"SELECT {names}{', %s' * len(stamps)} "
-        f"FROM ROWS FROM (json_to_recordset(%s::json) AS ({record})) "
-        f"WITH ORDINALITY AS r({names}, row_number_) ORDER BY r.row_number_"
-    )
-    if unique:
-        updates = ", ".join(f"{quote(column)} = EXCLUDED.{quote(column)}" for column in update)
-        sql += f" ON CONFLICT ({', '.join(map(quote, unique))}) " + (f"DO UPDATE SET {updates}" if update
-                                                                      else "DO NOTHING")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [timezone.now()] * len(stamps) + [orjson.dumps(rows).decode()])
-
-
-def _is_timestamp(field: Field[Any, Any]) -> bool:
-    return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
-
-
-def insert_pairs(model: type[Model], *, columns: tuple[str, str], rows: list[tuple[int, str]],
-                 batch_size: int) -> None:
-    """Insert (integer, text) `rows` into `columns` of `model`'s table.
-
-    PostgreSQL: COPY, no model instance per row and no statement to parse (a batch writes millions
-    of rows); elsewhere `bulk_create`, `batch_size` rows a statement.
+    `field__in` sends a placeholder per value and prepares each value on its own: for the
+    claim's few hundred devices that cost more CPU than the query (Django's preparation and
+    psycopg's parsing of a query text that never repeats). PostgreSQL gets `= ANY(array)`,
+    SQLite `IN (SELECT value FROM json_each(json))`. Registered on every field by `delivery.apps`.
     """
-    if not is_postgresql():
-        model._default_manager.bulk_create((model(**dict(zip(columns, row, strict=True))) for row in rows),
-                                  batch_size=batch_size)
-        return
-    quote = connection.ops.quote_name
-    statement = f"COPY {quote(model._meta.db_table)} ({', '.join(map(quote, columns))}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, Any]:
+        lhs, params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s)", (*params, list(self.rhs))
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, Any]:
+        lhs, params = self.process_lhs(compiler, connection)
+        values = orjson.dumps(list(self.rhs)).decode()
+        return f"{lhs} IN (SELECT value FROM json_each(%s))", (*params, values)  # noqa: S608 - a column
 
 
-def insert_bound(objects: Sequence[Model]) -> None:
-    """`bulk_create(objects)` (primary keys set) for rows with large binary values (a batch's bodies).
+@contextmanager
+def server_side_cursor() -> Iterator[psycopg.Cursor[Any]]:
+    """PostgreSQL only: a cursor on Django's connection (so in its transaction) binding on the server.
 
-    PostgreSQL: the values travel as bound parameters, a `bytea` as binary, in one pipeline. Django
-    quotes every value into the statement's text instead, and PostgreSQL then parses it: a 2 MB body
-    cost 48 ms that way against 12 ms bound (`scripts/bench_batch.py`). Each field's value is what
-    Django would write (`pre_save`, then `get_db_prep_save`: auto_now_add, defaults, UUIDs). For
-    models with an auto primary key and no `db_default` or generated field; psycopg's errors are not
-    wrapped in Django's.
+    Django's cursors bind on the client: each parameter is quoted into the query text, which
+    Python builds and PostgreSQL parses again. For the arrays of a claim's rows, and its documents
+    (bytes, as hex), that was the costliest part of writing them; here they travel as parameters
+    (`%b`: in binary). Database errors are raised as Django's, as through its own cursors.
     """
-    if not objects:
-        return
-    model = type(objects[0])
-    if not is_postgresql():
-        model._default_manager.bulk_create(objects)
-        return
-    meta = model._meta
-    fields = [field for field in meta.concrete_fields if field is not meta.pk]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(cast(str, field.column)) for field in fields)  # concrete: never None
-    statement = (f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - quoted model names only
-                 f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(cast(str, meta.pk.column))}")
-    rows = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]  # noqa: FBT003
-            for obj in objects]
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:  # server-side binding, unlike Django's cursors
-        cursor.executemany(statement, rows, returning=True)
-        for obj in objects:
-            obj.pk = cursor.fetchone()[0]  # type: ignore[index]
-            obj._state.adding, obj._state.db = False, connection.alias
-            cursor.nextset()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 # ---- locks ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from delivery import dialect
+from delivery import bulk
 from delivery.models import BatchExit, Delivery, DeliveryDevice, DeliveryKind, DeliveryStatus
 from delivery.sending.documents import UserEntry, build_document_of_entries
 from destinations.models import Destination
@@ -93,7 +93,7 @@ class BatchWriter:
                      body=document.body, user_count=document.user_count)
             for document in self._ready
         ]
-        dialect.insert_bound(deliveries)
+        bulk.insert_bound(deliveries)
         stored = list(zip(deliveries, self._ready, strict=True))
         _store_devices([(delivery.pk, uuid) for delivery, document in stored for uuid in document.aam_uuids])
         for delivery, document in stored:
@@ -106,5 +106,5 @@ class BatchWriter:
 
 def _store_devices(rows: list[tuple[int, str]]) -> None:
     """Insert (delivery id, aam_uuid) `DeliveryDevice` rows."""
-    dialect.insert_pairs(DeliveryDevice, columns=("delivery_id", "aam_uuid"), rows=rows,
+    bulk.insert_pairs(DeliveryDevice, columns=("delivery_id", "aam_uuid"), rows=rows,
                          batch_size=DEVICE_ROWS_PER_INSERT)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import orjson
 from django.db import connection
 
-from delivery import dialect
+from delivery import bulk, dialect
 from delivery.intake.merging import Change, ChangeKind
 from delivery.models import DestinationDevice
 from destinations.models import Mapping
@@ -198,7 +198,7 @@ def _write_destination_devices(
         }
         for (destination_id, aam_uuid), destination_device in sorted(destination_devices.items())
     ]
-    dialect.bulk_write(
+    bulk.bulk_write(
         DestinationDevice,
         rows,
         unique=("destination_id", "device_id"),

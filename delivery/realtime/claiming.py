@@ -24,13 +24,8 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
 from delivery.leases import lease_until
-from delivery.models import (
-    Delivery,
-    DeliveryDevice,
-    DeliveryKind,
-    DeliveryStatus,
-    DestinationDevice,
-)
+from delivery.models import Delivery, DestinationDevice
+from delivery.realtime.recording import carry_and_hold, create_deliveries
 from delivery.realtime.user_objects import PendingDestinationDevice, build_user_objects
 from delivery.sending import circuit
 from delivery.sending.documents import UserObject, build_document
@@ -156,54 +151,27 @@ def _record_deliveries(
 ) -> list[Delivery]:
     if not planned:
         return []
-    lease = lease_until(destination=destination, now=now)
-    deliveries = [
-        Delivery(
-            destination=destination,
-            kind=DeliveryKind.REALTIME,
-            status=DeliveryStatus.PENDING,
-            body=build_document(
+    deliveries = create_deliveries(
+        destination=destination,
+        bodies=[
+            build_document(
                 user_dpid=destination.user_dpid,
                 client_id=destination.client_id,
                 aam_destination_id=destination.aam_destination_id,
                 users=request.users,
                 process_time=now,
-            ),
-            user_count=len(request.users),
-            lease_until=lease,
-        )
-        for request in planned
-    ]
-    Delivery.objects.bulk_create(deliveries)
-    DeliveryDevice.objects.bulk_create(
-        DeliveryDevice(delivery=delivery, aam_uuid=aam_uuid)
-        for delivery, request in zip(deliveries, planned, strict=True)
-        for aam_uuid in dict.fromkeys(user.aam_uuid for user in request.users)
+            )
+            for request in planned
+        ],
+        user_counts=[len(request.users) for request in planned],
+        lease=lease_until(destination=destination, now=now),
     )
-    _hold_destination_devices(deliveries=deliveries, planned=planned, now=now)
+    carry_and_hold(
+        deliveries=deliveries,
+        requests=[(request.destination_devices, request.users) for request in planned],
+        now=now,
+    )
     return deliveries
-
-
-def _hold_destination_devices(
-    *, deliveries: list[Delivery], planned: list[PlannedRequest], now: dt.datetime
-) -> None:
-    """Hold each claimed device by a request carrying it; note the claim as its last send.
-
-    So the 3-day refresh rule (CONTRACT §2) counts a request in flight, or one that
-    failed (still redeliverable), as sent; a success moves `last_sent_at` on.
-    """
-    destination_device_pks = [
-        destination_device.pk for request in planned for destination_device in request.destination_devices
-    ]
-    # Held by a delivery carrying it (if split, the last; `delivery.sending.ending` passes the hold on).
-    holder = (
-        DeliveryDevice.objects.filter(delivery__in=deliveries, aam_uuid=OuterRef("device_id"))
-        .order_by("-delivery_id")
-        .values("delivery_id")[:1]
-    )
-    DestinationDevice.objects.filter(pk__in=destination_device_pks).update(
-        in_flight_delivery_id=Subquery(holder), pending_since=None, left_segment_ids=[], last_sent_at=now
-    )
 
 
 def _clear_pending_marks(destination_device_pks: list[int]) -> None:

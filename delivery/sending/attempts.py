@@ -11,12 +11,13 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from django.db import transaction
 from django.utils import timezone
 
-from delivery import counters
+from delivery import counters, dialect
 from delivery.models import Attempt, Delivery
 from delivery.sending.http import HttpRequest, HttpResult, post_many, unbuildable
 from delivery.sending.http.messages import EXCERPT_CHARS
@@ -142,21 +143,16 @@ def _elapsed_ms(started: float) -> int:
 
 
 def record_attempts(*, destination: Destination, sendings: list[Sending], results: list[HttpResult]) -> None:
-    Attempt.objects.bulk_create(
-        Attempt(
-            delivery_id=sending.delivery.pk,
-            number=sending.attempt_number,
-            started_at=result.started_at,
-            duration_ms=max(result.duration_ms, 0),
-            status_code=result.status_code,
-            reason=result.reason,
-            error=storable_text(redact_credentials(result.error, sending.credentials)),
-            response_excerpt=storable_answer(
-                result.body, credentials=sending.credentials, limit=EXCERPT_CHARS
-            ),
+    rows = [
+        (
+            sending.delivery.pk, sending.attempt_number, result.started_at, max(result.duration_ms, 0),
+            result.status_code, result.reason,
+            storable_text(redact_credentials(result.error, sending.credentials)),
+            storable_answer(result.body, credentials=sending.credentials, limit=EXCERPT_CHARS),
         )
         for sending, result in zip(sendings, results, strict=True)
-    )
+    ]
+    _insert_attempts(rows)
     # The /metrics totals count what committed: a rolled-back round is not counted.
     tally = [(result.reason or "ok", max(result.duration_ms, 0)) for result in results]
     transaction.on_commit(functools.partial(counters.count_attempts, destination_id=destination.pk,
@@ -166,6 +162,28 @@ def record_attempts(*, destination: Destination, sendings: list[Sending], result
         if result.status_code == 401 and sending.token:
             # The partner refused the token: drop it so that the retry fetches a new one.
             discard_token(destination=destination, token=sending.token)
+
+
+_ATTEMPT_COLUMNS = (
+    "delivery_id", "number", "started_at", "duration_ms", "status_code", "reason", "error",
+    "response_excerpt",
+)
+
+
+def _insert_attempts(rows: Sequence[tuple[object, ...]]) -> None:
+    """One row per attempt: on PostgreSQL one INSERT over arrays bound on the server (no model instances)."""
+    if not rows:
+        return
+    if not dialect.is_postgresql():
+        Attempt.objects.bulk_create(Attempt(**dict(zip(_ATTEMPT_COLUMNS, row, strict=True))) for row in rows)
+        return
+    with dialect.server_side_cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Attempt._meta.db_table} ({', '.join(_ATTEMPT_COLUMNS)}) "  # noqa: S608 - model names
+            "SELECT * FROM unnest(%s::bigint[], %s::smallint[], %s::timestamptz[], %s::int[], "
+            "%s::smallint[], %s::text[], %s::text[], %s::text[])",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
 
 
 def _log_attempt(*, destination: Destination, sending: Sending, result: HttpResult) -> None:

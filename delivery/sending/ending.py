@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
@@ -42,7 +42,7 @@ def end_deliveries(*, destination: Destination, ended: list[tuple[Sending, Deliv
     # Inside the round's transaction (no savepoint needed), or a transaction of its own.
     with transaction.atomic(savepoint=False):
         if dialect.is_postgresql():
-            owned = _end_postgresql(ended=ended, now=now)
+            owned = _end_postgresql(destination_id=destination.pk, ended=ended, now=now)
         else:
             owned = {}
             for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
@@ -64,14 +64,26 @@ def end_deliveries(*, destination: Destination, ended: list[tuple[Sending, Deliv
             sending.delivery.status, sending.delivery.finished_at = owned[sending.delivery.pk], now
 
 
-def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime) -> dict[int, str]:
-    deliveries, destination_devices = Delivery._meta.db_table, DestinationDevice._meta.db_table
-    with connection.cursor() as cursor:
+# A split device's other pieces (`_next_piece`): the destination's real-time requests still pending,
+# the ending ones no longer among them. Read once per statement (MATERIALIZED: inlined, PostgreSQL
+# read them again for each held row), then matched per held device through the (delivery, aam_uuid)
+# unique index. A subquery joining `Delivery` per held row scanned every pending delivery each time.
+_PIECES_SQL = f"""pieces AS MATERIALIZED (
+    SELECT coalesce(array_agg(id), '{{}}') AS ids FROM {Delivery._meta.db_table}
+    WHERE status = %s AND kind = %s AND destination_id = %s
+)"""  # noqa: S608 - table names from the models
+
+
+def _end_postgresql(
+    *, destination_id: int, ended: list[tuple[Sending, DeliveryStatus]], now: dt.datetime
+) -> dict[int, str]:
+    deliveries = Delivery._meta.db_table
+    with dialect.server_side_cursor() as cursor:
         # Owned: still pending with the lease this worker last wrote (re-checked on the row's latest version).
         cursor.execute(
             f"""
             UPDATE {deliveries} AS d SET status = e.status, finished_at = %s, lease_until = NULL
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS e(id, lease, status)
+            FROM unnest(%b::bigint[], %b::timestamptz[], %b::text[]) AS e(id, lease, status)
             WHERE d.id = e.id AND d.status = %s AND d.lease_until IS NOT DISTINCT FROM e.lease
             RETURNING d.id, d.status
             """,  # noqa: S608 - table names from the models
@@ -80,39 +92,40 @@ def _end_postgresql(*, ended: list[tuple[Sending, DeliveryStatus]], now: dt.date
                 [sending.delivery.pk for sending, _ in ended],
                 [sending.lease for sending, _ in ended],
                 [str(status) for _, status in ended],
-                DeliveryStatus.PENDING,
+                DeliveryStatus.PENDING.value,
             ],
         )
         owned = dict(cursor.fetchall())
-        if owned:
-            delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
-            cursor.execute(
-                f"""
-                UPDATE {destination_devices} AS s
-                SET in_flight_delivery_id = {_next_piece_sql()},
-                    last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
-                FROM (
-                    SELECT id, in_flight_delivery_id = ANY(%s::bigint[]) AS delivered
-                    FROM {destination_devices} WHERE in_flight_delivery_id = ANY(%s::bigint[])
-                    ORDER BY destination_id, device_id
-                    FOR UPDATE
-                ) AS held
-                WHERE s.id = held.id
-                """,  # noqa: S608 - table names from the models
-                [DeliveryStatus.PENDING, DeliveryKind.REALTIME, now, delivered, list(owned)],
-            )
+    if owned:
+        _free_held_postgresql(destination_id=destination_id, owned=owned, now=now)
     return owned
 
 
-def _next_piece_sql() -> str:
-    """`_next_piece` in SQL, for the destination devices aliased `s`.
-
-    Its parameters: the pending status and the realtime kind.
-    """
-    carried, deliveries = DeliveryDevice._meta.db_table, Delivery._meta.db_table
-    return f"""(SELECT min(c.delivery_id) FROM {carried} c JOIN {deliveries} d ON d.id = c.delivery_id
-                WHERE c.aam_uuid = s.device_id AND d.destination_id = s.destination_id
-                  AND d.status = %s AND d.kind = %s)"""  # noqa: S608 - table names from the models
+def _free_held_postgresql(*, destination_id: int, owned: dict[int, str], now: dt.datetime) -> None:
+    """Free the devices the ended deliveries held (to a split device's next piece, if any)."""
+    destination_devices, carried = DestinationDevice._meta.db_table, DeliveryDevice._meta.db_table
+    delivered = [pk for pk, status in owned.items() if status == DeliveryStatus.DELIVERED]
+    with dialect.server_side_cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH held AS (
+                SELECT id, device_id, in_flight_delivery_id = ANY(%b::bigint[]) AS delivered
+                FROM {destination_devices} WHERE in_flight_delivery_id = ANY(%b::bigint[])
+                ORDER BY destination_id, device_id
+                FOR UPDATE
+            ), {_PIECES_SQL}
+            UPDATE {destination_devices} AS s
+            SET in_flight_delivery_id = (
+                    SELECT min(c.delivery_id) FROM {carried} c
+                    WHERE c.delivery_id = ANY(pieces.ids) AND c.aam_uuid = held.device_id
+                ),
+                last_sent_at = CASE WHEN held.delivered THEN %s ELSE s.last_sent_at END
+            FROM held, pieces
+            WHERE s.id = held.id
+            """,  # noqa: S608 - table names from the models
+            [delivered, list(owned), DeliveryStatus.PENDING.value, DeliveryKind.REALTIME.value,
+             destination_id, now],
+        )
 
 
 def _end_portable(*, sendings: list[Sending], status: DeliveryStatus, now: dt.datetime) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from delivery import dialect
+from delivery import bulk, dialect
 from delivery.models import MembershipChange
 from destinations.models import Segment
 
@@ -18,12 +18,12 @@ def segment(id_: int, ttl_days: int) -> dict[str, object]:
 
 def test_bulk_write_inserts_then_skips_or_updates_the_rows_in_conflict():
     # Given two segments written
-    dialect.bulk_write(Segment, [segment(1, 5), segment(2, 6)])
+    bulk.bulk_write(Segment, [segment(1, 5), segment(2, 6)])
 
     # When one is written again with nothing to update, then with its TTL to update
-    dialect.bulk_write(Segment, [segment(1, 7), segment(3, 9)], unique=("id",))
+    bulk.bulk_write(Segment, [segment(1, 7), segment(3, 9)], unique=("id",))
     skipped = dict(Segment.objects.values_list("id", "ttl_days"))
-    dialect.bulk_write(Segment, [segment(1, 8)], unique=("id",), update=("ttl_days",))
+    bulk.bulk_write(Segment, [segment(1, 8)], unique=("id",), update=("ttl_days",))
 
     # Then the first kept its TTL, the second took the new one, and timestamps were filled in
     assert skipped == {1: 5, 2: 6, 3: 9}

@@ -67,10 +67,8 @@ from destinations.models import Destination
 logger = logging.getLogger("aamdest.delivery")
 
 # How many requests one claim takes: enough to amortise its queries, few enough
-# that one worker does not hog a destination's whole backlog. 25 → 50 cut the workers'
-# CPU per delivered user by about a fifth at 10 users a request (issue 13); the price:
-# a worker killed mid-round may leave up to a claim's worth to be sent again (DEPLOY.md).
-CLAIM_MAX_REQUESTS = 50
+# that one worker does not hog a destination's whole backlog.
+CLAIM_MAX_REQUESTS = 25
 
 
 def run_flush(*, destination_id: int) -> None:

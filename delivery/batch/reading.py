@@ -123,10 +123,11 @@ def read_postgresql(
                         regions_of.clear()
                     regions = regions_of[regions_json] = format_regions(orjson.loads(regions_json))
                 segments = orjson.loads(segments_json)
+                partners = orjson.loads(partners_json) if partners_json != "[]" else None  # most have none
                 yield BatchUsers(aam_uuid, [
                     {"AAM_UUID": aam_uuid, "DataPartner_UUID": partner, "AAM_Regions": regions,
                      "Segments": segments}
-                    for partner in orjson.loads(partners_json) or [""]
+                    for partner in partners or [""]
                 ])
 
 

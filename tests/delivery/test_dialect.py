@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 
 from delivery import bulk, dialect
-from delivery.models import MembershipChange
+from delivery.models import DeliveryDevice, MembershipChange
 from destinations.models import Segment
 
 pytestmark = pytest.mark.django_db
@@ -50,3 +50,16 @@ def test_percentiles_count_and_interpolate_per_group():
 
     # Then
     assert found == {"a": (2, [2.0, 3.0]), "b": (1, [10.0, 10.0])}
+
+
+@pytest.mark.parametrize("texts", [
+    pytest.param(["plain-1", "plain-2"], id="plain: one block of COPY text"),
+    pytest.param(["plain", "back\\slash", "tab\there", "new\nline", "\\N", "\\."], id="specials: escaped"),
+])
+def test_insert_pairs_stores_each_text_as_given(texts):
+    # When pairs are inserted (no delivery needed: DeliveryDevice has no database foreign key)
+    rows = [(number, text) for number, text in enumerate(texts, start=1)]
+    bulk.insert_pairs(DeliveryDevice, columns=("delivery_id", "aam_uuid"), rows=rows, batch_size=2)
+
+    # Then each reads back as it was, none turned into an escape, a NULL or the end of the data
+    assert list(DeliveryDevice.objects.order_by("delivery_id").values_list("delivery_id", "aam_uuid")) == rows

@@ -106,7 +106,7 @@ class MembershipChange(models.Model):
 class DestinationDevice(models.Model):
     """What a destination was sent about a device, and what is still to send in real time."""
 
-    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+")
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+", db_index=False)
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="destination_states")
     # When the device became due for a real-time request. null: nothing to send.
     pending_since = models.DateTimeField(null=True, blank=True)

@@ -32,7 +32,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import ROOT, Children, bench_environment, free_port, reset_database  # noqa: E402 - scripts folder
+from stack import (  # noqa: E402 - scripts folder
+    ROOT,
+    Children,
+    bench_environment,
+    free_port,
+    load_average,
+    reset_database,
+)
 
 STATE = ROOT / "var" / "bench-batch"
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/aamdest_bench_batch"
@@ -195,15 +202,11 @@ def report(name: str, result: dict, *, devices: int) -> bool:
         f"cut {result['cut_s']} s + send {result['send_s']} s = {result['total_s']} s "
         f"({users_per_s:,.0f} users/s); peak RSS {result['peak_rss_mib']} MiB "
         f"(RSS before the batch {result['rss_before_mib']} MiB); CPU s (this process, its PostgreSQL "
-        f"backend): cut {result['cut_cpu_s']}, send {result['send_cpu_s']}; load {_load()}")
+        f"backend): cut {result['cut_cpu_s']}, send {result['send_cpu_s']}; load {load_average()}")
     is_complete = result["failed_requests"] == 0 and result["delivered_users"] == devices == result["users"]
     if not is_complete:
         say(f"{name}: INCOMPLETE: {result}")
     return is_complete
-
-
-def _load() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def parse_arguments() -> argparse.Namespace:

@@ -51,10 +51,11 @@ class PartnerId(models.Model):
 
 
 class Membership(models.Model):
-    """A device's standing in one segment: active ("1") or left ("0")."""
+    """A device's standing in one segment: active ("1") or left ("0"). No database FKs: migration 0009."""
 
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="memberships", db_index=False)
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    device = models.ForeignKey(Device, models.CASCADE, related_name="memberships", db_index=False,
+                               db_constraint=False)
+    segment = models.ForeignKey(Segment, models.CASCADE, related_name="memberships", db_constraint=False)
     is_active = models.BooleanField()
     # When the membership was last verified: the latest event's datetime, or when it ended.
     datetime = models.DateTimeField()
@@ -104,10 +105,10 @@ class MembershipChange(models.Model):
 
 
 class DestinationDevice(models.Model):
-    """What a destination was sent about a device, and what is still to send in real time."""
+    """What a destination was sent about a device and still owes it in real time; no device FK: 0009."""
 
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="+", db_index=False)
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="destination_states")
+    device = models.ForeignKey(Device, models.CASCADE, related_name="destination_states", db_constraint=False)
     # When the device became due for a real-time request. null: nothing to send.
     pending_since = models.DateTimeField(null=True, blank=True)
     # Segments the device left that this destination has not yet been told of ("0" once).
@@ -162,9 +163,8 @@ class Delivery(models.Model):
     # The exact bytes sent (UTF-8 JSON); retries and redeliveries resend them.
     body = models.BinaryField()
     user_count = models.PositiveIntegerField()
-    # null: not a redelivery.
     redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
-                                      related_name="redeliveries")
+                                      related_name="redeliveries")  # null: not a redelivery.
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)  # null: still pending.
     # Until when a worker owns the sending. null: nobody; a past time: the worker is presumed dead.

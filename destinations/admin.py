@@ -1,9 +1,8 @@
 """The admin console for destinations, segments and mappings.
 
-Secrets are write-only here as in the API: no page renders a stored secret,
-for any user; each says whether one is set and whether a key rotation is under
-way (`destinations.credentials_admin`). A blank secret input keeps the secret. The form
-applies the API's rules (`destinations.configuration`, `destinations.network`).
+Secrets are write-only, as in the API: no page renders a stored secret, for any user; each says
+whether one is set and whether a key rotation is under way (`destinations.credentials_admin`); a blank
+input keeps it. The form applies the API's rules (`destinations.configuration`, `destinations.network`).
 """
 
 from __future__ import annotations
@@ -278,6 +277,13 @@ class SegmentAdmin(RecordChangesMixin[Segment], admin.ModelAdmin):
         if change and "ttl_days" in form.changed_data:
             # CONTRACT §4: a new TTL applies to the segment's existing memberships (a task, once committed).
             services.apply_segment_ttl_change(segment=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Segment) -> None:
+        services.delete_segments(segment_ids=[obj.pk], actor=request.user, source=ChangeSource.ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
+        segment_ids = list(queryset.values_list("pk", flat=True))
+        services.delete_segments(segment_ids=segment_ids, actor=request.user, source=ChangeSource.ADMIN)
 
 
 @admin.register(Mapping)

@@ -1,8 +1,8 @@
 """/api/v1/destinations/, mappings/ and segments/ (CONTRACT §5).
 
-Plain CRUD through ModelViewSets; the destination actions translate the
-request, call the operator action's service (`destinations.services`, the
-same one the admin and the console call) and translate its result or error.
+Plain CRUD through ModelViewSets; the destination actions (and a segment's deletion) translate the
+request, call the operator action's service (`destinations.services`, the same one the admin and the
+console call) and translate its result or error.
 """
 
 from __future__ import annotations
@@ -38,11 +38,8 @@ _CHANGE_DESTINATION = "destinations.change_destination"
 
 
 def save_or_refuse(serializer: serializers.BaseSerializer, *, conflicts: dict[str, tuple[str, str]]) -> None:
-    """Save in one transaction; turn a uniqueness race lost to another request into a 400.
-
-    `conflicts` maps a constraint name to (field, message). The validators
-    check uniqueness first; this only catches two requests racing past them.
-    """
+    """Save in one transaction; a uniqueness race lost to another request becomes a 400 (`conflicts`:
+    constraint name → (field, message)); the validators check uniqueness first."""
     try:
         with transaction.atomic():
             serializer.save()
@@ -289,6 +286,9 @@ class SegmentViewSet(RecordingViewSet):
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
+
+    def perform_destroy(self, instance: Any) -> None:
+        services.delete_segments(segment_ids=[instance.pk], actor=self.request.user, source=ChangeSource.API)
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
         segment = cast(Segment, serializer.instance)  # an update always has its instance

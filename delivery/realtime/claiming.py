@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+import orjson
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Subquery, TextField
+from django.db.models.functions import Cast
 
 from delivery.leases import lease_until
 from delivery.models import Delivery, DestinationDevice
@@ -96,13 +98,18 @@ def _lock_pending_destination_devices(
             destination=destination, pending_since__isnull=False, in_flight_delivery__isnull=True
         )
         .order_by("pending_since", "id")
-        .values_list("id", "device_id", "pending_since", "left_segment_ids", "device__regions")
+        # The two JSON columns as text, parsed by orjson: JSONField's stdlib decoding of two small
+        # arrays a row was 7 % of a worker's CPU (py-spy --gil, 10 users a request).
+        .annotate(left_json=Cast("left_segment_ids", TextField()),
+                  regions_json=Cast("device__regions", TextField()))
+        .values_list("id", "device_id", "pending_since", "left_json", "regions_json")
         # of=("self",): lock the destination device rows only, never the destination or device.
         .select_for_update(skip_locked=True, of=("self",))
     )
     # Tuples, not model instances: a claim reads hundreds of rows. pending_since is not null (filtered).
     return [
-        PendingDestinationDevice(pk, device_id, cast(dt.datetime, since), left, regions)
+        PendingDestinationDevice(pk, device_id, cast(dt.datetime, since), orjson.loads(left),
+                                 orjson.loads(regions))
         for pk, device_id, since, left, regions in rows[:count]
     ]
 

@@ -39,6 +39,14 @@ def ingest_a_file(tmp_path: Path) -> None:
     import_events(path, defaults=Defaults(datetime=NOW, now=NOW), skip_invalid=False, on_error=pytest.fail)
 
 
+def run_together(*targets: Callable[[], None]) -> None:
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
 @pytest.mark.parametrize("ingest", [ingest_through_the_api, ingest_a_file])
 def test_deleting_a_segment_waits_for_an_ingest_writing_it_then_deletes_its_memberships(
     tmp_path: Path, ingest: Callable[[Path], None]
@@ -72,11 +80,7 @@ def test_deleting_a_segment_waits_for_an_ingest_writing_it_then_deletes_its_memb
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=ingest_then_wait), threading.Thread(target=delete)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    run_together(ingest_then_wait, delete)
 
     assert errors == []
     assert moments["deleted"] > moments["ingest committed"]

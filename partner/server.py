@@ -148,8 +148,10 @@ class ReceiverServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, *, host: str, port: int, receiver: Receiver, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, *, host: str, port: int, receiver: Receiver, tls: ssl.SSLContext | None,
+                 reuse_port: bool = False) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.allow_reuse_port = reuse_port  # several processes on one port: the kernel balances them
         self.receiver = receiver
         self.tls = tls
         super().__init__((host, port), ReceiverRequestHandler)

@@ -8,7 +8,9 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
+from django.core.management.base import CommandError
 
 from tests.partner.receiving import BODY, DOCUMENT, JSON
 
@@ -115,3 +117,25 @@ def test_it_listens_on_ipv6_loopback(start_receiver):
 
     assert receiver.url.startswith("https://[::1]:")
     assert receiver.post().status_code == 200
+
+
+def test_receivers_started_with_reuse_port_share_one_port_and_its_connections(start_receiver, tmp_path):
+    first = start_receiver("--reuse-port", "--summary-only")
+    port = first.server.socket.getsockname()[1]
+    second = start_receiver("--reuse-port", "--summary-only", "--port", str(port),
+                            "--cert-dir", str(tmp_path / "pki"))
+
+    statuses = [first.post().status_code for _ in range(24)]  # a new connection each: the kernel picks one
+
+    assert statuses == [200] * 24
+    assert first.server.receiver.accepted + second.server.receiver.accepted == 24
+    # Each connection goes to one of the two: both get some but in 2 runs of 2**24.
+    assert first.server.receiver.accepted > 0 and second.server.receiver.accepted > 0
+
+
+def test_without_reuse_port_a_second_receiver_cannot_take_the_port(start_receiver):
+    first = start_receiver()
+    port = str(first.server.socket.getsockname()[1])
+
+    with pytest.raises(CommandError, match=f"cannot listen on 127.0.0.1 port {port}"):
+        start_receiver("--port", port)

@@ -58,6 +58,11 @@ class Command(BaseCommand):
             "--summary-only", action="store_true",
             help="Print one summary line per accepted document instead of the document (benchmarks).",
         )
+        parser.add_argument(
+            "--reuse-port", action="store_true",
+            help="Share the port with other receivers started so (SO_REUSEPORT): the kernel spreads the "
+                 "connections over them, a core each (benchmarks).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         server = build_server(options, emit=self._emit)
@@ -91,7 +96,7 @@ def build_server(options: dict[str, Any], *, emit: Callable[[str], None]) -> Rec
         raise CommandError("--fail-rate must be within 0..1 and --delay-ms at least 0.")
     try:
         return ReceiverServer(host=options["host"], port=options["port"], receiver=receiver,
-                              tls=_tls_from(options))
+                              tls=_tls_from(options), reuse_port=options.get("reuse_port", False))
     except OSError as exc:
         raise CommandError(f"cannot listen on {options['host']} port {options['port']}: {exc}") from None
 

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import psycopg
 from django.apps import apps
-from django.db import IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Aggregate, Count, Field, FloatField, Lookup, Model, QuerySet
 from django.db.models.options import Options
@@ -147,6 +147,19 @@ def lock_table_against_writers(model: type[Model], *, lock_timeout: str) -> None
     with connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{lock_timeout}'")
         cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+
+
+def give_up_lock_waits_after(timeout: str) -> None:
+    """Until commit, a wait for a lock longer than `timeout` raises instead (PostgreSQL; see
+    `is_lock_given_up`). SQLite: nothing, its transactions queue on the one write lock."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
+
+
+def is_lock_given_up(error: DatabaseError) -> bool:
+    """Whether `error` is a lock wait given up (`give_up_lock_waits_after`) or a deadlock's victim."""
+    return getattr(error.__cause__, "sqlstate", None) in {"55P03", "40P01"}
 
 
 def advisory_xact_lock(key: int) -> None:

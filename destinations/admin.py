@@ -22,6 +22,7 @@ from destinations.credentials_admin import CredentialStateMixin
 from destinations.models import ChangeSource, Destination, Mapping, Segment, utc_today
 from destinations.network import validate_url
 from destinations.rotation_admin import finish_key_rotation, start_key_rotation
+from destinations.segments_admin import SegmentDeletionMixin
 
 SECRET_FIELDS = ("signing_key", "oauth_client_secret")
 # The circuit breaker's shared state (CONTRACT §7): shown, never edited.
@@ -263,7 +264,7 @@ def _for_each(
 
 
 @admin.register(Segment)
-class SegmentAdmin(RecordChangesMixin[Segment], admin.ModelAdmin):
+class SegmentAdmin(SegmentDeletionMixin, RecordChangesMixin[Segment], admin.ModelAdmin):
     list_display = ["id", "name", "ttl_days", "updated_at"]
     search_fields = ["id__exact", "name"]
     list_filter = ["ttl_days"]
@@ -277,13 +278,6 @@ class SegmentAdmin(RecordChangesMixin[Segment], admin.ModelAdmin):
         if change and "ttl_days" in form.changed_data:
             # CONTRACT §4: a new TTL applies to the segment's existing memberships (a task, once committed).
             services.apply_segment_ttl_change(segment=obj)
-
-    def delete_model(self, request: HttpRequest, obj: Segment) -> None:
-        services.delete_segments(segment_ids=[obj.pk], actor=request.user, source=ChangeSource.ADMIN)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
-        segment_ids = list(queryset.values_list("pk", flat=True))
-        services.delete_segments(segment_ids=segment_ids, actor=request.user, source=ChangeSource.ADMIN)
 
 
 @admin.register(Mapping)

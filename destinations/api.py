@@ -275,6 +275,7 @@ class MappingViewSet(RecordingViewSet):
 @extend_schema_view(
     update=extend_schema(request=SegmentUpdateSerializer),
     partial_update=extend_schema(request=SegmentUpdateSerializer),
+    destroy=extend_schema(responses={204: None, 409: DetailSerializer}),  # 409: an ingestion writes to it
 )
 class SegmentViewSet(RecordingViewSet):
     """Audience segments; the client chooses their IDs."""

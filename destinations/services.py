@@ -12,7 +12,8 @@ an action follows the same rules and leaves the same audit entry through all thr
 - `start_batch_now`: raises `BatchNotQueued` when the broker does not answer (the API's 503).
 - `apply_segment_ttl_change`: a segment's new TTL reaches its existing memberships, in a task
   queued once the change commits.
-- `delete_segments`: recorded, after ingestion writing to them has committed.
+- `delete_segments`: recorded, after the ingestions writing to them have committed; raises
+  `SegmentBusy` (the API's 409) rather than wait for one long.
 - `close_circuit`: closes an open circuit by hand (`delivery.services.close_circuit`); raises
   `CircuitAlreadyClosed` (the API's 409) when it is closed.
 - `resync`: `delivery.services.resync` (CONTRACT §7), recorded as `resync` with its scope;
@@ -33,7 +34,7 @@ import logging
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from kombu.exceptions import OperationalError
@@ -55,6 +56,7 @@ __all__ = [
     "ResyncNotQueued",
     "ResyncRefused",
     "RotationConflict",
+    "SegmentBusy",
     "RotationRefused",
     "TestOutcome",
     "apply_segment_ttl_change",
@@ -75,6 +77,10 @@ logger = logging.getLogger(__name__)
 Actor = AbstractBaseUser | AnonymousUser | None
 
 BROKER_UNAVAILABLE = "The task broker is unavailable; try again shortly."
+# Below PostgreSQL's default deadlock_timeout (1 s): should a deletion and an import wait on each
+# other (the import holds the segment from one chunk, and a membership of it from another), the
+# deletion gives up first instead of PostgreSQL aborting the import.
+SEGMENT_DELETION_LOCK_TIMEOUT = "900ms"
 
 CircuitAlreadyClosed = delivery_services.CircuitAlreadyClosed
 
@@ -85,6 +91,10 @@ ResyncNotQueued = delivery_services.ResyncNotQueued
 
 class DestinationPaused(Exception):
     """The destination is paused: nothing is sent to it, a batch included (CONTRACT §2; HTTP 409)."""
+
+
+class SegmentBusy(Exception):
+    """A segment could not be deleted now: an ingestion writing to it holds it (the API's 409)."""
 
 
 class BatchNotQueued(Exception):
@@ -236,13 +246,22 @@ def delete_segments(*, segment_ids: list[int], actor: Actor, source: str) -> int
     Each is locked `FOR UPDATE` first, in ID order. Ingestion holds the segments it writes
     `FOR KEY SHARE` until it commits (`delivery.intake.storage.ensure_segments`), so the deletion
     waits for it and the cascade then deletes every membership it wrote: no database constraint
-    does that any more (delivery migration 0009). Returns how many were deleted.
+    does that any more (delivery migration 0009). A wait longer than
+    `SEGMENT_DELETION_LOCK_TIMEOUT` gives up: `SegmentBusy`, nothing deleted. Returns how many were.
     """
-    with transaction.atomic():
-        segments = list(Segment.objects.select_for_update().filter(pk__in=segment_ids).order_by("pk"))
-        for segment in segments:
-            record_change(actor=actor, source=source, action=ChangeAction.DELETE, instance=segment)
-        Segment.objects.filter(pk__in=[segment.pk for segment in segments]).delete()
+    try:
+        with transaction.atomic():
+            dialect.give_up_lock_waits_after(SEGMENT_DELETION_LOCK_TIMEOUT)
+            segments = list(Segment.objects.select_for_update().filter(pk__in=segment_ids).order_by("pk"))
+            for segment in segments:
+                record_change(actor=actor, source=source, action=ChangeAction.DELETE, instance=segment)
+            Segment.objects.filter(pk__in=[segment.pk for segment in segments]).delete()
+    except DatabaseError as error:
+        if not dialect.is_lock_given_up(error):
+            raise
+        listed = ", ".join(map(str, sorted(segment_ids)))
+        raise SegmentBusy(f"Segment {listed} is being written by an ingestion in progress; nothing was "
+                          "deleted. Try again once it has finished.") from None
     return len(segments)
 
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import host_speed  # noqa: E402 - scripts folder
@@ -172,7 +173,7 @@ def main() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
 
     def host(when: str) -> dict[str, Any]:
-        speed = host_speed.measure(arguments.database.rsplit("/", 1)[0] + "/postgres")
+        speed = host_speed.measure(urlunsplit(urlsplit(arguments.database)._replace(path="/postgres")))
         return {f"host-{when}": speed | {"load_average": load()}}
 
     steps = {

@@ -8,10 +8,10 @@ then their `DestinationDevice` rows (`delivery.intake.pending_marks`), are
 locked next.
 
 These locks also keep the references that the database no longer checks row by
-row (migration 0009): a membership or a `DestinationDevice` row is written only
+row (migration 0009): a membership or a `DestinationDevice` row is created only
 under its device's lock, and erasure locks the devices it deletes; the segments
 written are held `FOR KEY SHARE` (`ensure_segments`), and deleting a segment
-locks it `FOR UPDATE` first.
+locks it `FOR UPDATE` first (`destinations.services.delete_segments`).
 
 Speed: the bulk writes go through `delivery.bulk.bulk_write` (on PostgreSQL
 the rows travel as one JSON parameter); 10,000 events take a few hundred

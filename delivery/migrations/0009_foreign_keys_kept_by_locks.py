@@ -8,23 +8,34 @@ that every writer already takes or now takes (`delivery.intake.storage`):
   the only deletion of devices, erasure (`delivery.lifecycle.erasure`), locks them before it deletes
   their data;
 - a segment: ingestion holds the segments it writes `FOR KEY SHARE` until it commits, and deleting a
-  segment locks it `FOR UPDATE` before Django's cascade deletes its memberships
-  (`destinations.signals`), so one waits for the other and no membership outlives its segment.
+  segment (`destinations.services.delete_segments`, the admin's and the API's) locks it `FOR UPDATE`
+  before Django's cascade deletes its memberships, so one waits for the other and no membership
+  outlives its segment.
 Reversing deletes any row the constraints would refuse, then adds them back.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+ORPHANS = [  # (table, column, referenced table, its key)
+    ("delivery_membership", "device_id", "delivery_device", "aam_uuid"),
+    ("delivery_membership", "segment_id", "destinations_segment", "id"),
+    ("delivery_destinationdevice", "device_id", "delivery_device", "aam_uuid"),
+]
+
 
 def keep_only_rows_with_their_references(apps, schema_editor):
-    """Before the constraints come back (reversing): delete the rows they would refuse."""
-    device = apps.get_model("delivery", "Device")
-    segment = apps.get_model("destinations", "Segment")
-    membership = apps.get_model("delivery", "Membership")
-    membership.objects.exclude(device__in=device.objects.all()).delete()
-    membership.objects.exclude(segment__in=segment.objects.all()).delete()
-    apps.get_model("delivery", "DestinationDevice").objects.exclude(device__in=device.objects.all()).delete()
+    """Before the constraints come back (reversing): delete the rows they would refuse.
+
+    NOT EXISTS: an anti-join, where Django's `exclude(…__in=…)` would probe a list of every device
+    once per row.
+    """
+    with schema_editor.connection.cursor() as cursor:
+        for table, column, referenced, key in ORPHANS:
+            cursor.execute(
+                f"DELETE FROM {table} AS t WHERE NOT EXISTS "  # noqa: S608 - constant names
+                f"(SELECT 1 FROM {referenced} AS r WHERE r.{key} = t.{column})"
+            )
 
 
 class Migration(migrations.Migration):

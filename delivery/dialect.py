@@ -144,8 +144,8 @@ def lock_table_against_writers(model: type[Model], *, lock_timeout: str) -> None
     if not is_postgresql():
         return
     table = connection.ops.quote_name(model._meta.db_table)
+    give_up_lock_waits_after(lock_timeout)
     with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = '{lock_timeout}'")
         cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
 
 

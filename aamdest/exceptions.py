@@ -1,4 +1,4 @@
-"""DRF exception handler: every API error is JSON, a database outage is 503, a busy segment 409."""
+"""DRF exception handler: every API error is JSON, a database outage is 503."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from django.db import InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from destinations.services import SegmentBusy
-
 logger = logging.getLogger(__name__)
 
 
@@ -18,8 +16,6 @@ def handle_api_exception(exc: Exception, context: dict[str, Any]) -> Response | 
     response = exception_handler(exc, context)
     if response is not None:
         return response
-    if isinstance(exc, SegmentBusy):  # DELETE /api/v1/segments/{id}/ while an ingestion writes to it
-        return Response({"detail": str(exc)}, status=409)
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("database unavailable: %s", exc.__class__.__name__)
         return Response({"detail": "The database is unavailable; try again shortly."}, status=503)

@@ -87,14 +87,10 @@ class DestinationViewSet(RecordingViewSet):
     serializer_class = DestinationSerializer
     filterset_class = DestinationFilter
     # The actions change a destination's state or send on its behalf (destinations.permissions).
-    action_permissions = {
-        "rotate_signing_key": _CHANGE_DESTINATION,
-        "finish_key_rotation": _CHANGE_DESTINATION,
-        "send_test": _CHANGE_DESTINATION,
-        "send_batch": _CHANGE_DESTINATION,
-        "close_circuit": _CHANGE_DESTINATION,
-        "resync": _CHANGE_DESTINATION,
-    }
+    action_permissions = dict.fromkeys(
+        ["rotate_signing_key", "finish_key_rotation", "send_test", "send_batch", "close_circuit", "resync"],
+        _CHANGE_DESTINATION,
+    )
     _conflicts = {"destinations_destination_name_key": ("name", "destination with this name already exists.")}
 
     def get_queryset(self) -> Any:
@@ -180,7 +176,6 @@ class DestinationViewSet(RecordingViewSet):
         return Response(
             {"detail": f"The batch of {destination.name} has started."}, status=status.HTTP_202_ACCEPTED
         )
-
 
     # ---- the circuit breaker (CONTRACT §7) ----
 
@@ -288,8 +283,13 @@ class SegmentViewSet(RecordingViewSet):
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
         save_and_record(serializer, request=self.request, conflicts=self._conflicts)
 
-    def perform_destroy(self, instance: Any) -> None:
-        services.delete_segments(segment_ids=[instance.pk], actor=self.request.user, source=ChangeSource.API)
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        segment_id = self.get_object().pk
+        try:
+            services.delete_segments(segment_ids=[segment_id], actor=request.user, source=ChangeSource.API)
+        except services.SegmentBusy as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
         segment = cast(Segment, serializer.instance)  # an update always has its instance

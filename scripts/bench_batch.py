@@ -41,6 +41,7 @@ from stack import (  # noqa: E402 - scripts folder
     free_port,
     load_average,
     reset_database,
+    start_receiver,
 )
 
 STATE = ROOT / "var" / "bench-batch"
@@ -211,18 +212,6 @@ def report(name: str, result: dict, *, devices: int) -> bool:
     return is_complete
 
 
-def start_receivers(children: Children, *, port: int, count: int, env: dict[str, str]) -> None:
-    """`count` reference partners on `port`; the first writes the certificates, the others load them.
-
-    --summary-only: a partner that does not print each accepted document, as bench.py's.
-    """
-    for number in range(1, count + 1):
-        receiver = children.start(f"receiver{number}", [
-            sys.executable, "manage.py", "receiver", "--port", str(port), "--cert-dir", str(STATE / "pki"),
-            "--summary-only", "--reuse-port"], env=env, is_echoed=False)
-        receiver.wait_for("listening on", timeout_s=STARTUP_TIMEOUT_S)
-
-
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1_000_000)
@@ -248,8 +237,11 @@ def main() -> int:
     children = Children(announce=say)
     try:
         port = free_port()
-        start_receivers(children, port=port, count=arguments.receivers, env=env)
-        env["AAMDEST_CA_BUNDLE"] = str(STATE / "pki" / "ca.pem")
+        # --summary-only: a partner that does not print each accepted document, as bench.py's. The first
+        # receiver writes the certificates, the others load them.
+        for _ in range(arguments.receivers):
+            start_receiver(children, env=env, port=port, cert_dir=STATE / "pki", timeout_s=STARTUP_TIMEOUT_S,
+                           options=("--summary-only", "--reuse-port"), is_echoed=False)
         children.run("migrate", [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env)
         say(f"generating {arguments.devices:,} devices and memberships")
         started = time.monotonic()

@@ -29,10 +29,10 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import host_speed  # noqa: E402 - scripts folder
+import stack  # noqa: E402 - scripts folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -173,7 +173,7 @@ def main() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
 
     def host(when: str) -> dict[str, Any]:
-        speed = host_speed.measure(urlunsplit(urlsplit(arguments.database)._replace(path="/postgres")))
+        speed = host_speed.measure(stack.maintenance_url(arguments.database))
         return {f"host-{when}": speed | {"load_average": load()}}
 
     steps = {

@@ -230,12 +230,15 @@ def bench_environment(*, database_url: str, broker_url: str) -> dict[str, str]:
     }
 
 
+def maintenance_url(url: str) -> str:
+    """`url` naming the `postgres` database instead: where databases are created and dropped."""
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
+
+
 def ensure_postgres_database(url: str) -> None:
     """Create the database named in `url` when it is missing (connecting to `postgres` to do so)."""
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=3) as connection:
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(maintenance_url(url), autocommit=True, connect_timeout=3) as connection:
         exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -244,10 +247,8 @@ def ensure_postgres_database(url: str) -> None:
 
 def reset_database(url: str) -> None:
     """Drop and recreate the database named in `url`."""
-    parts = urlsplit(url)
-    name = sql.Identifier(parts.path.lstrip("/"))
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=3) as db:
+    name = sql.Identifier(urlsplit(url).path.lstrip("/"))
+    with psycopg.connect(maintenance_url(url), autocommit=True, connect_timeout=3) as db:
         db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
         db.execute(sql.SQL("CREATE DATABASE {}").format(name))
 

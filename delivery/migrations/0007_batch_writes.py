@@ -34,9 +34,16 @@ def compress_bodies_with_the_default(apps, schema_editor):
 
 
 def keep_only_rows_of_existing_deliveries(apps, schema_editor):
-    """Before the constraint comes back (reversing): delete the rows it would refuse."""
-    delivery_device = apps.get_model("delivery", "DeliveryDevice")
-    delivery_device.objects.exclude(delivery__in=apps.get_model("delivery", "Delivery").objects.all()).delete()
+    """Before the constraint comes back (reversing): delete the rows it would refuse.
+
+    NOT EXISTS: an anti-join, where Django's `exclude(delivery__in=…)` would probe a list of every
+    delivery once per row (as in migration 0009).
+    """
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM delivery_deliverydevice AS t WHERE NOT EXISTS "
+            "(SELECT 1 FROM delivery_delivery AS r WHERE r.id = t.delivery_id)"
+        )
 
 
 class Migration(migrations.Migration):

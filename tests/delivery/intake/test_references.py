@@ -27,7 +27,7 @@ from tests.delivery.intake.membership_events import NOW, qualify
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.django_db(transaction=True)]
 SEGMENT = 7
-BLOCKED_FOR_S = 0.5  # how long the ingest keeps its transaction open once the deletion has started
+BLOCKED_FOR_S = 0.5  # how long the ingest keeps its transaction open once written: the deletion waits
 
 
 def ingest_through_the_api(tmp_path: Path) -> None:
@@ -40,62 +40,15 @@ def ingest_a_file(tmp_path: Path) -> None:
     import_events(path, defaults=Defaults(datetime=NOW, now=NOW), skip_invalid=False, on_error=pytest.fail)
 
 
-def run_together(*targets: Callable[[], None]) -> None:
-    threads = [threading.Thread(target=target) for target in targets]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-
-@pytest.mark.parametrize("ingest", [ingest_through_the_api, ingest_a_file])
-def test_deleting_a_segment_waits_for_an_ingest_writing_it_then_deletes_its_memberships(
-    tmp_path: Path, ingest: Callable[[Path], None]
-):
-    Segment.objects.create(id=SEGMENT)
-    written, deleting = threading.Event(), threading.Event()
-    moments: dict[str, float] = {}
-    errors: list[BaseException] = []
-
-    def ingest_then_wait() -> None:
-        try:
-            with transaction.atomic():
-                ingest(tmp_path)
-                written.set()
-                assert deleting.wait(10)
-                time.sleep(BLOCKED_FOR_S)  # the deletion must wait for this commit
-                moments["ingest committed"] = time.monotonic()
-        except BaseException as exc:  # reported to the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    def delete() -> None:
-        try:
-            assert written.wait(10)
-            deleting.set()
-            services.delete_segments(segment_ids=[SEGMENT], actor=None, source=ChangeSource.API)
-            moments["deleted"] = time.monotonic()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    run_together(ingest_then_wait, delete)
-
-    assert errors == []
-    assert moments["deleted"] > moments["ingest committed"]
-    assert not Segment.objects.filter(id=SEGMENT).exists()
-    assert not Membership.objects.filter(segment_id=SEGMENT).exists()
-
-
 class HeldSegment:
     """An ingest of SEGMENT (20 devices) that keeps its transaction open `seconds` once written."""
 
-    def __init__(self, tmp_path: Path, *, seconds: float) -> None:
+    def __init__(self, tmp_path: Path, *, seconds: float,
+                 ingest: Callable[[Path], None] = ingest_through_the_api) -> None:
         self.written = threading.Event()
         self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, args=(tmp_path, seconds))
+        self.committed_at: float | None = None
+        self.thread = threading.Thread(target=self._run, args=(tmp_path, seconds, ingest))
 
     def __enter__(self) -> HeldSegment:
         self.thread.start()
@@ -106,16 +59,33 @@ class HeldSegment:
         self.thread.join(timeout=30)
         assert self.errors == []
 
-    def _run(self, tmp_path: Path, seconds: float) -> None:
+    def _run(self, tmp_path: Path, seconds: float, ingest: Callable[[Path], None]) -> None:
         try:
             with transaction.atomic():
-                ingest_through_the_api(tmp_path)
+                ingest(tmp_path)
                 self.written.set()
                 time.sleep(seconds)
+            self.committed_at = time.monotonic()
         except BaseException as exc:  # reported by __exit__
             self.errors.append(exc)
         finally:
             connection.close()
+
+
+@pytest.mark.parametrize("ingest", [ingest_through_the_api, ingest_a_file])
+def test_deleting_a_segment_waits_for_an_ingest_writing_it_then_deletes_its_memberships(
+    tmp_path: Path, ingest: Callable[[Path], None]
+):
+    Segment.objects.create(id=SEGMENT)
+
+    with HeldSegment(tmp_path, seconds=BLOCKED_FOR_S, ingest=ingest) as held:
+        services.delete_segments(segment_ids=[SEGMENT], actor=None, source=ChangeSource.API)
+        deleted_at = time.monotonic()
+
+    assert held.committed_at is not None
+    assert deleted_at > held.committed_at
+    assert not Segment.objects.filter(id=SEGMENT).exists()
+    assert not Membership.objects.filter(segment_id=SEGMENT).exists()
 
 
 def test_a_deletion_that_would_wait_long_gives_up_and_deletes_nothing(tmp_path: Path):

@@ -1,8 +1,7 @@
 """The processes of a local stack, for `make run` (run_demo.py) and `make bench` (bench.py, bench_batch.py).
 
-Children started with prefixed output and stopped together, the database and
-Redis they need, and the steps every stack takes: the reference partner
-(`manage.py receiver`), then migrate and seed_demo.
+Children started with prefixed output and stopped together, the database and Redis they need, and
+the steps every stack takes: the reference partner (`manage.py receiver`), then migrate and seed_demo.
 """
 
 from __future__ import annotations
